@@ -1,0 +1,3 @@
+//! `breakwater`: the operator command line.
+
+fn main() {}

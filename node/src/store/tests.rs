@@ -1,0 +1,611 @@
+//! Tests of the sled store against real database files in temporary
+//! directories.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use tempfile::TempDir;
+
+use super::*;
+
+const ALICE: AuthorKey = [0xa1; 32];
+const BOB: AuthorKey = [0xb0; 32];
+
+/// A distinct fake envelope id for `(author, seq, variant)`.
+fn id_of(author: &AuthorKey, seq: u64, variant: u8) -> Id {
+    let mut id = [variant; 32];
+    id[..8].copy_from_slice(&author[..8]);
+    id[8..16].copy_from_slice(&seq.to_be_bytes());
+    id
+}
+
+/// Stores a fake envelope of `len` bytes for `(author, seq)`.
+fn insert(store: &Store, author: &AuthorKey, seq: u64, len: usize) -> Result<Inserted, StoreError> {
+    let id = id_of(author, seq, 0);
+    // Byte 0 names the author, byte 1 the seq (mod 251), so tests can check
+    // what a range returned.
+    let mut bytes = vec![u8::try_from(seq % 251).unwrap(); len];
+    bytes[0] = author[0];
+    store.insert_envelope(&id, author, seq, &bytes)
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir).expect("open store")
+}
+
+#[test]
+fn reserved_seqs_survive_reopen_and_never_repeat() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let first = {
+        let store = open(dir.path());
+        assert_eq!(store.own_seq()?, 0);
+        let first = store.reserve_seq()?;
+        assert_eq!(first, 1);
+        assert_eq!(store.reserve_seq()?, 2);
+        assert_eq!(store.own_seq()?, 2);
+        // Dropped without any explicit flush: reserve_seq flushed by itself.
+        first
+    };
+    let store = open(dir.path());
+    assert_eq!(store.own_seq()?, 2);
+    let next = store.reserve_seq()?;
+    assert!(next > first + 1, "seq {next} reused after reopen");
+    assert_eq!(next, 3);
+    Ok(())
+}
+
+#[test]
+fn frontier_advances_contiguously_and_jumps_when_a_gap_fills() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    assert_eq!(store.frontier_of(&ALICE)?, 0);
+
+    assert_eq!(
+        insert(&store, &ALICE, 1, 10)?,
+        Inserted {
+            new: true,
+            frontier: 1
+        }
+    );
+    assert_eq!(
+        insert(&store, &ALICE, 2, 10)?,
+        Inserted {
+            new: true,
+            frontier: 2
+        }
+    );
+    // 3 is missing: 4, 5 and 6 are stored but the frontier stays at 2.
+    for seq in 4..=6 {
+        assert_eq!(
+            insert(&store, &ALICE, seq, 10)?,
+            Inserted {
+                new: true,
+                frontier: 2
+            }
+        );
+    }
+    assert_eq!(store.frontier_of(&ALICE)?, 2);
+    // Bob's first envelope is seq 2: he has nothing contiguous yet.
+    assert_eq!(
+        insert(&store, &BOB, 2, 10)?,
+        Inserted {
+            new: true,
+            frontier: 0
+        }
+    );
+    assert_eq!(store.frontier()?, BTreeMap::from([(ALICE, 2)]));
+
+    // Filling 3 jumps across 4, 5 and 6.
+    assert_eq!(
+        insert(&store, &ALICE, 3, 10)?,
+        Inserted {
+            new: true,
+            frontier: 6
+        }
+    );
+    assert_eq!(
+        insert(&store, &BOB, 1, 10)?,
+        Inserted {
+            new: true,
+            frontier: 2
+        }
+    );
+    assert_eq!(store.frontier()?, BTreeMap::from([(ALICE, 6), (BOB, 2)]));
+    assert_eq!(store.id_at(&ALICE, 5)?, Some(id_of(&ALICE, 5, 0)));
+    assert_eq!(store.id_at(&ALICE, 7)?, None);
+    Ok(())
+}
+
+#[test]
+fn same_envelope_twice_is_idempotent() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    assert!(insert(&store, &ALICE, 1, 10)?.new);
+    assert_eq!(
+        insert(&store, &ALICE, 1, 10)?,
+        Inserted {
+            new: false,
+            frontier: 1
+        }
+    );
+    // A duplicate of an envelope beyond a gap reports the unchanged frontier.
+    assert!(insert(&store, &ALICE, 3, 10)?.new);
+    assert_eq!(
+        insert(&store, &ALICE, 3, 10)?,
+        Inserted {
+            new: false,
+            frontier: 1
+        }
+    );
+    assert_eq!(store.counts().envelopes, 2);
+    Ok(())
+}
+
+#[test]
+fn equivocation_is_reported_and_not_overwritten() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let original = id_of(&ALICE, 1, 0);
+    let rival = id_of(&ALICE, 1, 9);
+    store.insert_envelope(&original, &ALICE, 1, b"original")?;
+
+    match store.insert_envelope(&rival, &ALICE, 1, b"rival") {
+        Err(StoreError::Equivocation(Equivocation {
+            author,
+            seq,
+            existing,
+        })) => {
+            assert_eq!((author, seq, existing), (ALICE, 1, original));
+        }
+        other => panic!("expected equivocation, got {other:?}"),
+    }
+    assert_eq!(store.id_at(&ALICE, 1)?, Some(original));
+    assert_eq!(
+        store.envelope(&original)?.as_deref(),
+        Some(&b"original"[..])
+    );
+    assert!(!store.contains(&rival)?);
+    assert_eq!(store.frontier_of(&ALICE)?, 1);
+
+    // The caller records the evidence; the first piece is kept.
+    assert!(store.put_evidence(&ALICE, 1, b"both envelopes")?);
+    assert!(!store.put_evidence(&ALICE, 1, b"another copy")?);
+    assert_eq!(
+        store.evidence()?,
+        vec![(ALICE, 1, b"both envelopes".to_vec())]
+    );
+    Ok(())
+}
+
+#[test]
+fn seq_zero_is_refused() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let result = store.insert_envelope(&[1; 32], &ALICE, 0, b"x");
+    assert!(matches!(result, Err(StoreError::SeqZero)), "{result:?}");
+    assert_eq!(store.counts().envelopes, 0);
+    Ok(())
+}
+
+#[test]
+fn range_is_ordered_and_respects_limits() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    for seq in [1, 2, 3, 5, 6, 7, 300] {
+        insert(&store, &ALICE, seq, 100)?;
+    }
+    insert(&store, &BOB, 4, 100)?;
+    let seqs =
+        |batch: &[Vec<u8>]| -> Vec<u64> { batch.iter().map(|bytes| u64::from(bytes[1])).collect() };
+
+    let all = store.range(&ALICE, 1, u64::MAX, usize::MAX, usize::MAX)?;
+    assert_eq!(seqs(&all), vec![1, 2, 3, 5, 6, 7, 300 % 251]);
+    assert!(
+        all.iter().all(|bytes| bytes[0] == ALICE[0]),
+        "other author leaked in"
+    );
+
+    // Inclusive bounds, gaps skipped, Bob's seq 4 not included.
+    assert_eq!(
+        seqs(&store.range(&ALICE, 2, 6, usize::MAX, usize::MAX)?),
+        vec![2, 3, 5, 6]
+    );
+    // 350 bytes fit three 100-byte envelopes, not four.
+    assert_eq!(
+        seqs(&store.range(&ALICE, 1, 7, 350, usize::MAX)?),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        seqs(&store.range(&ALICE, 1, 7, 300, usize::MAX)?),
+        vec![1, 2, 3]
+    );
+    // Always at least one, even if it alone exceeds max_bytes.
+    assert_eq!(seqs(&store.range(&ALICE, 5, 7, 10, usize::MAX)?), vec![5]);
+    assert_eq!(seqs(&store.range(&ALICE, 1, 7, usize::MAX, 2)?), vec![1, 2]);
+    assert!(store.range(&ALICE, 1, 7, usize::MAX, 0)?.is_empty());
+    assert!(
+        store
+            .range(&ALICE, 8, 299, usize::MAX, usize::MAX)?
+            .is_empty()
+    );
+    assert!(
+        store
+            .range(&ALICE, 7, 1, usize::MAX, usize::MAX)?
+            .is_empty()
+    );
+    assert!(
+        store
+            .range(&[0x77; 32], 1, u64::MAX, usize::MAX, usize::MAX)?
+            .is_empty()
+    );
+    Ok(())
+}
+
+#[test]
+fn indicator_lookup_is_exact() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let (a, b, c) = ([1; 32], [2; 32], [3; 32]);
+    store.index_indicator("ipv4:1.2.3.4", &a)?;
+    store.index_indicator("ipv4:1.2.3.4", &b)?;
+    store.index_indicator("ipv4:1.2.3.45", &c)?;
+    store.index_indicator("ipv4:1.2.3.", &c)?;
+    store.index_indicator("domain:example.com", &a)?;
+
+    assert_eq!(store.lookup_indicator("ipv4:1.2.3.4")?, vec![a, b]);
+    assert_eq!(store.lookup_indicator("ipv4:1.2.3.45")?, vec![c]);
+    assert_eq!(store.lookup_indicator("ipv4:1.2.3.")?, vec![c]);
+    assert!(store.lookup_indicator("ipv4:1.2.3")?.is_empty());
+    assert!(store.lookup_indicator("ipv4:")?.is_empty());
+    assert!(store.lookup_indicator("")?.is_empty());
+
+    // Indexing twice is harmless; unindexing removes exactly one pairing.
+    store.index_indicator("ipv4:1.2.3.4", &a)?;
+    store.unindex_indicator("ipv4:1.2.3.4", &a)?;
+    assert_eq!(store.lookup_indicator("ipv4:1.2.3.4")?, vec![b]);
+    assert_eq!(store.lookup_indicator("domain:example.com")?, vec![a]);
+    Ok(())
+}
+
+#[test]
+fn plaintext_round_trips() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let (a, b) = ([1; 32], [2; 32]);
+    store.put_plaintext(&b, b"record b")?;
+    store.put_plaintext(&a, b"record a")?;
+    assert_eq!(store.plaintext(&a)?.as_deref(), Some(&b"record a"[..]));
+    let all = store.plaintext_iter().collect::<Result<Vec<_>, _>>()?;
+    assert_eq!(
+        all,
+        vec![(a, b"record a".to_vec()), (b, b"record b".to_vec())]
+    );
+    store.remove_plaintext(&a)?;
+    assert_eq!(store.plaintext(&a)?, None);
+    assert_eq!(store.counts().plaintext, 1);
+    Ok(())
+}
+
+#[test]
+fn the_smallest_retraction_wins() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let target = [7; 32];
+    assert_eq!(store.retracted_by(&target)?, None);
+    store.mark_retracted(&target, &[5; 32])?;
+    store.mark_retracted(&target, &[9; 32])?;
+    assert_eq!(store.retracted_by(&target)?, Some([5; 32]));
+    store.mark_retracted(&target, &[3; 32])?;
+    assert_eq!(store.retracted_by(&target)?, Some([3; 32]));
+    Ok(())
+}
+
+#[test]
+fn latest_roster_is_the_highest_version() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    assert_eq!(store.latest_roster()?, None);
+    store.put_roster(1, b"genesis")?;
+    store.put_roster(300, b"v300")?;
+    store.put_roster(2, b"v2")?;
+    assert_eq!(store.latest_roster()?, Some((300, b"v300".to_vec())));
+    assert_eq!(store.roster(2)?.as_deref(), Some(&b"v2"[..]));
+    assert_eq!(store.roster(3)?, None);
+    assert_eq!(
+        store.rosters()?,
+        vec![
+            (1, b"genesis".to_vec()),
+            (2, b"v2".to_vec()),
+            (300, b"v300".to_vec())
+        ]
+    );
+
+    // The same bytes again are fine; different bytes are a conflict.
+    store.put_roster(2, b"v2")?;
+    let conflict = store.put_roster(2, b"forked v2");
+    assert!(
+        matches!(conflict, Err(StoreError::RosterConflict { version: 2 })),
+        "{conflict:?}"
+    );
+    assert_eq!(store.roster(2)?.as_deref(), Some(&b"v2"[..]));
+    Ok(())
+}
+
+#[test]
+fn data_survives_reopen() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    {
+        let store = open(dir.path());
+        for seq in [1, 2, 4] {
+            insert(&store, &ALICE, seq, 64)?;
+        }
+        store.put_plaintext(&id_of(&ALICE, 1, 0), b"opened")?;
+        store.index_indicator("cve:CVE-2017-0144", &id_of(&ALICE, 1, 0))?;
+        store.mark_retracted(&id_of(&ALICE, 2, 0), &id_of(&ALICE, 4, 0))?;
+        store.put_evidence(&BOB, 3, b"evidence")?;
+        store.put_meta("consortium", b"c0ffee")?;
+        store.put_roster(1, b"genesis")?;
+        store.flush()?;
+    }
+    let store = open(dir.path());
+    assert_eq!(store.frontier()?, BTreeMap::from([(ALICE, 2)]));
+    assert_eq!(store.id_at(&ALICE, 4)?, Some(id_of(&ALICE, 4, 0)));
+    assert_eq!(store.range(&ALICE, 1, 10, usize::MAX, usize::MAX)?.len(), 3);
+    assert_eq!(
+        store.plaintext(&id_of(&ALICE, 1, 0))?.as_deref(),
+        Some(&b"opened"[..])
+    );
+    assert_eq!(
+        store.lookup_indicator("cve:CVE-2017-0144")?,
+        vec![id_of(&ALICE, 1, 0)]
+    );
+    assert_eq!(
+        store.retracted_by(&id_of(&ALICE, 2, 0))?,
+        Some(id_of(&ALICE, 4, 0))
+    );
+    assert_eq!(store.evidence()?, vec![(BOB, 3, b"evidence".to_vec())]);
+    assert_eq!(store.meta("consortium")?.as_deref(), Some(&b"c0ffee"[..]));
+    assert_eq!(
+        store.meta("own_seq")?,
+        None,
+        "user meta keys are namespaced"
+    );
+    assert_eq!(store.latest_roster()?, Some((1, b"genesis".to_vec())));
+    // Filling the gap after reopen still jumps the frontier.
+    assert_eq!(insert(&store, &ALICE, 3, 64)?.frontier, 4);
+    assert_eq!(
+        store.counts(),
+        Counts {
+            envelopes: 4,
+            authors: 1,
+            plaintext: 1,
+            indicators: 1,
+            retracted: 1,
+            rosters: 1,
+            evidence: 1,
+        }
+    );
+    assert!(store.size_on_disk()? > 0);
+    Ok(())
+}
+
+#[test]
+fn corrupt_values_give_errors_not_panics() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    {
+        let store = open(dir.path());
+        insert(&store, &ALICE, 1, 10)?;
+        store.reserve_seq()?;
+        store.flush()?;
+    }
+    {
+        let raw = sled::open(dir.path())?;
+        raw.open_tree("frontier")?.insert(ALICE, &b"garbage"[..])?;
+        raw.open_tree("feeds")?
+            .insert(feed_key(&BOB, 1), &b"short"[..])?;
+        raw.open_tree("meta")?.insert(META_OWN_SEQ, &b"?"[..])?;
+        raw.open_tree("rosters")?.insert(b"v1", &b"roster"[..])?;
+        raw.open_tree("evidence")?
+            .insert(b"too short", &b"evidence"[..])?;
+        raw.open_tree("plaintext")?
+            .insert(b"not an id", &b"record"[..])?;
+        raw.flush()?;
+    }
+    let store = open(dir.path());
+    let is_corrupt = |result: Result<_, StoreError>, tree: &str| match result {
+        Err(StoreError::Corrupt { tree: found, .. }) => assert_eq!(found, tree),
+        Err(other) => panic!("expected corrupt {tree}, got {other:?}"),
+        Ok(_) => panic!("expected corrupt {tree}, got Ok"),
+    };
+    is_corrupt(store.frontier_of(&ALICE).map(drop), "frontier");
+    is_corrupt(store.frontier().map(drop), "frontier");
+    is_corrupt(insert(&store, &ALICE, 2, 10).map(drop), "frontier");
+    is_corrupt(store.id_at(&BOB, 1).map(drop), "feeds");
+    is_corrupt(insert(&store, &BOB, 1, 10).map(drop), "feeds");
+    is_corrupt(store.range(&BOB, 1, 1, usize::MAX, 1).map(drop), "feeds");
+    is_corrupt(store.reserve_seq().map(drop), "meta");
+    is_corrupt(store.own_seq().map(drop), "meta");
+    is_corrupt(store.latest_roster().map(drop), "rosters");
+    is_corrupt(store.evidence().map(drop), "evidence");
+    is_corrupt(
+        store
+            .plaintext_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(drop),
+        "plaintext",
+    );
+    // Nothing was written by the failed insert.
+    assert!(!store.contains(&id_of(&ALICE, 2, 0))?);
+    Ok(())
+}
+
+#[test]
+fn batch_insert_reports_each_envelope() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    insert(&store, &ALICE, 2, 10)?;
+    let rival = id_of(&ALICE, 2, 9);
+    let big = vec![0u8; MAX_TRANSACTION_BYTES];
+    let mut batch = vec![
+        NewEnvelope {
+            id: id_of(&ALICE, 3, 0),
+            author: ALICE,
+            seq: 3,
+            bytes: b"three",
+        },
+        NewEnvelope {
+            id: rival,
+            author: ALICE,
+            seq: 2,
+            bytes: b"rival",
+        },
+        NewEnvelope {
+            id: id_of(&ALICE, 1, 0),
+            author: ALICE,
+            seq: 1,
+            bytes: b"one",
+        },
+        NewEnvelope {
+            id: id_of(&ALICE, 1, 0),
+            author: ALICE,
+            seq: 1,
+            bytes: b"one",
+        },
+        NewEnvelope {
+            id: id_of(&BOB, 1, 0),
+            author: BOB,
+            seq: 1,
+            bytes: &big,
+        },
+    ];
+    // Enough envelopes to span several transactions.
+    let filler: Vec<NewEnvelope<'_>> = (2..=2 * MAX_TRANSACTION_ITEMS as u64)
+        .map(|seq| NewEnvelope {
+            id: id_of(&BOB, seq, 0),
+            author: BOB,
+            seq,
+            bytes: b"filler",
+        })
+        .collect();
+    batch.extend(filler);
+
+    let outcomes = store.insert_envelopes(&batch)?;
+    assert_eq!(outcomes.len(), batch.len());
+    assert_eq!(
+        outcomes[0],
+        Ok(Inserted {
+            new: true,
+            frontier: 0
+        })
+    );
+    assert_eq!(
+        outcomes[1],
+        Err(Equivocation {
+            author: ALICE,
+            seq: 2,
+            existing: id_of(&ALICE, 2, 0)
+        })
+    );
+    assert_eq!(
+        outcomes[2],
+        Ok(Inserted {
+            new: true,
+            frontier: 3
+        })
+    );
+    assert_eq!(
+        outcomes[3],
+        Ok(Inserted {
+            new: false,
+            frontier: 3
+        })
+    );
+    assert_eq!(
+        outcomes[4],
+        Ok(Inserted {
+            new: true,
+            frontier: 1
+        })
+    );
+    assert_eq!(
+        outcomes.last().copied(),
+        Some(Ok(Inserted {
+            new: true,
+            frontier: 2 * MAX_TRANSACTION_ITEMS as u64
+        }))
+    );
+    assert_eq!(
+        store.frontier()?,
+        BTreeMap::from([(ALICE, 3), (BOB, 2 * MAX_TRANSACTION_ITEMS as u64)])
+    );
+    assert!(!store.contains(&rival)?);
+
+    let refused = store.insert_envelopes(&[
+        NewEnvelope {
+            id: [8; 32],
+            author: BOB,
+            seq: 9_999,
+            bytes: b"x",
+        },
+        NewEnvelope {
+            id: [9; 32],
+            author: BOB,
+            seq: 0,
+            bytes: b"x",
+        },
+    ]);
+    assert!(matches!(refused, Err(StoreError::SeqZero)), "{refused:?}");
+    assert!(!store.contains(&[8; 32])?, "a refused batch writes nothing");
+    Ok(())
+}
+
+#[test]
+fn concurrent_inserts_keep_the_frontier_exact() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let n_threads = 4u64;
+    let per_thread = 250u64;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n_threads)
+            .map(|thread_idx| {
+                let store = store.clone();
+                // Thread k stores seqs k+1, k+1+n, …, so every thread fills
+                // the gaps the others leave.
+                scope.spawn(move || -> Result<(), StoreError> {
+                    for round in 0..per_thread {
+                        insert(&store, &ALICE, round * n_threads + thread_idx + 1, 32)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            match handle.join() {
+                Ok(result) => result?,
+                Err(_) => panic!("insert thread panicked"),
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    assert_eq!(store.frontier_of(&ALICE)?, n_threads * per_thread);
+    Ok(())
+}
+
+#[test]
+fn twenty_thousand_one_kib_envelopes() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let store = open(dir.path());
+    let authors: Vec<AuthorKey> = (0u8..10).map(|n| [n; 32]).collect();
+    let per_author = 2_000u64;
+    let started = std::time::Instant::now();
+    // Seqs arrive in two interleaved passes (odd then even) so half the
+    // inserts are gap fills.
+    for parity in [1, 0] {
+        for seq in (1..=per_author).filter(|seq| seq % 2 == parity) {
+            for author in &authors {
+                let inserted = insert(&store, author, seq, 1024)?;
+                assert!(inserted.new);
+            }
+        }
+    }
+    store.flush()?;
+    let elapsed = started.elapsed();
+    eprintln!("inserted 20000 envelopes in {elapsed:?}");
+    assert_eq!(store.counts().envelopes, 20_000);
+    let frontier = store.frontier()?;
+    assert_eq!(frontier.len(), authors.len());
+    assert!(frontier.values().all(|&seq| seq == per_author));
+    let batch = store.range(&authors[3], 1, per_author, 64 * 1024, usize::MAX)?;
+    assert_eq!(batch.len(), 64);
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Member cards: the public part of an organisation (its slug, name, sector
+//! and nodes), exchanged as JSON when a consortium is convened.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bytes::{NodePublicKey, SealingPublicKey};
+
+/// Why a card or an org id is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CardError {
+    /// The org id is not a short slug.
+    #[error(
+        "org id {0:?} must be 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit"
+    )]
+    BadOrgId(String),
+    /// A required text field is empty or too long.
+    #[error("card field {field} must be 1-{max} characters")]
+    BadField {
+        /// The field.
+        field: &'static str,
+        /// Its maximum length.
+        max: usize,
+    },
+    /// The card lists no node.
+    #[error("card for {0} lists no node")]
+    NoNodes(OrgId),
+    /// A node key is not a valid ed25519 public key.
+    #[error("card for {org} has an invalid node key {key}")]
+    BadNodeKey {
+        /// The organisation.
+        org: OrgId,
+        /// The key.
+        key: NodePublicKey,
+    },
+    /// The same node key appears twice.
+    #[error("node key {0} appears more than once")]
+    DuplicateNode(NodePublicKey),
+    /// The JSON is malformed.
+    #[error("malformed member card: {0}")]
+    Json(String),
+}
+
+/// An organisation's short slug, e.g. `polb` or `maersk-apm`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OrgId(String);
+
+impl OrgId {
+    /// The slug.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for OrgId {
+    type Err = CardError;
+    fn from_str(s: &str) -> Result<OrgId, CardError> {
+        let ok = (1..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-');
+        if ok {
+            Ok(OrgId(s.to_string()))
+        } else {
+            Err(CardError::BadOrgId(s.to_string()))
+        }
+    }
+}
+
+impl TryFrom<String> for OrgId {
+    type Error = CardError;
+    fn try_from(s: String) -> Result<OrgId, CardError> {
+        s.parse()
+    }
+}
+
+impl From<OrgId> for String {
+    fn from(id: OrgId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for OrgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One node of an organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// ed25519 node key (its PeerId).
+    pub node_key: NodePublicKey,
+    /// X25519 sealing key.
+    pub sealing_key: SealingPublicKey,
+    /// Multiaddrs where the node listens, as strings.
+    #[serde(default)]
+    pub addrs: Vec<String>,
+}
+
+/// The public part of an organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberCard {
+    /// Short slug.
+    pub org_id: OrgId,
+    /// Display name.
+    pub name: String,
+    /// Sector, e.g. `port-authority`, `shipping-line`, `terminal-operator`.
+    pub sector: String,
+    /// The organisation's nodes.
+    pub nodes: Vec<NodeEntry>,
+}
+
+impl MemberCard {
+    /// Checks field lengths, that there is at least one node, and that every
+    /// node key is a valid, distinct ed25519 key.
+    pub fn check(&self) -> Result<(), CardError> {
+        check_text("name", &self.name, 128)?;
+        check_text("sector", &self.sector, 64)?;
+        if self.nodes.is_empty() {
+            return Err(CardError::NoNodes(self.org_id.clone()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for node in &self.nodes {
+            if !node.node_key.is_valid() {
+                return Err(CardError::BadNodeKey {
+                    org: self.org_id.clone(),
+                    key: node.node_key,
+                });
+            }
+            if !seen.insert(node.node_key) {
+                return Err(CardError::DuplicateNode(node.node_key));
+            }
+            for addr in &node.addrs {
+                check_text("addrs", addr, 256)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a card.
+    pub fn from_json(text: &str) -> Result<MemberCard, CardError> {
+        let card: MemberCard =
+            serde_json::from_str(text).map_err(|e| CardError::Json(e.to_string()))?;
+        card.check()?;
+        Ok(card)
+    }
+}
+
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), CardError> {
+    if value.trim().is_empty() || value.chars().count() > max {
+        return Err(CardError::BadField { field, max });
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! Sealing by TLP 2.0: the body is encrypted with a fresh content key
+//! (ChaCha20-Poly1305, AAD = header hash) and the key is wrapped once per
+//! recipient node with a one-way Noise handshake
+//! (`Noise_N_25519_ChaChaPoly_BLAKE2s`, prologue = domain tag ‖ header hash).
+
+use std::collections::BTreeSet;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use rand_core::CryptoRng;
+use snow::params::NoiseParams;
+use snow::resolvers::{BoxedCryptoResolver, CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
+
+use crate::body::{Body, BodyError};
+use crate::bytes::{Digest, SealingPublicKey};
+use crate::card::OrgId;
+use crate::envelope::{
+    Envelope, HEADER_VERSION, Header, Kind, MAX_ENVELOPE_BYTES, MAX_RECIPIENTS, Recipient,
+};
+use crate::keys::NodeKeys;
+use crate::roster::{Roster, RosterError};
+use crate::tlp::Tlp;
+
+const NOISE_PATTERN: &str = "Noise_N_25519_ChaChaPoly_BLAKE2s";
+const WRAP_PROLOGUE: &[u8] = b"breakwater/wrap/v1";
+
+/// Why an envelope could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The author is not an active member.
+    #[error("author node is not an active member of the roster")]
+    NotAMember,
+    /// An organisation named in `to` is unknown or revoked.
+    #[error(transparent)]
+    Roster(#[from] RosterError),
+    /// Named recipients with a label that does not take them.
+    #[error("tlp {0} does not take named recipients (only amber, amber+strict and red do)")]
+    RecipientsNotAllowed(Tlp),
+    /// The body does not match the header's kind.
+    #[error("a {kind} envelope needs a {kind} body")]
+    KindMismatch {
+        /// The kind.
+        kind: &'static str,
+    },
+    /// The body is invalid.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// Too many recipients.
+    #[error("{0} recipients, more than {MAX_RECIPIENTS}")]
+    TooManyRecipients(usize),
+    /// The envelope would exceed the size cap.
+    #[error("envelope would be {0} bytes, more than the 256 KiB cap")]
+    TooLarge(usize),
+    /// Lifetime is empty.
+    #[error("expires_at must be after created_at")]
+    Lifetime,
+    /// `seq`/`prev` are inconsistent.
+    #[error("seq must start at 1 and prev must be zero exactly for seq 1")]
+    SeqPrev,
+    /// The Noise or AEAD layer failed.
+    #[error("crypto failure: {0}")]
+    Crypto(String),
+}
+
+/// Why an envelope could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// This node's key is not among the recipients (or no wrap opens).
+    #[error("this node is not a recipient")]
+    NotARecipient,
+    /// The payload does not decrypt under the unwrapped key and this header.
+    #[error("payload does not decrypt")]
+    Decrypt,
+    /// The plaintext is not a valid body.
+    #[error("malformed body: {0}")]
+    Body(String),
+}
+
+/// What the author wants to send; [`seal`] turns it into an envelope.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// This author's next seq.
+    pub seq: u64,
+    /// Id of this author's previous envelope (zero for seq 1).
+    pub prev: Digest,
+    /// Unix ms.
+    pub created_at: u64,
+    /// Unix ms.
+    pub expires_at: u64,
+    /// Label.
+    pub tlp: Tlp,
+    /// Kind (and target).
+    pub kind: Kind,
+    /// Plaintext.
+    pub body: Body,
+}
+
+/// The recipient nodes for `tlp`: none for CLEAR, every active node for
+/// GREEN, the named organisations' nodes for AMBER, AMBER+STRICT and RED. The
+/// author's own organisation is always included when sealed.
+pub fn recipients_for(
+    roster: &Roster,
+    author: &crate::bytes::NodePublicKey,
+    tlp: Tlp,
+    to: &[OrgId],
+) -> Result<Vec<SealingPublicKey>, SealError> {
+    let author_org = roster.org_of(author).ok_or(SealError::NotAMember)?;
+    if !to.is_empty() && !tlp.names_recipients() {
+        return Err(SealError::RecipientsNotAllowed(tlp));
+    }
+    let keys = match tlp {
+        Tlp::Clear => Vec::new(),
+        Tlp::Green => roster.all_sealing_keys(),
+        Tlp::Amber | Tlp::AmberStrict | Tlp::Red => {
+            let mut keys = roster.sealing_keys_of(author_org)?;
+            for org in to {
+                keys.extend(roster.sealing_keys_of(org)?);
+            }
+            keys
+        }
+    };
+    let mut seen = BTreeSet::new();
+    Ok(keys.into_iter().filter(|k| seen.insert(*k)).collect())
+}
+
+/// Seals `draft` for the recipients its TLP and `to` imply under `roster`.
+pub fn seal<R: CryptoRng + ?Sized>(
+    keys: &NodeKeys,
+    roster: &Roster,
+    draft: Draft,
+    to: &[OrgId],
+    rng: &mut R,
+) -> Result<Envelope, SealError> {
+    let recipients = recipients_for(roster, &keys.node_public(), draft.tlp, to)?;
+    seal_to(keys, roster.consortium_id(), draft, &recipients, rng)
+}
+
+/// Seals `draft` for exactly `recipients` (used for retractions and
+/// sightings, which go to the recipients of their target).
+pub fn seal_to<R: CryptoRng + ?Sized>(
+    keys: &NodeKeys,
+    consortium: Digest,
+    draft: Draft,
+    recipients: &[SealingPublicKey],
+    rng: &mut R,
+) -> Result<Envelope, SealError> {
+    if !draft.body.matches(&draft.kind) {
+        return Err(SealError::KindMismatch {
+            kind: draft.kind.as_str(),
+        });
+    }
+    draft.body.check()?;
+    if draft.expires_at <= draft.created_at {
+        return Err(SealError::Lifetime);
+    }
+    if draft.seq == 0 || (draft.seq == 1) != draft.prev.is_zero() {
+        return Err(SealError::SeqPrev);
+    }
+    if recipients.len() > MAX_RECIPIENTS {
+        return Err(SealError::TooManyRecipients(recipients.len()));
+    }
+    let mut header = Header {
+        version: HEADER_VERSION,
+        consortium,
+        author: keys.node_public(),
+        seq: draft.seq,
+        prev: draft.prev,
+        created_at: draft.created_at,
+        expires_at: draft.expires_at,
+        tlp: draft.tlp,
+        kind: draft.kind,
+        recipients: Vec::new(),
+    };
+    let plaintext = Zeroizing::new(draft.body.encode());
+    let payload = if draft.tlp.is_sealed() {
+        let header_hash = header.core_hash();
+        let mut content_key = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(content_key.as_mut());
+        let mut wraps = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            let mut ephemeral = Zeroizing::new([0u8; 32]);
+            rng.fill_bytes(ephemeral.as_mut());
+            let wrap = wrap_key(&content_key, recipient, &header_hash, *ephemeral)?;
+            wraps.push(Recipient {
+                key_id: recipient.key_id(),
+                wrap,
+            });
+        }
+        header.recipients = wraps;
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(content_key.as_ref()));
+        cipher
+            .encrypt(
+                Nonce::from_slice(&[0u8; 12]),
+                Payload {
+                    msg: &plaintext,
+                    aad: header_hash.as_bytes(),
+                },
+            )
+            .map_err(|_| SealError::Crypto("body encryption failed".into()))?
+    } else {
+        plaintext.to_vec()
+    };
+    let envelope = Envelope::sign(header, payload, keys);
+    let len = envelope.encoded_len();
+    if len > MAX_ENVELOPE_BYTES {
+        return Err(SealError::TooLarge(len));
+    }
+    Ok(envelope)
+}
+
+/// Opens an envelope with this node's sealing secret. For CLEAR it just
+/// decodes the body. Does not verify the signature: validate first.
+pub fn open(envelope: &Envelope, sealing: &StaticSecret) -> Result<Body, OpenError> {
+    let header = &envelope.header;
+    let plaintext = if header.tlp.is_sealed() {
+        let public = SealingPublicKey(x25519_dalek::PublicKey::from(sealing).to_bytes());
+        let key_id = public.key_id();
+        let header_hash = header.core_hash();
+        let secret = Zeroizing::new(sealing.to_bytes());
+        let content_key = header
+            .recipients
+            .iter()
+            .filter(|r| r.key_id == key_id)
+            .find_map(|r| unwrap_key(&r.wrap, &secret, &header_hash))
+            .ok_or(OpenError::NotARecipient)?;
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(content_key.as_ref()));
+        Zeroizing::new(
+            cipher
+                .decrypt(
+                    Nonce::from_slice(&[0u8; 12]),
+                    Payload {
+                        msg: &envelope.payload,
+                        aad: header_hash.as_bytes(),
+                    },
+                )
+                .map_err(|_| OpenError::Decrypt)?,
+        )
+    } else {
+        Zeroizing::new(envelope.payload.clone())
+    };
+    Body::decode_for(&plaintext, &header.kind).map_err(OpenError::Body)
+}
+
+fn noise_params() -> Result<NoiseParams, snow::Error> {
+    NOISE_PATTERN.parse()
+}
+
+fn prologue(header_hash: &Digest) -> Vec<u8> {
+    [WRAP_PROLOGUE, header_hash.as_bytes().as_slice()].concat()
+}
+
+fn wrap_key(
+    content_key: &[u8; 32],
+    recipient: &SealingPublicKey,
+    header_hash: &Digest,
+    ephemeral: [u8; 32],
+) -> Result<Vec<u8>, SealError> {
+    let crypto = |e: snow::Error| SealError::Crypto(e.to_string());
+    let prologue = prologue(header_hash);
+    let resolver: BoxedCryptoResolver = Box::new(EphemeralResolver { ephemeral });
+    let mut handshake = snow::Builder::with_resolver(noise_params().map_err(crypto)?, resolver)
+        .remote_public_key(recipient.as_bytes())
+        .map_err(crypto)?
+        .prologue(&prologue)
+        .map_err(crypto)?
+        .build_initiator()
+        .map_err(crypto)?;
+    let mut wrap = vec![0u8; crate::envelope::WRAP_LEN];
+    let len = handshake
+        .write_message(content_key, &mut wrap)
+        .map_err(crypto)?;
+    wrap.truncate(len);
+    Ok(wrap)
+}
+
+fn unwrap_key(wrap: &[u8], secret: &[u8; 32], header_hash: &Digest) -> Option<Zeroizing<[u8; 32]>> {
+    let prologue = prologue(header_hash);
+    let mut handshake = snow::Builder::new(noise_params().ok()?)
+        .local_private_key(secret)
+        .ok()?
+        .prologue(&prologue)
+        .ok()?
+        .build_responder()
+        .ok()?;
+    let mut key = Zeroizing::new([0u8; 64]);
+    let len = handshake.read_message(wrap, key.as_mut()).ok()?;
+    if len != 32 {
+        return None;
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&key[..32]);
+    Some(out)
+}
+
+/// snow's default crypto, except that the one random value a Noise_N
+/// initiator draws (its ephemeral key) comes from the caller's RNG, so sealing
+/// is deterministic given the RNG and this crate never touches the OS.
+struct EphemeralResolver {
+    ephemeral: [u8; 32],
+}
+
+impl CryptoResolver for EphemeralResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        Some(Box::new(FixedBytes {
+            bytes: Zeroizing::new(self.ephemeral),
+        }))
+    }
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+    fn resolve_hash(&self, choice: &snow::params::HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+    fn resolve_cipher(&self, choice: &snow::params::CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+struct FixedBytes {
+    bytes: Zeroizing<[u8; 32]>,
+}
+
+impl Random for FixedBytes {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        if dest.len() != 32 {
+            return Err(snow::Error::Rng);
+        }
+        dest.copy_from_slice(self.bytes.as_ref());
+        Ok(())
+    }
+}

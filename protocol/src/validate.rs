@@ -1,0 +1,258 @@
+//! Validation as a pure verdict: given envelope bytes, the time, the roster
+//! and what the store knows about the author, decide Accept, Ignore or
+//! Reject. The node acts on the verdict; gossip and sync use the same call.
+
+use crate::body::Body;
+use crate::bytes::{Digest, NodePublicKey};
+use crate::card::OrgId;
+use crate::envelope::{DecodeError, Envelope, Kind, id_of};
+use crate::roster::Roster;
+use crate::sync::SeqRange;
+
+/// How far in the future `created_at` may be (clock skew allowance).
+pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// What the node's store knows, as far as validation needs it.
+pub trait AuthorState {
+    /// Id stored at `(author, seq)`, if any (including expired tombstones).
+    fn id_at(&self, author: &NodePublicKey, seq: u64) -> Option<Digest>;
+    /// Encoded envelope by id (to return as equivocation evidence).
+    fn envelope(&self, id: &Digest) -> Option<Vec<u8>>;
+    /// Author of a stored envelope (to check retractions).
+    fn author_of(&self, id: &Digest) -> Option<NodePublicKey>;
+    /// Highest contiguous seq stored for `author` (0 if none).
+    fn frontier(&self, author: &NodePublicKey) -> u64;
+}
+
+/// The outcome of [`validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Verdict {
+    /// Store it (and forward it, if it came by gossip).
+    Accept(Accepted),
+    /// Harmless, but do not store or forward.
+    Ignore(IgnoreReason),
+    /// Invalid: drop it and score the sender down.
+    Reject(Rejection),
+}
+
+/// An accepted envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The decoded envelope.
+    pub envelope: Envelope,
+    /// Its id.
+    pub id: Digest,
+    /// The author's organisation.
+    pub author_org: OrgId,
+    /// Seqs of this author the store lacks below this one: start a catch-up.
+    pub gap: Option<SeqRange>,
+}
+
+/// Why an envelope is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IgnoreReason {
+    /// Past `expires_at`. The node may still record the feed position.
+    #[error("expired at {expires_at} (now {now})")]
+    Expired {
+        /// Id.
+        id: Digest,
+        /// Author.
+        author: NodePublicKey,
+        /// Seq.
+        seq: u64,
+        /// Expiry.
+        expires_at: u64,
+        /// Validation time.
+        now: u64,
+    },
+    /// Already stored.
+    #[error("already stored")]
+    Duplicate,
+}
+
+/// Two different envelopes signed by one author for one seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Equivocation {
+    /// The author.
+    pub author: NodePublicKey,
+    /// The seq both claim.
+    pub seq: u64,
+    /// The stored envelope's encoding.
+    pub first: Vec<u8>,
+    /// The new envelope's encoding.
+    pub second: Vec<u8>,
+}
+
+/// Why an envelope is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Undecodable, oversized or structurally invalid.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// Names another consortium.
+    #[error("envelope is for consortium {found}, not {expected}")]
+    WrongConsortium {
+        /// Ours.
+        expected: Digest,
+        /// Theirs.
+        found: Digest,
+    },
+    /// The author is not in the roster.
+    #[error("author {0} is not a member node")]
+    UnknownAuthor(NodePublicKey),
+    /// The author's organisation is revoked.
+    #[error("author {author} belongs to revoked org {org}")]
+    RevokedAuthor {
+        /// Author.
+        author: NodePublicKey,
+        /// Its org.
+        org: OrgId,
+    },
+    /// The signature does not verify.
+    #[error("bad signature by {0}")]
+    BadSignature(NodePublicKey),
+    /// `created_at` is too far in the future.
+    #[error("created_at {created_at} is more than 5 minutes after now ({now})")]
+    FromTheFuture {
+        /// created_at.
+        created_at: u64,
+        /// Validation time.
+        now: u64,
+    },
+    /// A second, different envelope for the same `(author, seq)`.
+    #[error("equivocation by {} at seq {}", .0.author, .0.seq)]
+    Equivocation(Box<Equivocation>),
+    /// `prev` does not name the author's stored envelope at `seq - 1`.
+    #[error("prev {found} does not match the stored envelope {expected} at seq {seq}")]
+    PrevMismatch {
+        /// Seq of this envelope.
+        seq: u64,
+        /// Stored id at seq − 1.
+        expected: Digest,
+        /// prev.
+        found: Digest,
+    },
+    /// A retraction of another organisation's envelope.
+    #[error("org {by} may not retract an envelope of org {owner}")]
+    ForeignRetraction {
+        /// Retracting org.
+        by: OrgId,
+        /// Target's org.
+        owner: String,
+    },
+    /// A CLEAR payload that is not a body of the header's kind.
+    #[error("clear payload is not a valid body: {0}")]
+    ClearBody(String),
+}
+
+/// Validates `bytes` at time `now` (unix ms) under `roster`.
+pub fn validate(bytes: &[u8], now: u64, roster: &Roster, state: &impl AuthorState) -> Verdict {
+    match check(bytes, now, roster, state) {
+        Ok(verdict) => verdict,
+        Err(rejection) => Verdict::Reject(rejection),
+    }
+}
+
+fn check(
+    bytes: &[u8],
+    now: u64,
+    roster: &Roster,
+    state: &impl AuthorState,
+) -> Result<Verdict, Rejection> {
+    let envelope = Envelope::decode(bytes)?;
+    let header = &envelope.header;
+    let consortium = roster.consortium_id();
+    if header.consortium != consortium {
+        return Err(Rejection::WrongConsortium {
+            expected: consortium,
+            found: header.consortium,
+        });
+    }
+    let author = header.author;
+    let author_org = match roster.node(&author) {
+        None => return Err(Rejection::UnknownAuthor(author)),
+        Some((member, _)) if member.revoked => {
+            return Err(Rejection::RevokedAuthor {
+                author,
+                org: member.card.org_id.clone(),
+            });
+        }
+        Some((member, _)) => member.card.org_id.clone(),
+    };
+    let id = id_of(bytes);
+    let stored = state.id_at(&author, header.seq);
+    if stored == Some(id) {
+        return Ok(Verdict::Ignore(IgnoreReason::Duplicate));
+    }
+    envelope
+        .verify()
+        .map_err(|_| Rejection::BadSignature(author))?;
+    if header.created_at > now.saturating_add(MAX_CLOCK_SKEW_MS) {
+        return Err(Rejection::FromTheFuture {
+            created_at: header.created_at,
+            now,
+        });
+    }
+    if let Some(first_id) = stored {
+        return Err(Rejection::Equivocation(Box::new(Equivocation {
+            author,
+            seq: header.seq,
+            first: state.envelope(&first_id).unwrap_or_default(),
+            second: bytes.to_vec(),
+        })));
+    }
+    if header.expires_at <= now {
+        return Ok(Verdict::Ignore(IgnoreReason::Expired {
+            id,
+            author,
+            seq: header.seq,
+            expires_at: header.expires_at,
+            now,
+        }));
+    }
+    if header.seq > 1
+        && let Some(expected) = state.id_at(&author, header.seq - 1)
+        && expected != header.prev
+    {
+        return Err(Rejection::PrevMismatch {
+            seq: header.seq,
+            expected,
+            found: header.prev,
+        });
+    }
+    if let Kind::Retraction { target } = header.kind
+        && let Some(owner) = state.author_of(&target)
+    {
+        match roster.node(&owner) {
+            Some((member, _)) if member.card.org_id == author_org => {}
+            Some((member, _)) => {
+                return Err(Rejection::ForeignRetraction {
+                    by: author_org,
+                    owner: member.card.org_id.to_string(),
+                });
+            }
+            None => {
+                return Err(Rejection::ForeignRetraction {
+                    by: author_org,
+                    owner: owner.to_hex(),
+                });
+            }
+        }
+    }
+    if !header.tlp.is_sealed() {
+        Body::decode_for(&envelope.payload, &header.kind).map_err(Rejection::ClearBody)?;
+    }
+    let frontier = state.frontier(&author);
+    let gap = (header.seq > frontier + 1).then(|| SeqRange {
+        author,
+        from: frontier + 1,
+        to: header.seq - 1,
+    });
+    Ok(Verdict::Accept(Accepted {
+        envelope,
+        id,
+        author_org,
+        gap,
+    }))
+}

@@ -1,0 +1,3 @@
+//! The Breakwater simulator: placeholder until scenarios land.
+
+fn main() {}
