@@ -478,8 +478,17 @@ impl Store {
         Ok(())
     }
 
-    /// Every opened record, in id order. The iterator reads lazily and does
-    /// not borrow the store.
+    /// Every stored envelope, in id order. The iterator does not borrow the store.
+    pub fn envelopes_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(Id, Vec<u8>), StoreError>> + use<> {
+        self.envelopes.iter().map(|entry| {
+            let (id, bytes) = entry?;
+            Ok((decode_id("envelopes", &id)?, bytes.to_vec()))
+        })
+    }
+
+    /// Every plaintext record, in id order. The iterator does not borrow the store.
     pub fn plaintext_iter(
         &self,
     ) -> impl Iterator<Item = Result<(Id, Vec<u8>), StoreError>> + use<> {

@@ -1,0 +1,547 @@
+//! The local HTTP API that `breakwater run` serves on loopback: bearer-token
+//! authenticated JSON endpoints under `/v1/` and a server-sent-events stream,
+//! each a thin translation between HTTP and one [`NodeHandle`] call.
+//!
+//! Every request body is parsed and validated here, so a malformed or
+//! invalid request is answered with a 4xx `{"error": "…"}` and never
+//! reaches the node.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use breakwater_protocol::{Bulletin, Indicator, OrgId, Severity, SignedRoster, Tlp};
+use futures::Stream;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::handle::{ListFilter, NodeHandle, PublishRequest, RequestError};
+
+/// Largest request body accepted (a roster file is at most 1 MiB encoded;
+/// its JSON form is larger).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Refuses any address that is not loopback: the API must never be reachable
+/// from the network.
+pub fn check_loopback(addr: &SocketAddr) -> std::io::Result<()> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("the local API must listen on a loopback address, not {addr}"),
+        ))
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes. Refuses a
+/// listener that is not bound to a loopback address.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: NodeHandle,
+    token: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    check_loopback(&listener.local_addr()?)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(ApiState {
+        handle,
+        token,
+        stop: stop_rx.clone(),
+    });
+    let app = router(state);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut stopped = stop_rx;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+#[derive(Debug)]
+struct ApiState {
+    handle: NodeHandle,
+    token: String,
+    /// Becomes true at shutdown, so open event streams end.
+    stop: watch::Receiver<bool>,
+}
+
+type Shared = Arc<ApiState>;
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers))
+        .route("/v1/roster", get(roster).post(join))
+        .route("/v1/publish", post(publish))
+        .route("/v1/bulletins", get(list))
+        .route("/v1/bulletins/{id}", get(show))
+        .route("/v1/bulletins/{id}/retract", post(retract))
+        .route("/v1/bulletins/{id}/sightings", post(sight))
+        .route("/v1/search", get(search))
+        .route("/v1/events", get(events))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+/// An error answered as `{"error": "…"}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(ErrorBody {
+                error: &self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(error: RequestError) -> ApiError {
+        let status = match error {
+            RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RequestError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RequestError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+/// A JSON body whose rejection is itself JSON.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = match rejection {
+        JsonRejection::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => rejection.status(),
+    };
+    let status = if status.is_success() {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    ApiError::new(
+        status,
+        format!("invalid request body: {}", rejection.body_text()),
+    )
+}
+
+/// A query string whose rejection is JSON.
+struct Query<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::invalid(format!("invalid query: {}", rejection.body_text()))
+}
+
+async fn authenticate(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.trim().as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong API token").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing API token (send Authorization: Bearer <token from the data directory's api-token>)",
+        )
+        .into_response(),
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+type Json<T> = Result<axum::Json<T>, ApiError>;
+
+async fn status(State(state): State<Shared>) -> Json<crate::handle::Status> {
+    Ok(axum::Json(state.handle.status().await?))
+}
+
+async fn peers(State(state): State<Shared>) -> Json<Vec<crate::handle::PeerInfo>> {
+    Ok(axum::Json(state.handle.peers().await?))
+}
+
+async fn roster(State(state): State<Shared>) -> Json<SignedRoster> {
+    Ok(axum::Json(state.handle.roster().await?))
+}
+
+#[derive(Serialize)]
+struct Joined {
+    version: u64,
+}
+
+async fn join(State(state): State<Shared>, Body(roster): Body<SignedRoster>) -> Json<Joined> {
+    let version = state.handle.join(roster).await?;
+    Ok(axum::Json(Joined { version }))
+}
+
+/// The body of `POST /v1/publish`: labels and indicators as operators type
+/// them, each checked here so the error names the problem.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBody {
+    /// `clear`, `green`, `amber`, `amber+strict` or `red`.
+    pub tlp: String,
+    /// Recipient organisations (AMBER and stricter).
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+    /// One-line title.
+    pub title: String,
+    /// Summary text.
+    #[serde(default)]
+    pub summary: String,
+    /// Indicators as `kind:value`.
+    #[serde(default)]
+    pub indicators: Vec<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Sectors concerned.
+    #[serde(default)]
+    pub sectors: Vec<String>,
+    /// References.
+    #[serde(default)]
+    pub references: Vec<String>,
+    /// A STIX 2.1 bundle as JSON text.
+    #[serde(default)]
+    pub stix: Option<String>,
+    /// Lifetime in milliseconds.
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+}
+
+impl PublishBody {
+    /// Parses and checks every field into a node request.
+    pub fn into_request(self) -> Result<PublishRequest, String> {
+        let tlp: Tlp = self.tlp.parse().map_err(|e| format!("{e}"))?;
+        let severity: Severity = self.severity.parse().map_err(|e| format!("{e}"))?;
+        let to = self
+            .to
+            .iter()
+            .map(|org| org.parse::<OrgId>().map_err(|e| format!("--to: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !to.is_empty() && !tlp.names_recipients() {
+            return Err(format!(
+                "TLP {tlp} goes to every member; --to is only for amber, amber+strict and red"
+            ));
+        }
+        if to.is_empty() && tlp.names_recipients() {
+            return Err(format!(
+                "TLP {tlp} needs at least one recipient organisation (--to)"
+            ));
+        }
+        let indicators = self
+            .indicators
+            .iter()
+            .map(|text| Indicator::parse(text).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.ttl_ms == Some(0) {
+            return Err("expiry must be in the future".to_string());
+        }
+        let mut bulletin = Bulletin::new(&self.title, severity);
+        bulletin.summary = self.summary;
+        bulletin.indicators = indicators;
+        bulletin.tags = self.tags;
+        bulletin.sectors = self.sectors;
+        bulletin.references = self.references;
+        bulletin.stix = self.stix;
+        bulletin.check().map_err(|e| e.to_string())?;
+        Ok(PublishRequest {
+            tlp,
+            to,
+            bulletin,
+            ttl_ms: self.ttl_ms,
+        })
+    }
+}
+
+async fn publish(
+    State(state): State<Shared>,
+    Body(body): Body<PublishBody>,
+) -> Json<crate::handle::Published> {
+    let request = body.into_request().map_err(ApiError::invalid)?;
+    if !request.to.is_empty() {
+        let roster = state.handle.roster().await?;
+        for org in &request.to {
+            match roster.roster.member(org) {
+                Some(member) if !member.revoked => {}
+                Some(_) => return Err(ApiError::invalid(format!("org {org} is revoked"))),
+                None => {
+                    return Err(ApiError::invalid(format!(
+                        "unknown org {org} (not in the roster)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(axum::Json(state.handle.publish(request).await?))
+}
+
+/// Query of `GET /v1/bulletins`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    since: Option<u64>,
+    severity: Option<String>,
+    tlp: Option<String>,
+    all: Option<bool>,
+    hide_retracted: Option<bool>,
+}
+
+async fn list(
+    State(state): State<Shared>,
+    Query(query): Query<ListQuery>,
+) -> Json<Vec<crate::handle::Summary>> {
+    let severity = match query.severity {
+        Some(text) => Some(
+            text.parse::<Severity>()
+                .map_err(|e| ApiError::invalid(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let tlp = match query.tlp {
+        Some(text) => Some(
+            text.parse::<Tlp>()
+                .map_err(|e| ApiError::invalid(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let filter = ListFilter {
+        since: query.since,
+        severity,
+        tlp,
+        all: query.all.unwrap_or(false),
+        hide_retracted: query.hide_retracted.unwrap_or(false),
+    };
+    Ok(axum::Json(state.handle.list(filter).await?))
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::invalid(format!("envelope id {id:?} is not hex")));
+    }
+    Ok(())
+}
+
+async fn show(State(state): State<Shared>, Path(id): Path<String>) -> Json<crate::handle::Detail> {
+    check_id(&id)?;
+    Ok(axum::Json(state.handle.get(id.to_ascii_lowercase()).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    indicator: String,
+}
+
+async fn search(
+    State(state): State<Shared>,
+    Query(query): Query<SearchQuery>,
+) -> Json<Vec<crate::handle::Summary>> {
+    let indicator =
+        Indicator::parse(&query.indicator).map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(axum::Json(state.handle.search(indicator).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetractBody {
+    reason: String,
+}
+
+async fn retract(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Body(body): Body<RetractBody>,
+) -> Json<crate::handle::Published> {
+    check_id(&id)?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::invalid("a retraction needs a reason"));
+    }
+    let target = state.handle.get(id.to_ascii_lowercase()).await?.summary.id;
+    Ok(axum::Json(state.handle.retract(target, body.reason).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SightBody {
+    indicator: String,
+}
+
+async fn sight(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Body(body): Body<SightBody>,
+) -> Json<crate::handle::Published> {
+    check_id(&id)?;
+    let indicator =
+        Indicator::parse(&body.indicator).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let target = state.handle.get(id.to_ascii_lowercase()).await?.summary.id;
+    Ok(axum::Json(state.handle.sight(target, indicator).await?))
+}
+
+async fn events(State(state): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let receiver = state.handle.subscribe();
+    let stop = state.stop.clone();
+    let stream = futures::stream::unfold((receiver, stop), |(mut receiver, mut stop)| async move {
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            let next = tokio::select! {
+                next = receiver.recv() => next,
+                _ = stop.changed() => return None,
+            };
+            match next {
+                Ok(event) => {
+                    let data = serde_json::to_string(&event).unwrap_or_default();
+                    return Some((Ok(Event::default().data(data)), (receiver, stop)));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn loopback_only() {
+        assert!(
+            check_loopback(
+                &"127.0.0.1:7475"
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+            )
+            .is_ok()
+        );
+        assert!(check_loopback(&SocketAddr::from(([0, 0, 0, 0], 7475))).is_err());
+    }
+
+    #[test]
+    fn publish_body_names_the_problem() {
+        let body = |tlp: &str, severity: &str, indicator: &str| PublishBody {
+            tlp: tlp.into(),
+            to: vec![],
+            severity: severity.into(),
+            title: "t".into(),
+            summary: String::new(),
+            indicators: vec![indicator.into()],
+            tags: vec![],
+            sectors: vec![],
+            references: vec![],
+            stix: None,
+            ttl_ms: None,
+        };
+        let err = body("purple", "high", "ipv4:1.2.3.4")
+            .into_request()
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("TLP"), "{err}");
+        let err = body("green", "extreme", "ipv4:1.2.3.4")
+            .into_request()
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("extreme"), "{err}");
+        let err = body("green", "high", "ipv4:999.1.1.1")
+            .into_request()
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("999.1.1.1"), "{err}");
+        assert!(body("green", "high", "ipv4:1.2.3.4").into_request().is_ok());
+    }
+}

@@ -1,0 +1,212 @@
+//! Node configuration and the data directory: `config.json`, the secret
+//! keys (`keys.json`, mode 0600), the API token (`api-token`, mode 0600) and
+//! the sled store (`store/`). Read by `spawn` and by the CLI.
+
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use breakwater_protocol::NodeKeys;
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+/// Why the data directory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file's content is malformed.
+    #[error("{path}: {detail}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// `init` on a directory that already holds a node.
+    #[error("{0} is already initialised (keys.json exists); refusing to overwrite it")]
+    AlreadyInitialised(PathBuf),
+    /// The directory holds no node.
+    #[error("{0} is not initialised: run `breakwater init --data-dir {0}` first")]
+    NotInitialised(PathBuf),
+}
+
+/// Node settings, stored as `config.json` in the data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Organisation this node belongs to.
+    pub org_id: String,
+    /// Multiaddrs to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Extra peers to dial besides the roster's addresses.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Local API address (loopback only).
+    pub api: SocketAddr,
+    /// Anti-entropy interval.
+    #[serde(with = "millis")]
+    pub sync_interval: Duration,
+    /// Gossipsub heartbeat.
+    #[serde(with = "millis")]
+    pub heartbeat: Duration,
+    /// Longest redial backoff.
+    #[serde(with = "millis")]
+    pub max_redial_backoff: Duration,
+    /// Default lifetime of a published envelope.
+    #[serde(with = "millis")]
+    pub default_ttl: Duration,
+    /// Discover peers with mDNS (opt-in).
+    pub mdns: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            org_id: String::new(),
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            api: SocketAddr::from(([127, 0, 0, 1], 7475)),
+            sync_interval: Duration::from_secs(15),
+            heartbeat: Duration::from_secs(1),
+            max_redial_backoff: Duration::from_secs(60),
+            default_ttl: Duration::from_secs(90 * 24 * 3600),
+            mdns: false,
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// The files of one node's data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The data directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    /// Its root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `config.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+
+    /// `keys.json`.
+    pub fn keys_path(&self) -> PathBuf {
+        self.root.join("keys.json")
+    }
+
+    /// `api-token`.
+    pub fn token_path(&self) -> PathBuf {
+        self.root.join("api-token")
+    }
+
+    /// The sled store directory.
+    pub fn store_path(&self) -> PathBuf {
+        self.root.join("store")
+    }
+
+    /// True when keys exist.
+    pub fn is_initialised(&self) -> bool {
+        self.keys_path().exists()
+    }
+
+    /// Creates a new node: keys, token and config. Refuses an initialised
+    /// directory and changes nothing then.
+    pub fn init(&self, config: &Config, keys: &NodeKeys, token: &str) -> Result<(), ConfigError> {
+        if self.is_initialised() {
+            return Err(ConfigError::AlreadyInitialised(self.root.clone()));
+        }
+        fs::create_dir_all(&self.root).map_err(|source| io(&self.root, source))?;
+        write_private(&self.keys_path(), keys.to_secret_json().as_bytes())?;
+        write_private(&self.token_path(), token.as_bytes())?;
+        self.save_config(config)
+    }
+
+    /// Writes `config.json`.
+    pub fn save_config(&self, config: &Config) -> Result<(), ConfigError> {
+        let text = serde_json::to_string_pretty(config).unwrap_or_default();
+        write_atomic(&self.config_path(), text.as_bytes(), false)
+    }
+
+    /// Reads `config.json`.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let path = self.config_path();
+        let text = self.read(&path)?;
+        serde_json::from_str(&text)
+            .map_err(|e| ConfigError::Malformed { path, detail: e.to_string() })
+    }
+
+    /// Reads the node's secret keys.
+    pub fn keys(&self) -> Result<NodeKeys, ConfigError> {
+        let path = self.keys_path();
+        let text = zeroize::Zeroizing::new(self.read(&path)?);
+        NodeKeys::from_secret_json(&text)
+            .map_err(|e| ConfigError::Malformed { path, detail: e.to_string() })
+    }
+
+    /// Reads the API token.
+    pub fn token(&self) -> Result<String, ConfigError> {
+        Ok(self.read(&self.token_path())?.trim().to_string())
+    }
+
+    fn read(&self, path: &Path) -> Result<String, ConfigError> {
+        if !self.is_initialised() {
+            return Err(ConfigError::NotInitialised(self.root.clone()));
+        }
+        fs::read_to_string(path).map_err(|source| io(path, source))
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> ConfigError {
+    ConfigError::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes a file readable by its owner only (mode 0600 from creation on).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
+    write_atomic(path, bytes, true)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), ConfigError> {
+    let tmp = path.with_extension("tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(&tmp).map_err(|source| io(&tmp, source))?;
+    file.write_all(bytes).map_err(|source| io(&tmp, source))?;
+    file.sync_all().map_err(|source| io(&tmp, source))?;
+    fs::rename(&tmp, path).map_err(|source| io(path, source))
+}

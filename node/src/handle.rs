@@ -1,0 +1,318 @@
+//! The public face of a running node: [`NodeHandle`] (cloneable, sends
+//! commands over bounded channels, each with a oneshot reply), the
+//! [`NodeEvent`]s it emits, and the query and request types the local API
+//! and the CLI speak.
+
+use breakwater_protocol::{Body, Digest, Indicator, Kind, NodePublicKey, OrgId, Severity, SignedRoster, Tlp};
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::worker::Job;
+
+/// Something that happened on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum NodeEvent {
+    /// A new envelope was stored (by gossip, sync or local publish).
+    Stored(Summary),
+    /// An envelope was retracted by its organisation.
+    Retracted {
+        /// The withdrawn envelope.
+        target: Digest,
+        /// The retraction.
+        by: Digest,
+    },
+    /// A member signed two different envelopes for one seq.
+    Equivocation {
+        /// The author.
+        author: NodePublicKey,
+        /// The seq.
+        seq: u64,
+    },
+    /// A new roster version took effect.
+    RosterApplied {
+        /// Its version.
+        version: u64,
+    },
+    /// A peer connected.
+    PeerConnected {
+        /// The peer.
+        peer: String,
+    },
+    /// A peer's last connection closed.
+    PeerDisconnected {
+        /// The peer.
+        peer: String,
+    },
+}
+
+/// One envelope as listed: header metadata, plus title and indicators when
+/// this node can read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Envelope id (hex).
+    pub id: Digest,
+    /// Author's organisation.
+    pub author_org: String,
+    /// Author node key.
+    pub author: NodePublicKey,
+    /// Author seq.
+    pub seq: u64,
+    /// `bulletin`, `retraction` or `sighting`.
+    pub kind: String,
+    /// Target of a retraction or sighting.
+    pub target: Option<Digest>,
+    /// TLP label.
+    pub tlp: Tlp,
+    /// Unix ms.
+    pub created_at: u64,
+    /// Unix ms.
+    pub expires_at: u64,
+    /// Whether this node could open it.
+    pub readable: bool,
+    /// Whether its organisation retracted it.
+    pub retracted: bool,
+    /// Severity, when readable and a bulletin.
+    pub severity: Option<Severity>,
+    /// Title, when readable and a bulletin.
+    pub title: Option<String>,
+    /// Indicators, when readable and a bulletin.
+    pub indicators: Option<Vec<Indicator>>,
+}
+
+/// One envelope in full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detail {
+    /// Metadata.
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// The body, when readable.
+    pub body: Option<Body>,
+    /// Retraction that withdrew it, if any.
+    pub retracted_by: Option<Digest>,
+    /// Organisations whose nodes are recipients (empty for CLEAR).
+    pub recipients: Vec<String>,
+    /// Encoded size in bytes.
+    pub size: usize,
+}
+
+/// Filters for [`NodeHandle::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListFilter {
+    /// Only envelopes created at or after this unix ms.
+    pub since: Option<u64>,
+    /// Only bulletins of at least this severity.
+    pub severity: Option<Severity>,
+    /// Only this label.
+    pub tlp: Option<Tlp>,
+    /// Include envelopes this node cannot open.
+    pub all: bool,
+    /// Include retracted ones (default: yes, marked).
+    pub hide_retracted: bool,
+}
+
+/// What to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishRequest {
+    /// Label.
+    pub tlp: Tlp,
+    /// Organisations to seal to (AMBER, AMBER+STRICT, RED).
+    #[serde(default)]
+    pub to: Vec<OrgId>,
+    /// The bulletin.
+    pub bulletin: breakwater_protocol::Bulletin,
+    /// Lifetime in ms (default: the node's `default_ttl`).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+}
+
+/// A published envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// Its id.
+    pub id: Digest,
+    /// Its seq.
+    pub seq: u64,
+    /// Recipient nodes.
+    pub recipients: usize,
+}
+
+/// Node state at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// This node's org.
+    pub org_id: String,
+    /// This node's key.
+    pub node_key: NodePublicKey,
+    /// This node's PeerId.
+    pub peer_id: String,
+    /// Consortium id.
+    pub consortium: Digest,
+    /// Roster version in force.
+    pub roster_version: u64,
+    /// Listening addresses.
+    pub listen: Vec<String>,
+    /// Connected peers.
+    pub peers: Vec<PeerInfo>,
+    /// Highest contiguous seq per author.
+    pub frontier: Vec<(NodePublicKey, u64)>,
+    /// Stored envelopes.
+    pub envelopes: u64,
+    /// Envelopes this node can read.
+    pub readable: u64,
+    /// Equivocation evidence records.
+    pub evidence: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// PeerId.
+    pub peer_id: String,
+    /// Its organisation, from the roster.
+    pub org_id: Option<String>,
+    /// Remote addresses of its connections.
+    pub addrs: Vec<String>,
+}
+
+/// Why a node request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum RequestError {
+    /// The request is invalid (unknown org, bad label, malformed body, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such envelope.
+    #[error("no envelope {0}")]
+    NotFound(String),
+    /// Storage failed.
+    #[error("storage error: {0}")]
+    Store(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    Closed,
+}
+
+/// A command for the event loop (things only the swarm knows).
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Connected peers and listen addresses.
+    Network { reply: oneshot::Sender<(Vec<PeerInfo>, Vec<Multiaddr>)> },
+    /// Dial an address.
+    Dial { addr: Multiaddr },
+    /// Run a sync round with a peer now.
+    Sync { peer: Option<PeerId> },
+}
+
+/// A cloneable handle to a running node.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) jobs: mpsc::Sender<Job>,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) peer_id: PeerId,
+}
+
+impl NodeHandle {
+    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Job) -> Result<T, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(job(reply)).await.map_err(|_| RequestError::Closed)?;
+        answer.await.map_err(|_| RequestError::Closed)?
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Seals, signs, stores and flushes a bulletin, then gossips it. Returns
+    /// only after the envelope and its seq are on disk.
+    pub async fn publish(&self, request: PublishRequest) -> Result<Published, RequestError> {
+        self.ask(|reply| Job::Publish { request, reply }).await
+    }
+
+    /// Retracts an envelope of this organisation.
+    pub async fn retract(&self, target: Digest, reason: String) -> Result<Published, RequestError> {
+        self.ask(|reply| Job::Retract { target, reason, reply }).await
+    }
+
+    /// Reports a sighting of an indicator of `target`.
+    pub async fn sight(&self, target: Digest, indicator: Indicator) -> Result<Published, RequestError> {
+        self.ask(|reply| Job::Sight { target, indicator, reply }).await
+    }
+
+    /// Lists envelopes, newest first.
+    pub async fn list(&self, filter: ListFilter) -> Result<Vec<Summary>, RequestError> {
+        self.ask(|reply| Job::List { filter, reply }).await
+    }
+
+    /// One envelope in full (id or unique id prefix in hex).
+    pub async fn get(&self, id: String) -> Result<Detail, RequestError> {
+        self.ask(|reply| Job::Get { id, reply }).await
+    }
+
+    /// Readable, unretracted bulletins carrying this indicator.
+    pub async fn search(&self, indicator: Indicator) -> Result<Vec<Summary>, RequestError> {
+        self.ask(|reply| Job::Search { indicator, reply }).await
+    }
+
+    /// The roster in force.
+    pub async fn roster(&self) -> Result<SignedRoster, RequestError> {
+        self.ask(|reply| Job::Roster { reply }).await
+    }
+
+    /// Applies a newer roster version (verified against the current one).
+    pub async fn join(&self, roster: SignedRoster) -> Result<u64, RequestError> {
+        self.ask(|reply| Job::Join { roster: Box::new(roster), reply }).await
+    }
+
+    /// Node status.
+    pub async fn status(&self) -> Result<Status, RequestError> {
+        let (peers, listen) = self.network().await?;
+        let mut status = self.ask(|reply| Job::Status { reply }).await?;
+        status.peers = peers;
+        status.listen = listen.iter().map(|a| a.to_string()).collect();
+        Ok(status)
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, RequestError> {
+        Ok(self.network().await?.0)
+    }
+
+    /// Addresses the node listens on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, RequestError> {
+        Ok(self.network().await?.1)
+    }
+
+    async fn network(&self) -> Result<(Vec<PeerInfo>, Vec<Multiaddr>), RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Network { reply }).await.map_err(|_| RequestError::Closed)?;
+        answer.await.map_err(|_| RequestError::Closed)
+    }
+
+    /// Dials an address (in addition to the roster's).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), RequestError> {
+        self.commands.send(Command::Dial { addr }).await.map_err(|_| RequestError::Closed)
+    }
+
+    /// Starts an anti-entropy round now (with `peer`, or a random one).
+    pub async fn sync_now(&self, peer: Option<PeerId>) -> Result<(), RequestError> {
+        self.commands.send(Command::Sync { peer }).await.map_err(|_| RequestError::Closed)
+    }
+
+    /// Subscribes to node events.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+}
+
+impl Summary {
+    /// True when the envelope is a bulletin.
+    pub fn is_bulletin(&self) -> bool {
+        self.kind == Kind::Bulletin.as_str()
+    }
+}

@@ -1,0 +1,210 @@
+//! Starting and stopping a node: [`spawn`] opens the store, loads keys and
+//! roster from the data directory, builds the swarm over the injected
+//! transport, starts the store worker thread and the event loop, and returns
+//! a [`Node`]. Also the offline roster operations the CLI uses when no node
+//! is running.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use breakwater_protocol::{SignedRoster, envelope::id_of};
+use libp2p::gossipsub::MessageId;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError, DataDir};
+use crate::event_loop::EventLoop;
+use crate::handle::{NodeEvent, NodeHandle};
+use crate::net::{self, NetConfig, NetError, TransportKind};
+use crate::store::{Store, StoreError};
+use crate::worker::Worker;
+
+/// Capacity of the command, job and outcome channels.
+const CHANNEL_CAPACITY: usize = 1024;
+/// Capacity of the event broadcast (slow subscribers miss events, never block the node).
+const EVENT_CAPACITY: usize = 4096;
+
+/// Why a node could not start, or an offline operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The data directory is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened (is another node running on it?).
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The stored roster is corrupt.
+    #[error("stored roster: {0}")]
+    Roster(String),
+    /// The node has not joined a consortium yet.
+    #[error("no roster: run `breakwater join --data-dir DIR ROSTER` first")]
+    NoRoster,
+    /// The roster offered to join is not acceptable.
+    #[error("{0}")]
+    Join(String),
+    /// The swarm could not be built or could not listen.
+    #[error("network: {0}")]
+    Net(#[from] NetError),
+    /// A listen address was refused.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    /// Commands and queries.
+    pub handle: NodeHandle,
+    /// Events from the start on.
+    pub events: broadcast::Receiver<NodeEvent>,
+    task: JoinHandle<()>,
+    worker_done: oneshot::Receiver<()>,
+}
+
+impl Node {
+    /// Waits until the node has stopped (after its shutdown future fired) and
+    /// its store is closed.
+    pub async fn wait(self) {
+        let Node { handle, events, task, worker_done } = self;
+        drop(events);
+        drop(handle);
+        let _ = task.await;
+        let _ = worker_done.await;
+    }
+
+    /// Stops the node abruptly: the event loop is aborted mid-flight and
+    /// nothing is flushed beyond what was already acknowledged. Returns once
+    /// the store is closed, so the same directory can be reopened.
+    pub async fn crash(self) {
+        self.task.abort();
+        self.wait().await;
+    }
+}
+
+/// Loads the newest stored roster.
+fn stored_roster(store: &Store) -> Result<Option<SignedRoster>, SpawnError> {
+    match store.latest_roster()? {
+        None => Ok(None),
+        Some((_, bytes)) => SignedRoster::decode(&bytes).map(Some).map_err(|e| SpawnError::Roster(e.to_string())),
+    }
+}
+
+/// Starts the node of `data_dir` with `config` over `transport`. It runs
+/// until `shutdown` completes.
+pub async fn spawn(
+    data_dir: &DataDir,
+    config: Config,
+    transport: TransportKind,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Node, SpawnError> {
+    let keys = data_dir.keys()?;
+    let store_path = data_dir.store_path();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .map_err(|e| SpawnError::Roster(format!("store task failed: {e}")))??;
+    let roster = stored_roster(&store)?.ok_or(SpawnError::NoRoster)?;
+
+    let net_config = NetConfig {
+        heartbeat: config.heartbeat,
+        enable_mdns: config.mdns,
+        message_id_fn: Arc::new(|message| MessageId::new(id_of(&message.data).as_bytes())),
+        ..NetConfig::default()
+    };
+    let mut swarm = net::build_swarm(keys.libp2p_keypair(), transport, &net_config)?;
+    let (envelopes_topic, roster_topic) =
+        swarm.behaviour_mut().join_consortium(&roster.roster.consortium_id().to_hex())?;
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| SpawnError::Listen { addr: addr.to_string(), reason: format!("{e:?}") })?;
+        listeners.push(id);
+    }
+
+    let (command_tx, command_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (job_tx, job_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (outcome_tx, outcome_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (event_tx, event_rx) = broadcast::channel(EVENT_CAPACITY);
+    let (done_tx, done_rx) = oneshot::channel();
+
+    let worker_keys = keys.clone();
+    let worker_roster = roster.clone();
+    let worker_events = event_tx.clone();
+    let ttl = config.default_ttl.as_millis() as u64;
+    std::thread::Builder::new()
+        .name("breakwater-store".into())
+        .spawn(move || {
+            Worker::new(store, worker_keys, worker_roster, ttl, worker_events, outcome_tx).run(job_rx);
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| SpawnError::Roster(format!("cannot start the store thread: {e}")))?;
+
+    let handle = NodeHandle {
+        commands: command_tx,
+        jobs: job_tx.clone(),
+        events: event_tx.clone(),
+        peer_id: keys.peer_id(),
+    };
+    let event_loop = EventLoop {
+        swarm,
+        commands: command_rx,
+        outcomes: outcome_rx,
+        jobs: job_tx,
+        events: event_tx,
+        envelopes_topic,
+        roster_topic,
+        roster: roster.roster,
+        bootstrap: config.bootstrap.clone(),
+        sync_interval: config.sync_interval,
+        max_backoff: config.max_redial_backoff,
+        pending_replies: HashMap::new(),
+        pending_requests: HashMap::new(),
+        next_token: 0,
+        redial: HashMap::new(),
+        connected: HashMap::new(),
+        listeners,
+    };
+    let task = tokio::spawn(event_loop.run(shutdown));
+    Ok(Node { handle, events: event_rx, task, worker_done: done_rx })
+}
+
+/// Verifies `roster` (as genesis for a fresh node, as the next version
+/// otherwise) and stores it. Fails while a node runs on this directory.
+pub fn join_offline(data_dir: &DataDir, roster: &SignedRoster) -> Result<u64, SpawnError> {
+    data_dir.keys()?;
+    let store = Store::open(&data_dir.store_path())?;
+    match stored_roster(&store)? {
+        None => roster.verify_genesis().map_err(|e| SpawnError::Join(e.to_string()))?,
+        Some(current) => {
+            if roster.roster.consortium_id() != current.roster.consortium_id() {
+                return Err(SpawnError::Join(format!(
+                    "roster belongs to consortium {}, not {}",
+                    roster.roster.consortium_id(),
+                    current.roster.consortium_id()
+                )));
+            }
+            if roster.roster.version <= current.roster.version {
+                return Err(SpawnError::Join(format!(
+                    "roster version {} is not newer than the one in force ({})",
+                    roster.roster.version, current.roster.version
+                )));
+            }
+            SignedRoster::verify_update(&current.roster, roster).map_err(|e| SpawnError::Join(e.to_string()))?;
+        }
+    }
+    store.put_roster(roster.roster.version, &roster.encode())?;
+    Ok(roster.roster.version)
+}
+
+/// The newest stored roster, read without a running node.
+pub fn roster_offline(data_dir: &DataDir) -> Result<Option<SignedRoster>, SpawnError> {
+    data_dir.keys()?;
+    let store = Store::open(&data_dir.store_path())?;
+    stored_roster(&store)
+}

@@ -1,0 +1,799 @@
+//! The store worker: one OS thread that owns every blocking sled operation.
+//! It validates incoming envelopes with the protocol's pure verdict, stores
+//! them, opens what this node may read, indexes indicators, applies
+//! retractions and rosters, seals local publications, and answers sync
+//! requests. It talks to the event loop only through bounded channels.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use breakwater_protocol::sync::{MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RANGES, MAX_ROSTERS};
+use breakwater_protocol::{
+    AuthorState, Body, Digest, Draft, Envelope, Frontier, IgnoreReason, Indicator, Kind, NodeKeys,
+    NodePublicKey, OrgId, Rejection, SealingPublicKey, SignedRoster, SyncRequest, SyncResponse,
+    Tlp, Verdict, open, seal, seal_to, validate,
+};
+use libp2p::PeerId;
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::handle::{Detail, ListFilter, NodeEvent, PublishRequest, Published, RequestError, Status, Summary};
+use crate::store::{Store, StoreError};
+
+type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+
+/// Work for the store thread.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// Envelopes received from a peer.
+    Ingest { items: Vec<Vec<u8>>, origin: Origin },
+    /// A roster received by gossip.
+    GossipRoster { bytes: Vec<u8>, message_id: MessageId, source: PeerId },
+    /// Start a sync round with a peer.
+    StartSync { peer: PeerId },
+    /// A peer's sync request to answer.
+    ServeSync { request: Vec<u8>, token: u64 },
+    /// A peer's answer to our sync request.
+    SyncAnswer { peer: PeerId, response: Vec<u8> },
+    /// Drop expired plaintext.
+    Prune,
+    Publish { request: PublishRequest, reply: Reply<Published> },
+    Retract { target: Digest, reason: String, reply: Reply<Published> },
+    Sight { target: Digest, indicator: Indicator, reply: Reply<Published> },
+    List { filter: ListFilter, reply: Reply<Vec<Summary>> },
+    Get { id: String, reply: Reply<Detail> },
+    Search { indicator: Indicator, reply: Reply<Vec<Summary>> },
+    Roster { reply: Reply<SignedRoster> },
+    Join { roster: Box<SignedRoster>, reply: Reply<u64> },
+    Status { reply: Reply<Status> },
+}
+
+/// Where received envelopes came from.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    Gossip { message_id: MessageId, source: PeerId },
+    Sync { peer: PeerId },
+}
+
+/// What the worker asks of the event loop.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Report a gossip validation verdict.
+    Verdict { message_id: MessageId, source: PeerId, acceptance: MessageAcceptance },
+    /// Gossip a locally published envelope.
+    PublishEnvelope(Vec<u8>),
+    /// Gossip a newly applied roster.
+    PublishRoster(Vec<u8>),
+    /// Send a sync request.
+    SyncRequest { peer: PeerId, request: Vec<u8> },
+    /// Answer a peer's sync request.
+    SyncReply { token: u64, response: Vec<u8> },
+    /// A new roster is in force.
+    RosterApplied(Box<SignedRoster>),
+}
+
+/// The opened content of an envelope, as kept in the `plaintext` tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    tlp: Tlp,
+    created_at: u64,
+    expires_at: u64,
+    body: Body,
+}
+
+/// Per-peer state of an outgoing sync round.
+#[derive(Debug, Default)]
+struct Round {
+    theirs: Frontier,
+    last_digest: Option<Digest>,
+}
+
+pub(crate) struct Worker {
+    pub store: Store,
+    pub keys: NodeKeys,
+    pub roster: SignedRoster,
+    pub default_ttl_ms: u64,
+    pub events: broadcast::Sender<NodeEvent>,
+    pub outcomes: mpsc::Sender<Outcome>,
+    rounds: HashMap<PeerId, Round>,
+    rng: rand::rngs::ThreadRng,
+}
+
+/// Unix ms now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn store_err(e: StoreError) -> RequestError {
+    RequestError::Store(e.to_string())
+}
+
+struct StoreView<'a>(&'a Store);
+
+impl AuthorState for StoreView<'_> {
+    fn id_at(&self, author: &NodePublicKey, seq: u64) -> Option<Digest> {
+        self.0.id_at(&author.0, seq).ok().flatten().map(Digest)
+    }
+    fn envelope(&self, id: &Digest) -> Option<Vec<u8>> {
+        self.0.envelope(&id.0).ok().flatten()
+    }
+    fn author_of(&self, id: &Digest) -> Option<NodePublicKey> {
+        let bytes = self.0.envelope(&id.0).ok().flatten()?;
+        Some(Envelope::decode(&bytes).ok()?.header.author)
+    }
+    fn frontier(&self, author: &NodePublicKey) -> u64 {
+        self.0.frontier_of(&author.0).unwrap_or(0)
+    }
+}
+
+impl Worker {
+    pub fn new(
+        store: Store,
+        keys: NodeKeys,
+        roster: SignedRoster,
+        default_ttl_ms: u64,
+        events: broadcast::Sender<NodeEvent>,
+        outcomes: mpsc::Sender<Outcome>,
+    ) -> Worker {
+        Worker { store, keys, roster, default_ttl_ms, events, outcomes, rounds: HashMap::new(), rng: rand::rng() }
+    }
+
+    /// Runs until every job sender is gone.
+    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(job) = jobs.blocking_recv() {
+            self.on_job(job);
+        }
+        if let Err(e) = self.store.flush() {
+            warn!("flush on shutdown failed: {e}");
+        }
+    }
+
+    fn send(&self, outcome: Outcome) {
+        // The event loop never blocks on the worker, so this cannot deadlock;
+        // it fails only when the event loop is gone.
+        let _ = self.outcomes.blocking_send(outcome);
+    }
+
+    fn emit(&self, event: NodeEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn on_job(&mut self, job: Job) {
+        match job {
+            Job::Ingest { items, origin } => self.ingest(items, origin),
+            Job::GossipRoster { bytes, message_id, source } => {
+                let acceptance = match SignedRoster::decode(&bytes) {
+                    Ok(roster) => match self.apply_roster(roster) {
+                        Ok(Some(_)) => MessageAcceptance::Accept,
+                        Ok(None) => MessageAcceptance::Ignore,
+                        Err(_) => MessageAcceptance::Reject,
+                    },
+                    Err(_) => MessageAcceptance::Reject,
+                };
+                self.send(Outcome::Verdict { message_id, source, acceptance });
+            }
+            Job::StartSync { peer } => self.start_sync(peer),
+            Job::ServeSync { request, token } => {
+                let response = self.serve_sync(&request);
+                self.send(Outcome::SyncReply { token, response: response.encode() });
+            }
+            Job::SyncAnswer { peer, response } => self.on_sync_answer(peer, &response),
+            Job::Prune => {
+                if let Err(e) = self.prune() {
+                    warn!("pruning expired plaintext failed: {e}");
+                }
+            }
+            Job::Publish { request, reply } => {
+                let _ = reply.send(self.publish(request));
+            }
+            Job::Retract { target, reason, reply } => {
+                let _ = reply.send(self.retract(target, reason));
+            }
+            Job::Sight { target, indicator, reply } => {
+                let _ = reply.send(self.sight(target, indicator));
+            }
+            Job::List { filter, reply } => {
+                let _ = reply.send(self.list(&filter));
+            }
+            Job::Get { id, reply } => {
+                let _ = reply.send(self.get(&id));
+            }
+            Job::Search { indicator, reply } => {
+                let _ = reply.send(self.search(&indicator));
+            }
+            Job::Roster { reply } => {
+                let _ = reply.send(Ok(self.roster.clone()));
+            }
+            Job::Join { roster, reply } => {
+                let result = match self.apply_roster(*roster) {
+                    Ok(Some(version)) => Ok(version),
+                    Ok(None) => Err(RequestError::Invalid(format!(
+                        "roster version is not newer than the one in force ({})",
+                        self.roster.roster.version
+                    ))),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Job::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ ingest
+
+    fn ingest(&mut self, items: Vec<Vec<u8>>, origin: Origin) {
+        let now = now_ms();
+        let mut gap = false;
+        for bytes in items {
+            let verdict = validate(&bytes, now, &self.roster.roster, &StoreView(&self.store));
+            let acceptance = match verdict {
+                Verdict::Accept(accepted) => {
+                    gap |= accepted.gap.is_some();
+                    match self.store_accepted(&bytes, accepted.envelope, accepted.id) {
+                        Ok(()) => MessageAcceptance::Accept,
+                        Err(e) => {
+                            warn!("storing envelope failed: {e}");
+                            MessageAcceptance::Ignore
+                        }
+                    }
+                }
+                Verdict::Ignore(IgnoreReason::Expired { id, author, seq, .. }) => {
+                    // Keep the feed position so sync does not fetch it again.
+                    if let Err(e) = self.store.insert_envelope(&id.0, &author.0, seq, &bytes) {
+                        debug!("keeping expired feed position failed: {e}");
+                    }
+                    MessageAcceptance::Ignore
+                }
+                Verdict::Ignore(IgnoreReason::Duplicate) => MessageAcceptance::Ignore,
+                Verdict::Reject(rejection) => {
+                    self.on_rejection(rejection, &origin);
+                    MessageAcceptance::Reject
+                }
+            };
+            if let Origin::Gossip { message_id, source } = &origin {
+                self.send(Outcome::Verdict { message_id: message_id.clone(), source: *source, acceptance });
+            }
+        }
+        if gap {
+            let peer = match &origin {
+                Origin::Gossip { source, .. } => *source,
+                Origin::Sync { peer } => *peer,
+            };
+            if matches!(origin, Origin::Gossip { .. }) {
+                self.start_sync(peer);
+            }
+        }
+    }
+
+    fn on_rejection(&self, rejection: Rejection, origin: &Origin) {
+        let from = match origin {
+            Origin::Gossip { source, .. } => source,
+            Origin::Sync { peer } => peer,
+        };
+        if let Rejection::Equivocation(evidence) = &rejection {
+            let record = serde_json::json!({
+                "first": hex::encode(&evidence.first),
+                "second": hex::encode(&evidence.second),
+                "reported_by": from.to_string(),
+                "at": now_ms(),
+            });
+            match self.store.put_evidence(&evidence.author.0, evidence.seq, record.to_string().as_bytes()) {
+                Ok(_) => {
+                    warn!(author = %evidence.author, seq = evidence.seq, "equivocation evidence recorded");
+                    self.emit(NodeEvent::Equivocation { author: evidence.author, seq: evidence.seq });
+                }
+                Err(e) => warn!("recording equivocation evidence failed: {e}"),
+            }
+        } else {
+            debug!(peer = %from, "rejected envelope: {rejection}");
+        }
+    }
+
+    /// Stores an accepted envelope, opens it if this node is a recipient,
+    /// indexes it and applies retractions.
+    fn store_accepted(&mut self, bytes: &[u8], envelope: Envelope, id: Digest) -> Result<(), StoreError> {
+        let header = &envelope.header;
+        match self.store.insert_envelope(&id.0, &header.author.0, header.seq, bytes) {
+            Ok(inserted) if !inserted.new => return Ok(()),
+            Ok(_) => {}
+            Err(StoreError::Equivocation(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let readable = self.is_recipient(&envelope);
+        let body = if readable { open(&envelope, self.keys.sealing_secret()).ok() } else { None };
+        if let Some(body) = &body {
+            let record = Record {
+                tlp: header.tlp,
+                created_at: header.created_at,
+                expires_at: header.expires_at,
+                body: body.clone(),
+            };
+            self.store.put_plaintext(&id.0, &serde_json::to_vec(&record).unwrap_or_default())?;
+        }
+        let retracted = self.retraction_of(&id, &header.author)?;
+        if let (Some(Body::Bulletin(bulletin)), None) = (&body, retracted) {
+            for indicator in &bulletin.indicators {
+                self.store.index_indicator(&indicator.key(), &id.0)?;
+            }
+        }
+        if let Kind::Retraction { target } = header.kind {
+            self.apply_retraction(target, id, &header.author)?;
+        }
+        self.emit(NodeEvent::Stored(self.summary(id, &envelope, body.as_ref(), retracted.is_some())));
+        Ok(())
+    }
+
+    fn is_recipient(&self, envelope: &Envelope) -> bool {
+        if !envelope.header.tlp.is_sealed() {
+            return true;
+        }
+        let key_id = self.keys.sealing_public().key_id();
+        envelope.header.recipients.iter().any(|r| r.key_id == key_id)
+    }
+
+    fn org_of(&self, author: &NodePublicKey) -> Option<OrgId> {
+        self.roster.roster.node(author).map(|(m, _)| m.card.org_id.clone())
+    }
+
+    /// The retraction of `id` already stored, if it came from the author's org.
+    fn retraction_of(&self, id: &Digest, author: &NodePublicKey) -> Result<Option<Digest>, StoreError> {
+        let Some(by) = self.store.retracted_by(&id.0)? else { return Ok(None) };
+        let by_author = self.store.envelope(&by)?.and_then(|b| Envelope::decode(&b).ok()).map(|e| e.header.author);
+        let same_org = by_author.and_then(|a| self.org_of(&a)).is_some_and(|org| Some(org) == self.org_of(author));
+        Ok(same_org.then_some(Digest(by)))
+    }
+
+    fn apply_retraction(&mut self, target: Digest, by: Digest, author: &NodePublicKey) -> Result<(), StoreError> {
+        if let Some(bytes) = self.store.envelope(&target.0)? {
+            let owner = Envelope::decode(&bytes).ok().map(|e| e.header.author);
+            if owner.and_then(|o| self.org_of(&o)) != self.org_of(author) {
+                return Ok(()); // validation rejects this; never act on it
+            }
+        }
+        self.store.mark_retracted(&target.0, &by.0)?;
+        if let Some(record) = self.record(&target)? {
+            if let Body::Bulletin(bulletin) = record.body {
+                for indicator in &bulletin.indicators {
+                    self.store.unindex_indicator(&indicator.key(), &target.0)?;
+                }
+            }
+        }
+        info!(%target, %by, "envelope retracted");
+        self.emit(NodeEvent::Retracted { target, by });
+        Ok(())
+    }
+
+    fn record(&self, id: &Digest) -> Result<Option<Record>, StoreError> {
+        Ok(self.store.plaintext(&id.0)?.and_then(|raw| serde_json::from_slice(&raw).ok()))
+    }
+
+    // ----------------------------------------------------------------- rosters
+
+    /// Verifies and applies a roster. `Ok(None)` when it is not newer.
+    fn apply_roster(&mut self, next: SignedRoster) -> Result<Option<u64>, RequestError> {
+        let current = &self.roster.roster;
+        if next.roster.consortium_id() != current.consortium_id() {
+            return Err(RequestError::Invalid(format!(
+                "roster belongs to consortium {}, not {}",
+                next.roster.consortium_id(),
+                current.consortium_id()
+            )));
+        }
+        if next.roster.version <= current.version {
+            return Ok(None);
+        }
+        SignedRoster::verify_update(current, &next).map_err(|e| RequestError::Invalid(e.to_string()))?;
+        self.store.put_roster(next.roster.version, &next.encode()).map_err(store_err)?;
+        let version = next.roster.version;
+        info!(version, "roster applied");
+        self.roster = next.clone();
+        self.send(Outcome::RosterApplied(Box::new(next.clone())));
+        self.send(Outcome::PublishRoster(next.encode()));
+        self.emit(NodeEvent::RosterApplied { version });
+        Ok(Some(version))
+    }
+
+    // -------------------------------------------------------------------- sync
+
+    fn frontier(&self) -> Frontier {
+        let map = self.store.frontier().unwrap_or_default();
+        Frontier(map.into_iter().map(|(k, v)| (NodePublicKey(k), v)).collect())
+    }
+
+    fn start_sync(&mut self, peer: PeerId) {
+        let request = SyncRequest::Hello {
+            digest: self.frontier().digest(),
+            roster_version: self.roster.roster.version,
+        };
+        self.rounds.remove(&peer);
+        self.send(Outcome::SyncRequest { peer, request: request.encode() });
+    }
+
+    fn serve_sync(&self, request: &[u8]) -> SyncResponse {
+        let request = match SyncRequest::decode(request) {
+            Ok(r) => r,
+            Err(e) => return SyncResponse::Refused(e.to_string()),
+        };
+        match request {
+            SyncRequest::Hello { digest, roster_version } => {
+                let frontier = self.frontier();
+                let ours = self.roster.roster.version;
+                if digest == frontier.digest() && roster_version == ours {
+                    SyncResponse::InSync
+                } else {
+                    SyncResponse::Frontier { frontier, roster_version: ours }
+                }
+            }
+            SyncRequest::Ranges(ranges) => {
+                let mut items = Vec::new();
+                let mut bytes = 0usize;
+                let mut more = false;
+                for range in ranges {
+                    if bytes >= MAX_BATCH_BYTES || items.len() >= MAX_BATCH_ITEMS {
+                        more = true;
+                        break;
+                    }
+                    match self.store.range(
+                        &range.author.0,
+                        range.from,
+                        range.to,
+                        MAX_BATCH_BYTES - bytes,
+                        MAX_BATCH_ITEMS - items.len(),
+                    ) {
+                        Ok(found) => {
+                            bytes += found.iter().map(Vec::len).sum::<usize>();
+                            items.extend(found);
+                        }
+                        Err(e) => return SyncResponse::Refused(format!("store: {e}")),
+                    }
+                }
+                SyncResponse::Envelopes { items, more }
+            }
+            SyncRequest::Rosters { after } => match self.store.rosters() {
+                Ok(all) => SyncResponse::Rosters(
+                    all.into_iter().filter(|(v, _)| *v > after).take(MAX_ROSTERS).map(|(_, b)| b).collect(),
+                ),
+                Err(e) => SyncResponse::Refused(format!("store: {e}")),
+            },
+        }
+    }
+
+    fn on_sync_answer(&mut self, peer: PeerId, response: &[u8]) {
+        let response = match SyncResponse::decode(response) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(%peer, "bad sync response: {e}");
+                return;
+            }
+        };
+        match response {
+            SyncResponse::InSync | SyncResponse::Refused(_) => {
+                self.rounds.remove(&peer);
+            }
+            SyncResponse::Frontier { frontier, roster_version } => {
+                self.rounds.insert(peer, Round { theirs: frontier, last_digest: None });
+                if roster_version > self.roster.roster.version {
+                    let request = SyncRequest::Rosters { after: self.roster.roster.version };
+                    self.send(Outcome::SyncRequest { peer, request: request.encode() });
+                } else {
+                    self.request_missing(peer);
+                }
+            }
+            SyncResponse::Rosters(rosters) => {
+                for bytes in rosters {
+                    match SignedRoster::decode(&bytes).map_err(|e| RequestError::Invalid(e.to_string())) {
+                        Ok(roster) => {
+                            if let Err(e) = self.apply_roster(roster) {
+                                debug!(%peer, "roster from sync refused: {e}");
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            debug!(%peer, "roster from sync undecodable: {e}");
+                            break;
+                        }
+                    }
+                }
+                self.request_missing(peer);
+            }
+            SyncResponse::Envelopes { items, .. } => {
+                self.ingest(items, Origin::Sync { peer });
+                self.request_missing(peer);
+            }
+        }
+    }
+
+    /// Asks `peer` for the ranges it has and we lack, while that makes progress.
+    fn request_missing(&mut self, peer: PeerId) {
+        let mine = self.frontier();
+        let digest = mine.digest();
+        let Some(round) = self.rounds.get_mut(&peer) else { return };
+        if round.last_digest == Some(digest) {
+            // The last batch moved nothing forward: stop rather than loop.
+            self.rounds.remove(&peer);
+            return;
+        }
+        let mut missing = mine.missing_from(&round.theirs);
+        if missing.is_empty() {
+            self.rounds.remove(&peer);
+            return;
+        }
+        round.last_digest = Some(digest);
+        missing.truncate(MAX_RANGES);
+        self.send(Outcome::SyncRequest { peer, request: SyncRequest::Ranges(missing).encode() });
+    }
+
+    // ----------------------------------------------------------------- publish
+
+    fn publish(&mut self, request: PublishRequest) -> Result<Published, RequestError> {
+        request.bulletin.check().map_err(|e| RequestError::Invalid(e.to_string()))?;
+        let now = now_ms();
+        let ttl = request.ttl_ms.unwrap_or(self.default_ttl_ms).max(1);
+        let (seq, prev) = self.next_seq()?;
+        let draft = Draft {
+            seq,
+            prev,
+            created_at: now,
+            expires_at: now.saturating_add(ttl),
+            tlp: request.tlp,
+            kind: Kind::Bulletin,
+            body: Body::Bulletin(request.bulletin),
+        };
+        let envelope = seal(&self.keys, &self.roster.roster, draft, &request.to, &mut self.rng)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        self.commit_own(envelope)
+    }
+
+    fn retract(&mut self, target: Digest, reason: String) -> Result<Published, RequestError> {
+        let (envelope, _) = self.own_org_target(&target)?;
+        let recipients = self.recipients_of(&envelope);
+        let (seq, prev) = self.next_seq()?;
+        let now = now_ms();
+        let draft = Draft {
+            seq,
+            prev,
+            created_at: now,
+            expires_at: envelope.header.expires_at.max(now + 1),
+            tlp: envelope.header.tlp,
+            kind: Kind::Retraction { target },
+            body: Body::Retraction { reason },
+        };
+        let sealed = seal_to(&self.keys, self.roster.roster.consortium_id(), draft, &recipients, &mut self.rng)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        self.commit_own(sealed)
+    }
+
+    fn sight(&mut self, target: Digest, indicator: Indicator) -> Result<Published, RequestError> {
+        let bytes = self
+            .store
+            .envelope(&target.0)
+            .map_err(store_err)?
+            .ok_or_else(|| RequestError::NotFound(target.to_hex()))?;
+        let envelope = Envelope::decode(&bytes).map_err(|e| RequestError::Store(e.to_string()))?;
+        let recipients = self.recipients_of(&envelope);
+        let (seq, prev) = self.next_seq()?;
+        let now = now_ms();
+        let draft = Draft {
+            seq,
+            prev,
+            created_at: now,
+            expires_at: envelope.header.expires_at.max(now + 1),
+            tlp: envelope.header.tlp,
+            kind: Kind::Sighting { target },
+            body: Body::Sighting { indicator, seen_at: now, note: None },
+        };
+        let sealed = seal_to(&self.keys, self.roster.roster.consortium_id(), draft, &recipients, &mut self.rng)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        self.commit_own(sealed)
+    }
+
+    fn own_org_target(&self, target: &Digest) -> Result<(Envelope, OrgId), RequestError> {
+        let bytes = self
+            .store
+            .envelope(&target.0)
+            .map_err(store_err)?
+            .ok_or_else(|| RequestError::NotFound(target.to_hex()))?;
+        let envelope = Envelope::decode(&bytes).map_err(|e| RequestError::Store(e.to_string()))?;
+        let owner = self.org_of(&envelope.header.author);
+        let mine = self.org_of(&self.keys.node_public());
+        match (owner, mine) {
+            (Some(owner), Some(mine)) if owner == mine => Ok((envelope, owner)),
+            (owner, _) => Err(RequestError::Invalid(format!(
+                "envelope {} belongs to org {}; only its own organisation may retract it",
+                target,
+                owner.map(|o| o.to_string()).unwrap_or_else(|| "unknown".into())
+            ))),
+        }
+    }
+
+    /// Sealing keys of the target's recipients that are still in the roster
+    /// (always including this org), for retractions and sightings.
+    fn recipients_of(&self, envelope: &Envelope) -> Vec<SealingPublicKey> {
+        if !envelope.header.tlp.is_sealed() {
+            return Vec::new();
+        }
+        let wanted: BTreeSet<_> = envelope.header.recipients.iter().map(|r| r.key_id).collect();
+        self.roster
+            .roster
+            .active_nodes()
+            .map(|(_, node)| node.sealing_key)
+            .filter(|k| wanted.contains(&k.key_id()))
+            .collect()
+    }
+
+    fn next_seq(&self) -> Result<(u64, Digest), RequestError> {
+        let me = self.keys.node_public();
+        let last = self.store.frontier_of(&me.0).map_err(store_err)?;
+        let prev = if last == 0 {
+            Digest::ZERO
+        } else {
+            self.store.id_at(&me.0, last).map_err(store_err)?.map(Digest).unwrap_or(Digest::ZERO)
+        };
+        Ok((last + 1, prev))
+    }
+
+    /// Stores and flushes an own envelope, then hands it to gossip.
+    fn commit_own(&mut self, envelope: Envelope) -> Result<Published, RequestError> {
+        let bytes = envelope.encode();
+        let id = envelope.id();
+        let seq = envelope.header.seq;
+        let recipients = envelope.header.recipients.len();
+        self.store_accepted(&bytes, envelope, id).map_err(store_err)?;
+        self.store.flush().map_err(store_err)?;
+        self.send(Outcome::PublishEnvelope(bytes));
+        Ok(Published { id, seq, recipients })
+    }
+
+    // ----------------------------------------------------------------- queries
+
+    fn summary(&self, id: Digest, envelope: &Envelope, body: Option<&Body>, retracted: bool) -> Summary {
+        let header = &envelope.header;
+        let bulletin = match body {
+            Some(Body::Bulletin(b)) => Some(b),
+            _ => None,
+        };
+        Summary {
+            id,
+            author_org: self.org_of(&header.author).map(|o| o.to_string()).unwrap_or_else(|| "unknown".into()),
+            author: header.author,
+            seq: header.seq,
+            kind: header.kind.as_str().to_string(),
+            target: header.kind.target(),
+            tlp: header.tlp,
+            created_at: header.created_at,
+            expires_at: header.expires_at,
+            readable: body.is_some(),
+            retracted,
+            severity: bulletin.map(|b| b.severity),
+            title: bulletin.map(|b| b.title.clone()),
+            indicators: bulletin.map(|b| b.indicators.clone()),
+        }
+    }
+
+    fn load(&self, id: &Digest) -> Result<Option<(Envelope, Option<Body>, bool)>, StoreError> {
+        let Some(bytes) = self.store.envelope(&id.0)? else { return Ok(None) };
+        let Ok(envelope) = Envelope::decode(&bytes) else { return Ok(None) };
+        let body = self.record(id)?.map(|r| r.body);
+        let retracted = self.retraction_of(id, &envelope.header.author)?.is_some();
+        Ok(Some((envelope, body, retracted)))
+    }
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Summary>, RequestError> {
+        let mut out = Vec::new();
+        for entry in self.store.envelopes_iter() {
+            let (id, _) = entry.map_err(store_err)?;
+            let id = Digest(id);
+            let Some((envelope, body, retracted)) = self.load(&id).map_err(store_err)? else { continue };
+            let summary = self.summary(id, &envelope, body.as_ref(), retracted);
+            if !summary.is_bulletin()
+                || (!filter.all && !summary.readable)
+                || (filter.hide_retracted && summary.retracted)
+                || filter.since.is_some_and(|since| summary.created_at < since)
+                || filter.tlp.is_some_and(|tlp| summary.tlp != tlp)
+                || filter.severity.is_some_and(|min| summary.severity.is_none_or(|s| s < min))
+                || summary.expires_at <= now_ms()
+            {
+                continue;
+            }
+            out.push(summary);
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    fn resolve(&self, id: &str) -> Result<Digest, RequestError> {
+        let id = id.trim().to_ascii_lowercase();
+        if let Ok(full) = id.parse::<Digest>() {
+            return Ok(full);
+        }
+        if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RequestError::Invalid(format!("{id:?} is not an envelope id (hex, at least 4 characters)")));
+        }
+        let mut found = None;
+        for entry in self.store.envelopes_iter() {
+            let (candidate, _) = entry.map_err(store_err)?;
+            if hex::encode(candidate).starts_with(&id) {
+                if found.is_some() {
+                    return Err(RequestError::Invalid(format!("id prefix {id} is ambiguous")));
+                }
+                found = Some(Digest(candidate));
+            }
+        }
+        found.ok_or(RequestError::NotFound(id))
+    }
+
+    fn get(&self, id: &str) -> Result<Detail, RequestError> {
+        let id = self.resolve(id)?;
+        let (envelope, body, retracted) =
+            self.load(&id).map_err(store_err)?.ok_or_else(|| RequestError::NotFound(id.to_hex()))?;
+        let retracted_by = self.store.retracted_by(&id.0).map_err(store_err)?.map(Digest).filter(|_| retracted);
+        let key_ids: BTreeSet<_> = envelope.header.recipients.iter().map(|r| r.key_id).collect();
+        let recipients = self
+            .roster
+            .roster
+            .members
+            .iter()
+            .filter(|m| m.card.nodes.iter().any(|n| key_ids.contains(&n.sealing_key.key_id())))
+            .map(|m| m.card.org_id.to_string())
+            .collect();
+        let size = envelope.encoded_len();
+        Ok(Detail { summary: self.summary(id, &envelope, body.as_ref(), retracted), body, retracted_by, recipients, size })
+    }
+
+    fn search(&self, indicator: &Indicator) -> Result<Vec<Summary>, RequestError> {
+        let mut out = Vec::new();
+        for id in self.store.lookup_indicator(&indicator.key()).map_err(store_err)? {
+            let id = Digest(id);
+            if let Some((envelope, body, retracted)) = self.load(&id).map_err(store_err)? {
+                if !retracted {
+                    out.push(self.summary(id, &envelope, body.as_ref(), retracted));
+                }
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(out)
+    }
+
+    fn status(&self) -> Result<Status, RequestError> {
+        let counts = self.store.counts();
+        let me = self.keys.node_public();
+        Ok(Status {
+            org_id: self.org_of(&me).map(|o| o.to_string()).unwrap_or_default(),
+            node_key: me,
+            peer_id: self.keys.peer_id().to_string(),
+            consortium: self.roster.roster.consortium_id(),
+            roster_version: self.roster.roster.version,
+            listen: Vec::new(),
+            peers: Vec::new(),
+            frontier: self.frontier().0.into_iter().collect(),
+            envelopes: counts.envelopes,
+            readable: counts.plaintext,
+            evidence: counts.evidence,
+            disk_bytes: self.store.size_on_disk().unwrap_or(0),
+        })
+    }
+
+    /// Drops the plaintext and index entries of expired envelopes. Feed
+    /// positions and ciphertext stay, so sync does not fetch them again.
+    fn prune(&self) -> Result<(), StoreError> {
+        let now = now_ms();
+        for entry in self.store.plaintext_iter() {
+            let (id, raw) = entry?;
+            let Ok(record) = serde_json::from_slice::<Record>(&raw) else { continue };
+            if record.expires_at > now {
+                continue;
+            }
+            if let Body::Bulletin(bulletin) = &record.body {
+                for indicator in &bulletin.indicators {
+                    self.store.unindex_indicator(&indicator.key(), &id)?;
+                }
+            }
+            self.store.remove_plaintext(&id)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,531 @@
+//! Node tests with real swarms and real sled files in temp dirs: delivery
+//! and sealing across five orgs, store-and-forward, offline catch-up,
+//! partition and heal, crash safety, hostile members, outsiders,
+//! revocation, over the in-memory transport and TCP on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use breakwater_node::net::{self, TransportKind};
+use breakwater_node::{Config, DataDir, ListFilter, Node, NodeEvent, PublishRequest, node::join_offline, spawn};
+use breakwater_protocol::fixture::Fixture;
+use breakwater_protocol::{Bulletin, Indicator, OrgId, Severity, SignedRoster, Tlp};
+use futures::StreamExt;
+use libp2p::core::transport::{MemoryTransport, Transport};
+use libp2p::{Multiaddr, PeerId};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+static NEXT_PORT: AtomicU64 = AtomicU64::new(0);
+
+fn memory_base() -> u64 {
+    // Distinct memory ports per test in this process.
+    1_000_000 + NEXT_PORT.fetch_add(100, Ordering::SeqCst) + u64::from(std::process::id() % 1000) * 10_000
+}
+
+/// Polls `check` until it returns true or the deadline passes.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Dial gate shared by all nodes of a test: pairs of memory ports that may
+/// not connect (a partition).
+#[derive(Clone, Default)]
+struct Gate(Arc<Mutex<HashSet<(u64, u64)>>>);
+
+impl Gate {
+    fn split(&self, a: &[u64], b: &[u64]) {
+        let mut blocked = self.0.lock().unwrap();
+        for &x in a {
+            for &y in b {
+                blocked.insert((x, y));
+                blocked.insert((y, x));
+            }
+        }
+    }
+    fn heal(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+fn memory_port(addr: &Multiaddr) -> Option<u64> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Memory(port) => Some(port),
+        _ => None,
+    })
+}
+
+fn gated_memory(gate: Gate, own_port: u64) -> TransportKind {
+    TransportKind::Custom(Box::new(move |keypair| {
+        let raw = MemoryTransport::default().and_then(move |conn, endpoint| {
+            let blocked = match &endpoint {
+                libp2p::core::ConnectedPoint::Dialer { address, .. } => memory_port(address)
+                    .is_some_and(|to| gate.0.lock().unwrap().contains(&(own_port, to))),
+                libp2p::core::ConnectedPoint::Listener { .. } => false,
+            };
+            async move {
+                if blocked { Err(std::io::Error::other("partitioned")) } else { Ok(conn) }
+            }
+        });
+        net::upgrade(raw, keypair)
+    }))
+}
+
+struct Mesh {
+    fixture: Fixture,
+    dirs: Vec<TempDir>,
+    ports: Vec<u64>,
+    nodes: Vec<Option<(Node, oneshot::Sender<()>)>>,
+    gate: Gate,
+    tcp: bool,
+}
+
+fn test_config(listen: Multiaddr) -> Config {
+    Config {
+        org_id: String::new(),
+        listen: vec![listen],
+        sync_interval: Duration::from_millis(700),
+        heartbeat: Duration::from_millis(200),
+        max_redial_backoff: Duration::from_secs(1),
+        ..Config::default()
+    }
+}
+
+impl Mesh {
+    /// `n` orgs with one node each. `linked(i)` lists which other nodes' addresses
+    /// node i's card publishes (None = all publish their address).
+    async fn new(n: usize, published: impl Fn(usize) -> bool) -> Mesh {
+        Mesh::build(n, published, false).await
+    }
+
+    async fn build(n: usize, published: impl Fn(usize) -> bool, tcp: bool) -> Mesh {
+        let base = memory_base();
+        let ports: Vec<u64> = if tcp {
+            (0..n)
+                .map(|_| {
+                    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                    u64::from(l.local_addr().unwrap().port())
+                })
+                .collect()
+        } else {
+            (0..n as u64).map(|i| base + i).collect()
+        };
+        let addrs: Vec<String> = ports
+            .iter()
+            .map(|p| if tcp { format!("/ip4/127.0.0.1/tcp/{p}") } else { format!("/memory/{p}") })
+            .collect();
+        let addr = |i: usize| addrs[i].clone();
+        let mut idx = 0;
+        let fixture = Fixture::with_cards(n, 1, |org| {
+            if published(idx) {
+                org.card.nodes[0].addrs.push(addr(idx));
+            }
+            idx += 1;
+        })
+        .unwrap();
+        let mut mesh = Mesh { fixture, dirs: Vec::new(), ports, nodes: Vec::new(), gate: Gate::default(), tcp };
+        for i in 0..n {
+            let dir = TempDir::new().unwrap();
+            let data = DataDir::new(dir.path());
+            let config = test_config(addr(i).parse().unwrap());
+            data.init(&config, mesh.fixture.keys(i, 0).unwrap(), "token").unwrap();
+            join_offline(&data, &mesh.fixture.roster).unwrap();
+            mesh.dirs.push(dir);
+            mesh.nodes.push(None);
+        }
+        mesh
+    }
+
+    async fn start(&mut self, i: usize) {
+        let data = DataDir::new(self.dirs[i].path());
+        let config = data.config().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let transport =
+            if self.tcp { TransportKind::Production } else { gated_memory(self.gate.clone(), self.ports[i]) };
+        let node = spawn(&data, config, transport, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        self.nodes[i] = Some((node, stop));
+    }
+
+    async fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i).await;
+        }
+    }
+
+    async fn stop(&mut self, i: usize) {
+        if let Some((node, stop)) = self.nodes[i].take() {
+            let _ = stop.send(());
+            node.wait().await;
+        }
+    }
+
+    async fn crash(&mut self, i: usize) {
+        if let Some((node, _stop)) = self.nodes[i].take() {
+            node.crash().await;
+        }
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        &self.nodes[i].as_ref().expect("node running").0
+    }
+
+    fn org(&self, i: usize) -> OrgId {
+        self.fixture.orgs[i].org_id.clone()
+    }
+
+    async fn publish(&self, i: usize, tlp: Tlp, to: &[usize], title: &str) -> breakwater_node::Published {
+        let mut bulletin = Bulletin::new(title, Severity::High);
+        bulletin.indicators.push(Indicator::parse("ipv4:203.0.113.7").unwrap());
+        let request = PublishRequest { tlp, to: to.iter().map(|&o| self.org(o)).collect(), bulletin, ttl_ms: None };
+        self.node(i).handle.publish(request).await.unwrap()
+    }
+
+    async fn publish_result(&self, i: usize, title: &str) -> Result<breakwater_node::Published, breakwater_node::RequestError> {
+        let request =
+            PublishRequest { tlp: Tlp::Clear, to: Vec::new(), bulletin: Bulletin::new(title, Severity::Low), ttl_ms: None };
+        self.node(i).handle.publish(request).await
+    }
+
+    async fn count(&self, i: usize, all: bool) -> usize {
+        let filter = ListFilter { all, ..ListFilter::default() };
+        self.node(i).handle.list(filter).await.unwrap().len()
+    }
+
+    async fn wait_connected(&self, i: usize, peers: usize) {
+        let handle = self.node(i).handle.clone();
+        eventually(&format!("node {i} has {peers} peers"), || {
+            let handle = handle.clone();
+            async move { handle.peers().await.unwrap().len() >= peers }
+        })
+        .await;
+    }
+}
+
+async fn wait_count(mesh: &Mesh, i: usize, all: bool, expected: usize) {
+    let handle = mesh.node(i).handle.clone();
+    eventually(&format!("node {i} lists {expected} (all={all})"), || {
+        let handle = handle.clone();
+        async move { handle.list(ListFilter { all, ..ListFilter::default() }).await.unwrap().len() >= expected }
+    })
+    .await;
+    assert_eq!(mesh.count(i, all).await, expected, "node {i}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_orgs_green_to_all_amber_to_two() {
+    let mut mesh = Mesh::new(5, |_| true).await;
+    mesh.start_all().await;
+    mesh.wait_connected(0, 4).await;
+    let green = mesh.publish(0, Tlp::Green, &[], "Phishing wave against terminal operators").await;
+    assert_eq!(green.recipients, 5);
+    for i in 0..5 {
+        wait_count(&mesh, i, false, 1).await;
+        let detail = mesh.node(i).handle.get(green.id.to_hex()).await.unwrap();
+        assert!(detail.summary.readable);
+    }
+    let amber = mesh.publish(1, Tlp::Amber, &[3], "Credential theft at the railroad").await;
+    for i in 0..5 {
+        wait_count(&mesh, i, true, 2).await;
+        let detail = mesh.node(i).handle.get(amber.id.to_hex()).await.unwrap();
+        assert_eq!(detail.summary.readable, i == 1 || i == 3, "node {i}");
+        assert_eq!(detail.body.is_some(), i == 1 || i == 3, "node {i}");
+        let readable = mesh.count(i, false).await;
+        assert_eq!(readable, if i == 1 || i == 3 { 2 } else { 1 });
+    }
+    // Indicator search finds both where readable.
+    let hits = mesh.node(3).handle.search(Indicator::parse("ipv4:203.0.113.7").unwrap()).await.unwrap();
+    assert_eq!(hits.len(), 2);
+    for i in 0..5 {
+        mesh.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_and_forward_through_a_non_recipient() {
+    // Only B (index 1) publishes an address: A and C connect to B, never to each other.
+    let mut mesh = Mesh::new(3, |i| i == 1).await;
+    mesh.start_all().await;
+    mesh.wait_connected(1, 2).await;
+    assert_eq!(mesh.node(0).handle.peers().await.unwrap().len(), 1);
+    let amber = mesh.publish(0, Tlp::Amber, &[2], "Vessel AIS spoofing").await;
+    wait_count(&mesh, 2, false, 1).await;
+    let at_c = mesh.node(2).handle.get(amber.id.to_hex()).await.unwrap();
+    assert!(at_c.summary.readable);
+    let at_b = mesh.node(1).handle.get(amber.id.to_hex()).await.unwrap();
+    assert!(!at_b.summary.readable, "B is no recipient");
+    assert!(at_b.body.is_none());
+    for i in 0..3 {
+        mesh.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_node_catches_up_after_restart() {
+    let mut mesh = Mesh::new(3, |_| true).await;
+    mesh.start_all().await;
+    mesh.wait_connected(2, 2).await;
+    mesh.stop(2).await;
+    for k in 0..50 {
+        mesh.publish(k % 2, Tlp::Green, &[], &format!("bulletin {k}")).await;
+    }
+    mesh.start(2).await;
+    wait_count(&mesh, 2, false, 50).await;
+    for i in 0..3 {
+        mesh.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_heals_to_the_union() {
+    let mut mesh = Mesh::new(4, |_| true).await;
+    let (left, right) = (&mesh.ports[..2].to_vec(), &mesh.ports[2..].to_vec());
+    mesh.gate.split(left, right);
+    mesh.start_all().await;
+    mesh.wait_connected(0, 1).await;
+    mesh.wait_connected(2, 1).await;
+    for k in 0..5 {
+        mesh.publish(0, Tlp::Green, &[], &format!("left {k}")).await;
+        mesh.publish(3, Tlp::Green, &[], &format!("right {k}")).await;
+    }
+    wait_count(&mesh, 1, false, 5).await;
+    wait_count(&mesh, 2, false, 5).await;
+    mesh.gate.heal();
+    for i in 0..4 {
+        wait_count(&mesh, i, false, 10).await;
+    }
+    for i in 0..4 {
+        mesh.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_publish_survives_a_crash() {
+    let mut mesh = Mesh::new(2, |_| true).await;
+    mesh.start(0).await;
+    let first = mesh.publish(0, Tlp::Green, &[], "before the crash").await;
+    mesh.crash(0).await;
+    mesh.start(0).await;
+    let detail = mesh.node(0).handle.get(first.id.to_hex()).await.unwrap();
+    assert_eq!(detail.summary.title.as_deref(), Some("before the crash"));
+    let second = mesh.publish(0, Tlp::Green, &[], "after the crash").await;
+    assert!(second.seq > first.seq);
+    // And the peer gets both once it comes up.
+    mesh.start(1).await;
+    wait_count(&mesh, 1, false, 2).await;
+    mesh.stop(0).await;
+    mesh.stop(1).await;
+}
+
+/// A raw swarm speaking gossip directly, for hostile and outsider peers.
+async fn raw_swarm(keys: &breakwater_protocol::NodeKeys, roster: &SignedRoster, allow: &[PeerId]) -> (libp2p::Swarm<net::Behaviour>, libp2p::gossipsub::IdentTopic) {
+    let config = net::NetConfig {
+        heartbeat: Duration::from_millis(200),
+        message_id_fn: Arc::new(|m| libp2p::gossipsub::MessageId::new(breakwater_protocol::envelope::id_of(&m.data).as_bytes())),
+        ..net::NetConfig::default()
+    };
+    let mut swarm = net::build_swarm(keys.libp2p_keypair(), TransportKind::Memory, &config).unwrap();
+    swarm.behaviour_mut().set_allowed(allow.iter().copied());
+    let (topic, _) = swarm.behaviour_mut().join_consortium(&roster.roster.consortium_id().to_hex()).unwrap();
+    (swarm, topic)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_member_cannot_plant_bad_envelopes() {
+    use breakwater_protocol::fixture::bulletin_draft;
+    use breakwater_protocol::{Digest, seal};
+    use rand::SeedableRng;
+
+    // Org 2 is the hostile member; it never runs a real node.
+    let mut mesh = Mesh::new(3, |i| i != 2).await;
+    mesh.start(0).await;
+    mesh.start(1).await;
+    mesh.wait_connected(0, 1).await;
+    let mut events = mesh.node(0).handle.subscribe();
+    let hostile = mesh.fixture.keys(2, 0).unwrap().clone();
+    let honest_peer = mesh.node(0).handle.peer_id();
+    let (mut swarm, topic) = raw_swarm(&hostile, &mesh.fixture.roster, &[honest_peer]).await;
+    swarm.dial(format!("/memory/{}", mesh.ports[0]).parse::<Multiaddr>().unwrap()).unwrap();
+    // Wait until the honest node's subscription is known.
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let libp2p::swarm::SwarmEvent::Behaviour(net::BehaviourEvent::Gossipsub(
+                libp2p::gossipsub::Event::Subscribed { .. },
+            )) = swarm.select_next_some().await
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("hostile peer connected and saw a subscription");
+
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(1);
+    let now = breakwater_node_now();
+    let roster = mesh.fixture.roster();
+    let good = seal(&hostile, roster, bulletin_draft(1, Digest::ZERO, Tlp::Green, "first", now), &[], &mut rng).unwrap();
+    let twin = seal(&hostile, roster, bulletin_draft(1, Digest::ZERO, Tlp::Green, "equivocating twin", now), &[], &mut rng).unwrap();
+    let mut forged = seal(&hostile, roster, bulletin_draft(2, good.id(), Tlp::Green, "forged", now), &[], &mut rng).unwrap();
+    forged.header.author = mesh.fixture.keys(1, 0).unwrap().node_public();
+    let messages = vec![
+        b"garbage that is not an envelope".to_vec(),
+        forged.encode(),
+        good.encode(),
+        twin.encode(),
+    ];
+    for bytes in messages {
+        let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes);
+        // Drive the swarm a little so each message goes out.
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                swarm.select_next_some().await;
+            }
+        })
+        .await;
+    }
+    // Replay the good one later: it is ignored as a duplicate.
+    let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), good.encode());
+    let evidence = tokio::time::timeout(DEADLINE, async {
+        loop {
+            tokio::select! {
+                _ = swarm.select_next_some() => {}
+                event = events.recv() => if let Ok(NodeEvent::Equivocation { seq, .. }) = event { break seq },
+            }
+        }
+    })
+    .await
+    .expect("equivocation surfaced as an event");
+    assert_eq!(evidence, 1);
+    for i in 0..2 {
+        wait_count(&mesh, i, false, 1).await;
+        let listed = mesh.node(i).handle.list(ListFilter { all: true, ..ListFilter::default() }).await.unwrap();
+        assert_eq!(listed.len(), 1, "node {i} stores only the first valid envelope");
+        assert_eq!(listed[0].title.as_deref(), Some("first"));
+    }
+    let status = mesh.node(0).handle.status().await.unwrap();
+    assert_eq!(status.evidence, 1);
+    assert_eq!(status.envelopes, 1);
+    mesh.stop(0).await;
+    mesh.stop(1).await;
+}
+
+fn breakwater_node_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsider_cannot_connect_or_learn() {
+    let mut mesh = Mesh::new(2, |_| true).await;
+    mesh.start_all().await;
+    mesh.wait_connected(0, 1).await;
+    let outsider = breakwater_protocol::NodeKeys::from_seed([99; 32]);
+    let peers = [mesh.node(0).handle.peer_id(), mesh.node(1).handle.peer_id()];
+    let (mut swarm, _) = raw_swarm(&outsider, &mesh.fixture.roster, &peers).await;
+    swarm.dial(format!("/memory/{}", mesh.ports[0]).parse::<Multiaddr>().unwrap()).unwrap();
+    mesh.publish(1, Tlp::Clear, &[], "public advisory").await;
+    let outcome = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match swarm.select_next_some().await {
+                libp2p::swarm::SwarmEvent::Behaviour(net::BehaviourEvent::Gossipsub(
+                    libp2p::gossipsub::Event::Message { .. },
+                )) => return "learnt a message",
+                libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } => {}
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(outcome.is_err(), "outsider {outcome:?}");
+    let connected: Vec<String> = mesh.node(0).handle.peers().await.unwrap().into_iter().map(|p| p.peer_id).collect();
+    assert!(!connected.contains(&outsider.peer_id().to_string()));
+    assert_eq!(connected.len(), 1);
+    mesh.stop(0).await;
+    mesh.stop(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_rejects_new_envelopes_and_closes_connections() {
+    let mut mesh = Mesh::new(3, |_| true).await;
+    mesh.start_all().await;
+    mesh.wait_connected(0, 2).await;
+    let before = mesh.publish(2, Tlp::Green, &[], "before revocation").await;
+    wait_count(&mesh, 0, false, 1).await;
+    let next = mesh.fixture.roster().with_revoked(&mesh.org(2)).unwrap();
+    let mut signed = SignedRoster::unsigned(next);
+    signed.sign(mesh.fixture.keys(0, 0).unwrap());
+    assert_eq!(mesh.node(0).handle.join(signed.clone()).await.unwrap(), 2);
+    // The roster spreads to node 1 by gossip or sync.
+    let h1 = mesh.node(1).handle.clone();
+    eventually("node 1 applies roster v2", || {
+        let h1 = h1.clone();
+        async move { h1.roster().await.unwrap().roster.version == 2 }
+    })
+    .await;
+    let revoked_peer = mesh.node(2).handle.peer_id().to_string();
+    for i in 0..2 {
+        let handle = mesh.node(i).handle.clone();
+        let revoked_peer = revoked_peer.clone();
+        eventually(&format!("node {i} drops the revoked peer"), || {
+            let handle = handle.clone();
+            let revoked_peer = revoked_peer.clone();
+            async move { !handle.peers().await.unwrap().iter().any(|p| p.peer_id == revoked_peer) }
+        })
+        .await;
+    }
+    // Once it has the new roster, the revoked node itself refuses to author.
+    let _ = mesh.node(2).handle.join(signed.clone()).await; // it may have it already
+    assert_eq!(mesh.node(2).handle.roster().await.unwrap().roster.version, 2);
+    assert!(mesh.publish_result(2, "after revocation").await.is_err());
+    // A hostile copy of its key that ignores the roster cannot get in to deliver one.
+    mesh.stop(2).await;
+    let revoked_keys = mesh.fixture.keys(2, 0).unwrap().clone();
+    let honest = [mesh.node(0).handle.peer_id()];
+    let (mut swarm, _) = raw_swarm(&revoked_keys, &mesh.fixture.roster, &honest).await;
+    swarm.dial(format!("/memory/{}", mesh.ports[0]).parse::<Multiaddr>().unwrap()).unwrap();
+    let connected = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } = swarm.select_next_some().await {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(connected.is_err(), "a revoked node must not connect");
+    for i in 0..2 {
+        assert!(mesh.node(i).handle.get(before.id.to_hex()).await.is_ok());
+        mesh.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_on_loopback_delivers() {
+    let mut mesh = Mesh::build(2, |_| true, true).await;
+    mesh.start_all().await;
+    mesh.wait_connected(0, 1).await;
+    mesh.publish(0, Tlp::Green, &[], "over tcp").await;
+    wait_count(&mesh, 1, false, 1).await;
+    mesh.stop(0).await;
+    mesh.stop(1).await;
+}
