@@ -1,1 +1,10 @@
 //! Breakwater's end-to-end tests: real nodes and the real `breakwater` binary, driven as a user would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+mod api;
+mod bad_input;
+mod lifecycle;
+mod walkthrough;

@@ -162,16 +162,20 @@ impl DataDir {
     pub fn config(&self) -> Result<Config, ConfigError> {
         let path = self.config_path();
         let text = self.read(&path)?;
-        serde_json::from_str(&text)
-            .map_err(|e| ConfigError::Malformed { path, detail: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| ConfigError::Malformed {
+            path,
+            detail: e.to_string(),
+        })
     }
 
     /// Reads the node's secret keys.
     pub fn keys(&self) -> Result<NodeKeys, ConfigError> {
         let path = self.keys_path();
         let text = zeroize::Zeroizing::new(self.read(&path)?);
-        NodeKeys::from_secret_json(&text)
-            .map_err(|e| ConfigError::Malformed { path, detail: e.to_string() })
+        NodeKeys::from_secret_json(&text).map_err(|e| ConfigError::Malformed {
+            path,
+            detail: e.to_string(),
+        })
     }
 
     /// Reads the API token.
@@ -188,7 +192,10 @@ impl DataDir {
 }
 
 fn io(path: &Path, source: std::io::Error) -> ConfigError {
-    ConfigError::Io { path: path.to_path_buf(), source }
+    ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes a file readable by its owner only (mode 0600 from creation on).

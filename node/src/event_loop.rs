@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use breakwater_protocol::{NodePublicKey, Roster};
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::core::transport::ListenerId;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm};
@@ -108,8 +108,9 @@ impl EventLoop {
                     .iter()
                     .map(|(peer, addrs)| PeerInfo {
                         peer_id: peer.to_string(),
-                        org_id: NodePublicKey::from_peer_id(peer)
-                            .and_then(|k| self.roster.node(&k).map(|(m, _)| m.card.org_id.to_string())),
+                        org_id: NodePublicKey::from_peer_id(peer).and_then(|k| {
+                            self.roster.node(&k).map(|(m, _)| m.card.org_id.to_string())
+                        }),
                         addrs: addrs.iter().map(|a| a.to_string()).collect(),
                     })
                     .collect();
@@ -127,8 +128,15 @@ impl EventLoop {
 
     fn on_outcome(&mut self, outcome: Outcome) {
         match outcome {
-            Outcome::Verdict { message_id, source, acceptance } => {
-                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&message_id, &source, acceptance);
+            Outcome::Verdict {
+                message_id,
+                source,
+                acceptance,
+            } => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &source, acceptance);
             }
             Outcome::PublishEnvelope(bytes) => self.publish(self.envelopes_topic.clone(), bytes),
             Outcome::PublishRoster(bytes) => self.publish(self.roster_topic.clone(), bytes),
@@ -140,7 +148,11 @@ impl EventLoop {
             }
             Outcome::SyncReply { token, response } => {
                 if let Some(channel) = self.pending_replies.remove(&token) {
-                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, response);
                 }
             }
             Outcome::RosterApplied(roster) => {
@@ -162,8 +174,16 @@ impl EventLoop {
     /// schedules dials to members we are not connected to.
     fn apply_roster(&mut self) {
         let me = *self.swarm.local_peer_id();
-        let allowed: Vec<PeerId> = self.roster.allowed_peers().into_iter().filter(|p| *p != me).collect();
-        let change = self.swarm.behaviour_mut().set_allowed(allowed.iter().copied());
+        let allowed: Vec<PeerId> = self
+            .roster
+            .allowed_peers()
+            .into_iter()
+            .filter(|p| *p != me)
+            .collect();
+        let change = self
+            .swarm
+            .behaviour_mut()
+            .set_allowed(allowed.iter().copied());
         for member in self.roster.members.iter().filter(|m| m.revoked) {
             for node in &member.card.nodes {
                 if let Some(peer) = node.node_key.peer_id() {
@@ -177,12 +197,17 @@ impl EventLoop {
         }
         let now = Instant::now();
         for peer in allowed {
-            self.redial.entry(peer).or_insert(Redial { next: now, backoff: Duration::from_millis(250) });
+            self.redial.entry(peer).or_insert(Redial {
+                next: now,
+                backoff: Duration::from_millis(250),
+            });
         }
     }
 
     fn addresses_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        let Some(key) = NodePublicKey::from_peer_id(peer) else { return Vec::new() };
+        let Some(key) = NodePublicKey::from_peer_id(peer) else {
+            return Vec::new();
+        };
         self.roster
             .node(&key)
             .map(|(_, node)| node.addrs.iter().filter_map(|a| a.parse().ok()).collect())
@@ -229,29 +254,48 @@ impl EventLoop {
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
                 let first = num_established.get() == 1;
-                self.connected.entry(peer_id).or_default().insert(endpoint.get_remote_address().clone());
+                self.connected
+                    .entry(peer_id)
+                    .or_default()
+                    .insert(endpoint.get_remote_address().clone());
                 if let Some(r) = self.redial.get_mut(&peer_id) {
                     r.backoff = Duration::from_millis(250);
                 }
                 if first {
                     info!(peer = %peer_id, "peer connected");
-                    let _ = self.events.send(NodeEvent::PeerConnected { peer: peer_id.to_string() });
+                    let _ = self.events.send(NodeEvent::PeerConnected {
+                        peer: peer_id.to_string(),
+                    });
                     self.to_worker(Job::StartSync { peer: peer_id });
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
                 if let Some(addrs) = self.connected.get_mut(&peer_id) {
                     addrs.remove(endpoint.get_remote_address());
                 }
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
                     info!(peer = %peer_id, "peer disconnected");
-                    let _ = self.events.send(NodeEvent::PeerDisconnected { peer: peer_id.to_string() });
+                    let _ = self.events.send(NodeEvent::PeerDisconnected {
+                        peer: peer_id.to_string(),
+                    });
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, .. } => debug!("incoming connection refused: {error}"),
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                debug!("incoming connection refused: {error}")
+            }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, "dial failed: {error}");
             }
@@ -261,48 +305,79 @@ impl EventLoop {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message_id, message }) => {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
                 let job = if message.topic == self.envelopes_topic.hash() {
                     Job::Ingest {
                         items: vec![message.data],
-                        origin: Origin::Gossip { message_id: message_id.clone(), source: propagation_source },
+                        origin: Origin::Gossip {
+                            message_id: message_id.clone(),
+                            source: propagation_source,
+                        },
                     }
                 } else if message.topic == self.roster_topic.hash() {
-                    Job::GossipRoster { bytes: message.data, message_id: message_id.clone(), source: propagation_source }
+                    Job::GossipRoster {
+                        bytes: message.data,
+                        message_id: message_id.clone(),
+                        source: propagation_source,
+                    }
                 } else {
-                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                        &message_id,
-                        &propagation_source,
-                        MessageAcceptance::Reject,
-                    );
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Reject,
+                        );
                     return;
                 };
                 if !self.to_worker(job) {
-                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                        &message_id,
-                        &propagation_source,
-                        MessageAcceptance::Ignore,
-                    );
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Ignore,
+                        );
                 }
             }
-            BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    let token = self.next_token;
-                    self.next_token += 1;
-                    if self.to_worker(Job::ServeSync { request, token }) {
-                        self.pending_replies.insert(token, channel);
+            BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        let token = self.next_token;
+                        self.next_token += 1;
+                        if self.to_worker(Job::ServeSync { request, token }) {
+                            self.pending_replies.insert(token, channel);
+                        }
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        self.pending_requests.remove(&request_id);
+                        self.to_worker(Job::SyncAnswer { peer, response });
                     }
                 }
-                request_response::Message::Response { request_id, response } => {
-                    self.pending_requests.remove(&request_id);
-                    self.to_worker(Job::SyncAnswer { peer, response });
-                }
-            },
-            BehaviourEvent::Sync(request_response::Event::OutboundFailure { request_id, peer, error, .. }) => {
+            }
+            BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+                request_id,
+                peer,
+                error,
+                ..
+            }) => {
                 self.pending_requests.remove(&request_id);
                 debug!(%peer, "sync request failed: {error}");
             }
-            BehaviourEvent::Sync(request_response::Event::InboundFailure { peer, error, .. }) => {
+            BehaviourEvent::Sync(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
                 debug!(%peer, "sync response failed: {error}");
             }
             _ => {}

@@ -3,7 +3,9 @@
 //! [`NodeEvent`]s it emits, and the query and request types the local API
 //! and the CLI speak.
 
-use breakwater_protocol::{Body, Digest, Indicator, Kind, NodePublicKey, OrgId, Severity, SignedRoster, Tlp};
+use breakwater_protocol::{
+    Body, Digest, Indicator, Kind, NodePublicKey, OrgId, Severity, SignedRoster, Tlp,
+};
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -200,7 +202,9 @@ pub enum RequestError {
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Connected peers and listen addresses.
-    Network { reply: oneshot::Sender<(Vec<PeerInfo>, Vec<Multiaddr>)> },
+    Network {
+        reply: oneshot::Sender<(Vec<PeerInfo>, Vec<Multiaddr>)>,
+    },
     /// Dial an address.
     Dial { addr: Multiaddr },
     /// Run a sync round with a peer now.
@@ -217,9 +221,15 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Job) -> Result<T, RequestError> {
+    async fn ask<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Job,
+    ) -> Result<T, RequestError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(job(reply)).await.map_err(|_| RequestError::Closed)?;
+        self.jobs
+            .send(job(reply))
+            .await
+            .map_err(|_| RequestError::Closed)?;
         answer.await.map_err(|_| RequestError::Closed)?
     }
 
@@ -236,12 +246,26 @@ impl NodeHandle {
 
     /// Retracts an envelope of this organisation.
     pub async fn retract(&self, target: Digest, reason: String) -> Result<Published, RequestError> {
-        self.ask(|reply| Job::Retract { target, reason, reply }).await
+        self.ask(|reply| Job::Retract {
+            target,
+            reason,
+            reply,
+        })
+        .await
     }
 
     /// Reports a sighting of an indicator of `target`.
-    pub async fn sight(&self, target: Digest, indicator: Indicator) -> Result<Published, RequestError> {
-        self.ask(|reply| Job::Sight { target, indicator, reply }).await
+    pub async fn sight(
+        &self,
+        target: Digest,
+        indicator: Indicator,
+    ) -> Result<Published, RequestError> {
+        self.ask(|reply| Job::Sight {
+            target,
+            indicator,
+            reply,
+        })
+        .await
     }
 
     /// Lists envelopes, newest first.
@@ -266,7 +290,11 @@ impl NodeHandle {
 
     /// Applies a newer roster version (verified against the current one).
     pub async fn join(&self, roster: SignedRoster) -> Result<u64, RequestError> {
-        self.ask(|reply| Job::Join { roster: Box::new(roster), reply }).await
+        self.ask(|reply| Job::Join {
+            roster: Box::new(roster),
+            reply,
+        })
+        .await
     }
 
     /// Node status.
@@ -290,18 +318,27 @@ impl NodeHandle {
 
     async fn network(&self) -> Result<(Vec<PeerInfo>, Vec<Multiaddr>), RequestError> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Network { reply }).await.map_err(|_| RequestError::Closed)?;
+        self.commands
+            .send(Command::Network { reply })
+            .await
+            .map_err(|_| RequestError::Closed)?;
         answer.await.map_err(|_| RequestError::Closed)
     }
 
     /// Dials an address (in addition to the roster's).
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), RequestError> {
-        self.commands.send(Command::Dial { addr }).await.map_err(|_| RequestError::Closed)
+        self.commands
+            .send(Command::Dial { addr })
+            .await
+            .map_err(|_| RequestError::Closed)
     }
 
     /// Starts an anti-entropy round now (with `peer`, or a random one).
     pub async fn sync_now(&self, peer: Option<PeerId>) -> Result<(), RequestError> {
-        self.commands.send(Command::Sync { peer }).await.map_err(|_| RequestError::Closed)
+        self.commands
+            .send(Command::Sync { peer })
+            .await
+            .map_err(|_| RequestError::Closed)
     }
 
     /// Subscribes to node events.

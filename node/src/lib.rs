@@ -19,6 +19,9 @@ pub mod store;
 mod worker;
 
 pub use config::{Config, ConfigError, DataDir};
-pub use handle::{Detail, ListFilter, NodeEvent, NodeHandle, PeerInfo, PublishRequest, Published, RequestError, Status, Summary};
+pub use handle::{
+    Detail, ListFilter, NodeEvent, NodeHandle, PeerInfo, PublishRequest, Published, RequestError,
+    Status, Summary,
+};
 pub use net::TransportKind;
 pub use node::{Node, SpawnError, spawn};

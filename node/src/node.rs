@@ -71,7 +71,12 @@ impl Node {
     /// Waits until the node has stopped (after its shutdown future fired) and
     /// its store is closed.
     pub async fn wait(self) {
-        let Node { handle, events, task, worker_done } = self;
+        let Node {
+            handle,
+            events,
+            task,
+            worker_done,
+        } = self;
         drop(events);
         drop(handle);
         let _ = task.await;
@@ -91,7 +96,9 @@ impl Node {
 fn stored_roster(store: &Store) -> Result<Option<SignedRoster>, SpawnError> {
     match store.latest_roster()? {
         None => Ok(None),
-        Some((_, bytes)) => SignedRoster::decode(&bytes).map(Some).map_err(|e| SpawnError::Roster(e.to_string())),
+        Some((_, bytes)) => SignedRoster::decode(&bytes)
+            .map(Some)
+            .map_err(|e| SpawnError::Roster(e.to_string())),
     }
 }
 
@@ -117,13 +124,17 @@ pub async fn spawn(
         ..NetConfig::default()
     };
     let mut swarm = net::build_swarm(keys.libp2p_keypair(), transport, &net_config)?;
-    let (envelopes_topic, roster_topic) =
-        swarm.behaviour_mut().join_consortium(&roster.roster.consortium_id().to_hex())?;
+    let (envelopes_topic, roster_topic) = swarm
+        .behaviour_mut()
+        .join_consortium(&roster.roster.consortium_id().to_hex())?;
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let id = swarm
             .listen_on(addr.clone())
-            .map_err(|e| SpawnError::Listen { addr: addr.to_string(), reason: format!("{e:?}") })?;
+            .map_err(|e| SpawnError::Listen {
+                addr: addr.to_string(),
+                reason: format!("{e:?}"),
+            })?;
         listeners.push(id);
     }
 
@@ -140,7 +151,15 @@ pub async fn spawn(
     std::thread::Builder::new()
         .name("breakwater-store".into())
         .spawn(move || {
-            Worker::new(store, worker_keys, worker_roster, ttl, worker_events, outcome_tx).run(job_rx);
+            Worker::new(
+                store,
+                worker_keys,
+                worker_roster,
+                ttl,
+                worker_events,
+                outcome_tx,
+            )
+            .run(job_rx);
             let _ = done_tx.send(());
         })
         .map_err(|e| SpawnError::Roster(format!("cannot start the store thread: {e}")))?;
@@ -171,7 +190,12 @@ pub async fn spawn(
         listeners,
     };
     let task = tokio::spawn(event_loop.run(shutdown));
-    Ok(Node { handle, events: event_rx, task, worker_done: done_rx })
+    Ok(Node {
+        handle,
+        events: event_rx,
+        task,
+        worker_done: done_rx,
+    })
 }
 
 /// Verifies `roster` (as genesis for a fresh node, as the next version
@@ -180,7 +204,9 @@ pub fn join_offline(data_dir: &DataDir, roster: &SignedRoster) -> Result<u64, Sp
     data_dir.keys()?;
     let store = Store::open(&data_dir.store_path())?;
     match stored_roster(&store)? {
-        None => roster.verify_genesis().map_err(|e| SpawnError::Join(e.to_string()))?,
+        None => roster
+            .verify_genesis()
+            .map_err(|e| SpawnError::Join(e.to_string()))?,
         Some(current) => {
             if roster.roster.consortium_id() != current.roster.consortium_id() {
                 return Err(SpawnError::Join(format!(
@@ -195,7 +221,8 @@ pub fn join_offline(data_dir: &DataDir, roster: &SignedRoster) -> Result<u64, Sp
                     roster.roster.version, current.roster.version
                 )));
             }
-            SignedRoster::verify_update(&current.roster, roster).map_err(|e| SpawnError::Join(e.to_string()))?;
+            SignedRoster::verify_update(&current.roster, roster)
+                .map_err(|e| SpawnError::Join(e.to_string()))?;
         }
     }
     store.put_roster(roster.roster.version, &roster.encode())?;

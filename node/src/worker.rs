@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::handle::{Detail, ListFilter, NodeEvent, PublishRequest, Published, RequestError, Status, Summary};
+use crate::handle::{
+    Detail, ListFilter, NodeEvent, PublishRequest, Published, RequestError, Status, Summary,
+};
 use crate::store::{Store, StoreError};
 
 type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
@@ -28,40 +30,91 @@ type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
 #[derive(Debug)]
 pub(crate) enum Job {
     /// Envelopes received from a peer.
-    Ingest { items: Vec<Vec<u8>>, origin: Origin },
+    Ingest {
+        items: Vec<Vec<u8>>,
+        origin: Origin,
+    },
     /// A roster received by gossip.
-    GossipRoster { bytes: Vec<u8>, message_id: MessageId, source: PeerId },
+    GossipRoster {
+        bytes: Vec<u8>,
+        message_id: MessageId,
+        source: PeerId,
+    },
     /// Start a sync round with a peer.
-    StartSync { peer: PeerId },
+    StartSync {
+        peer: PeerId,
+    },
     /// A peer's sync request to answer.
-    ServeSync { request: Vec<u8>, token: u64 },
+    ServeSync {
+        request: Vec<u8>,
+        token: u64,
+    },
     /// A peer's answer to our sync request.
-    SyncAnswer { peer: PeerId, response: Vec<u8> },
+    SyncAnswer {
+        peer: PeerId,
+        response: Vec<u8>,
+    },
     /// Drop expired plaintext.
     Prune,
-    Publish { request: PublishRequest, reply: Reply<Published> },
-    Retract { target: Digest, reason: String, reply: Reply<Published> },
-    Sight { target: Digest, indicator: Indicator, reply: Reply<Published> },
-    List { filter: ListFilter, reply: Reply<Vec<Summary>> },
-    Get { id: String, reply: Reply<Detail> },
-    Search { indicator: Indicator, reply: Reply<Vec<Summary>> },
-    Roster { reply: Reply<SignedRoster> },
-    Join { roster: Box<SignedRoster>, reply: Reply<u64> },
-    Status { reply: Reply<Status> },
+    Publish {
+        request: PublishRequest,
+        reply: Reply<Published>,
+    },
+    Retract {
+        target: Digest,
+        reason: String,
+        reply: Reply<Published>,
+    },
+    Sight {
+        target: Digest,
+        indicator: Indicator,
+        reply: Reply<Published>,
+    },
+    List {
+        filter: ListFilter,
+        reply: Reply<Vec<Summary>>,
+    },
+    Get {
+        id: String,
+        reply: Reply<Detail>,
+    },
+    Search {
+        indicator: Indicator,
+        reply: Reply<Vec<Summary>>,
+    },
+    Roster {
+        reply: Reply<SignedRoster>,
+    },
+    Join {
+        roster: Box<SignedRoster>,
+        reply: Reply<u64>,
+    },
+    Status {
+        reply: Reply<Status>,
+    },
 }
 
 /// Where received envelopes came from.
 #[derive(Debug, Clone)]
 pub(crate) enum Origin {
-    Gossip { message_id: MessageId, source: PeerId },
-    Sync { peer: PeerId },
+    Gossip {
+        message_id: MessageId,
+        source: PeerId,
+    },
+    Sync {
+        peer: PeerId,
+    },
 }
 
 /// What the worker asks of the event loop.
 #[derive(Debug)]
 pub(crate) enum Outcome {
     /// Report a gossip validation verdict.
-    Verdict { message_id: MessageId, source: PeerId, acceptance: MessageAcceptance },
+    Verdict {
+        message_id: MessageId,
+        source: PeerId,
+        acceptance: MessageAcceptance,
+    },
     /// Gossip a locally published envelope.
     PublishEnvelope(Vec<u8>),
     /// Gossip a newly applied roster.
@@ -103,7 +156,10 @@ pub(crate) struct Worker {
 
 /// Unix ms now.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn store_err(e: StoreError) -> RequestError {
@@ -137,7 +193,16 @@ impl Worker {
         events: broadcast::Sender<NodeEvent>,
         outcomes: mpsc::Sender<Outcome>,
     ) -> Worker {
-        Worker { store, keys, roster, default_ttl_ms, events, outcomes, rounds: HashMap::new(), rng: rand::rng() }
+        Worker {
+            store,
+            keys,
+            roster,
+            default_ttl_ms,
+            events,
+            outcomes,
+            rounds: HashMap::new(),
+            rng: rand::rng(),
+        }
     }
 
     /// Runs until every job sender is gone.
@@ -163,7 +228,11 @@ impl Worker {
     fn on_job(&mut self, job: Job) {
         match job {
             Job::Ingest { items, origin } => self.ingest(items, origin),
-            Job::GossipRoster { bytes, message_id, source } => {
+            Job::GossipRoster {
+                bytes,
+                message_id,
+                source,
+            } => {
                 let acceptance = match SignedRoster::decode(&bytes) {
                     Ok(roster) => match self.apply_roster(roster) {
                         Ok(Some(_)) => MessageAcceptance::Accept,
@@ -172,12 +241,19 @@ impl Worker {
                     },
                     Err(_) => MessageAcceptance::Reject,
                 };
-                self.send(Outcome::Verdict { message_id, source, acceptance });
+                self.send(Outcome::Verdict {
+                    message_id,
+                    source,
+                    acceptance,
+                });
             }
             Job::StartSync { peer } => self.start_sync(peer),
             Job::ServeSync { request, token } => {
                 let response = self.serve_sync(&request);
-                self.send(Outcome::SyncReply { token, response: response.encode() });
+                self.send(Outcome::SyncReply {
+                    token,
+                    response: response.encode(),
+                });
             }
             Job::SyncAnswer { peer, response } => self.on_sync_answer(peer, &response),
             Job::Prune => {
@@ -188,10 +264,18 @@ impl Worker {
             Job::Publish { request, reply } => {
                 let _ = reply.send(self.publish(request));
             }
-            Job::Retract { target, reason, reply } => {
+            Job::Retract {
+                target,
+                reason,
+                reply,
+            } => {
                 let _ = reply.send(self.retract(target, reason));
             }
-            Job::Sight { target, indicator, reply } => {
+            Job::Sight {
+                target,
+                indicator,
+                reply,
+            } => {
                 let _ = reply.send(self.sight(target, indicator));
             }
             Job::List { filter, reply } => {
@@ -241,7 +325,9 @@ impl Worker {
                         }
                     }
                 }
-                Verdict::Ignore(IgnoreReason::Expired { id, author, seq, .. }) => {
+                Verdict::Ignore(IgnoreReason::Expired {
+                    id, author, seq, ..
+                }) => {
                     // Keep the feed position so sync does not fetch it again.
                     if let Err(e) = self.store.insert_envelope(&id.0, &author.0, seq, &bytes) {
                         debug!("keeping expired feed position failed: {e}");
@@ -255,7 +341,11 @@ impl Worker {
                 }
             };
             if let Origin::Gossip { message_id, source } = &origin {
-                self.send(Outcome::Verdict { message_id: message_id.clone(), source: *source, acceptance });
+                self.send(Outcome::Verdict {
+                    message_id: message_id.clone(),
+                    source: *source,
+                    acceptance,
+                });
             }
         }
         if gap {
@@ -281,10 +371,17 @@ impl Worker {
                 "reported_by": from.to_string(),
                 "at": now_ms(),
             });
-            match self.store.put_evidence(&evidence.author.0, evidence.seq, record.to_string().as_bytes()) {
+            match self.store.put_evidence(
+                &evidence.author.0,
+                evidence.seq,
+                record.to_string().as_bytes(),
+            ) {
                 Ok(_) => {
                     warn!(author = %evidence.author, seq = evidence.seq, "equivocation evidence recorded");
-                    self.emit(NodeEvent::Equivocation { author: evidence.author, seq: evidence.seq });
+                    self.emit(NodeEvent::Equivocation {
+                        author: evidence.author,
+                        seq: evidence.seq,
+                    });
                 }
                 Err(e) => warn!("recording equivocation evidence failed: {e}"),
             }
@@ -295,16 +392,28 @@ impl Worker {
 
     /// Stores an accepted envelope, opens it if this node is a recipient,
     /// indexes it and applies retractions.
-    fn store_accepted(&mut self, bytes: &[u8], envelope: Envelope, id: Digest) -> Result<(), StoreError> {
+    fn store_accepted(
+        &mut self,
+        bytes: &[u8],
+        envelope: Envelope,
+        id: Digest,
+    ) -> Result<(), StoreError> {
         let header = &envelope.header;
-        match self.store.insert_envelope(&id.0, &header.author.0, header.seq, bytes) {
+        match self
+            .store
+            .insert_envelope(&id.0, &header.author.0, header.seq, bytes)
+        {
             Ok(inserted) if !inserted.new => return Ok(()),
             Ok(_) => {}
             Err(StoreError::Equivocation(_)) => return Ok(()),
             Err(e) => return Err(e),
         }
         let readable = self.is_recipient(&envelope);
-        let body = if readable { open(&envelope, self.keys.sealing_secret()).ok() } else { None };
+        let body = if readable {
+            open(&envelope, self.keys.sealing_secret()).ok()
+        } else {
+            None
+        };
         if let Some(body) = &body {
             let record = Record {
                 tlp: header.tlp,
@@ -312,7 +421,8 @@ impl Worker {
                 expires_at: header.expires_at,
                 body: body.clone(),
             };
-            self.store.put_plaintext(&id.0, &serde_json::to_vec(&record).unwrap_or_default())?;
+            self.store
+                .put_plaintext(&id.0, &serde_json::to_vec(&record).unwrap_or_default())?;
         }
         let retracted = self.retraction_of(&id, &header.author)?;
         if let (Some(Body::Bulletin(bulletin)), None) = (&body, retracted) {
@@ -323,7 +433,12 @@ impl Worker {
         if let Kind::Retraction { target } = header.kind {
             self.apply_retraction(target, id, &header.author)?;
         }
-        self.emit(NodeEvent::Stored(self.summary(id, &envelope, body.as_ref(), retracted.is_some())));
+        self.emit(NodeEvent::Stored(self.summary(
+            id,
+            &envelope,
+            body.as_ref(),
+            retracted.is_some(),
+        )));
         Ok(())
     }
 
@@ -332,22 +447,46 @@ impl Worker {
             return true;
         }
         let key_id = self.keys.sealing_public().key_id();
-        envelope.header.recipients.iter().any(|r| r.key_id == key_id)
+        envelope
+            .header
+            .recipients
+            .iter()
+            .any(|r| r.key_id == key_id)
     }
 
     fn org_of(&self, author: &NodePublicKey) -> Option<OrgId> {
-        self.roster.roster.node(author).map(|(m, _)| m.card.org_id.clone())
+        self.roster
+            .roster
+            .node(author)
+            .map(|(m, _)| m.card.org_id.clone())
     }
 
     /// The retraction of `id` already stored, if it came from the author's org.
-    fn retraction_of(&self, id: &Digest, author: &NodePublicKey) -> Result<Option<Digest>, StoreError> {
-        let Some(by) = self.store.retracted_by(&id.0)? else { return Ok(None) };
-        let by_author = self.store.envelope(&by)?.and_then(|b| Envelope::decode(&b).ok()).map(|e| e.header.author);
-        let same_org = by_author.and_then(|a| self.org_of(&a)).is_some_and(|org| Some(org) == self.org_of(author));
+    fn retraction_of(
+        &self,
+        id: &Digest,
+        author: &NodePublicKey,
+    ) -> Result<Option<Digest>, StoreError> {
+        let Some(by) = self.store.retracted_by(&id.0)? else {
+            return Ok(None);
+        };
+        let by_author = self
+            .store
+            .envelope(&by)?
+            .and_then(|b| Envelope::decode(&b).ok())
+            .map(|e| e.header.author);
+        let same_org = by_author
+            .and_then(|a| self.org_of(&a))
+            .is_some_and(|org| Some(org) == self.org_of(author));
         Ok(same_org.then_some(Digest(by)))
     }
 
-    fn apply_retraction(&mut self, target: Digest, by: Digest, author: &NodePublicKey) -> Result<(), StoreError> {
+    fn apply_retraction(
+        &mut self,
+        target: Digest,
+        by: Digest,
+        author: &NodePublicKey,
+    ) -> Result<(), StoreError> {
         if let Some(bytes) = self.store.envelope(&target.0)? {
             let owner = Envelope::decode(&bytes).ok().map(|e| e.header.author);
             if owner.and_then(|o| self.org_of(&o)) != self.org_of(author) {
@@ -355,11 +494,11 @@ impl Worker {
             }
         }
         self.store.mark_retracted(&target.0, &by.0)?;
-        if let Some(record) = self.record(&target)? {
-            if let Body::Bulletin(bulletin) = record.body {
-                for indicator in &bulletin.indicators {
-                    self.store.unindex_indicator(&indicator.key(), &target.0)?;
-                }
+        if let Some(record) = self.record(&target)?
+            && let Body::Bulletin(bulletin) = record.body
+        {
+            for indicator in &bulletin.indicators {
+                self.store.unindex_indicator(&indicator.key(), &target.0)?;
             }
         }
         info!(%target, %by, "envelope retracted");
@@ -368,7 +507,10 @@ impl Worker {
     }
 
     fn record(&self, id: &Digest) -> Result<Option<Record>, StoreError> {
-        Ok(self.store.plaintext(&id.0)?.and_then(|raw| serde_json::from_slice(&raw).ok()))
+        Ok(self
+            .store
+            .plaintext(&id.0)?
+            .and_then(|raw| serde_json::from_slice(&raw).ok()))
     }
 
     // ----------------------------------------------------------------- rosters
@@ -386,8 +528,11 @@ impl Worker {
         if next.roster.version <= current.version {
             return Ok(None);
         }
-        SignedRoster::verify_update(current, &next).map_err(|e| RequestError::Invalid(e.to_string()))?;
-        self.store.put_roster(next.roster.version, &next.encode()).map_err(store_err)?;
+        SignedRoster::verify_update(current, &next)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        self.store
+            .put_roster(next.roster.version, &next.encode())
+            .map_err(store_err)?;
         let version = next.roster.version;
         info!(version, "roster applied");
         self.roster = next.clone();
@@ -401,7 +546,11 @@ impl Worker {
 
     fn frontier(&self) -> Frontier {
         let map = self.store.frontier().unwrap_or_default();
-        Frontier(map.into_iter().map(|(k, v)| (NodePublicKey(k), v)).collect())
+        Frontier(
+            map.into_iter()
+                .map(|(k, v)| (NodePublicKey(k), v))
+                .collect(),
+        )
     }
 
     fn start_sync(&mut self, peer: PeerId) {
@@ -410,7 +559,10 @@ impl Worker {
             roster_version: self.roster.roster.version,
         };
         self.rounds.remove(&peer);
-        self.send(Outcome::SyncRequest { peer, request: request.encode() });
+        self.send(Outcome::SyncRequest {
+            peer,
+            request: request.encode(),
+        });
     }
 
     fn serve_sync(&self, request: &[u8]) -> SyncResponse {
@@ -419,13 +571,19 @@ impl Worker {
             Err(e) => return SyncResponse::Refused(e.to_string()),
         };
         match request {
-            SyncRequest::Hello { digest, roster_version } => {
+            SyncRequest::Hello {
+                digest,
+                roster_version,
+            } => {
                 let frontier = self.frontier();
                 let ours = self.roster.roster.version;
                 if digest == frontier.digest() && roster_version == ours {
                     SyncResponse::InSync
                 } else {
-                    SyncResponse::Frontier { frontier, roster_version: ours }
+                    SyncResponse::Frontier {
+                        frontier,
+                        roster_version: ours,
+                    }
                 }
             }
             SyncRequest::Ranges(ranges) => {
@@ -455,7 +613,11 @@ impl Worker {
             }
             SyncRequest::Rosters { after } => match self.store.rosters() {
                 Ok(all) => SyncResponse::Rosters(
-                    all.into_iter().filter(|(v, _)| *v > after).take(MAX_ROSTERS).map(|(_, b)| b).collect(),
+                    all.into_iter()
+                        .filter(|(v, _)| *v > after)
+                        .take(MAX_ROSTERS)
+                        .map(|(_, b)| b)
+                        .collect(),
                 ),
                 Err(e) => SyncResponse::Refused(format!("store: {e}")),
             },
@@ -474,18 +636,34 @@ impl Worker {
             SyncResponse::InSync | SyncResponse::Refused(_) => {
                 self.rounds.remove(&peer);
             }
-            SyncResponse::Frontier { frontier, roster_version } => {
-                self.rounds.insert(peer, Round { theirs: frontier, last_digest: None });
+            SyncResponse::Frontier {
+                frontier,
+                roster_version,
+            } => {
+                self.rounds.insert(
+                    peer,
+                    Round {
+                        theirs: frontier,
+                        last_digest: None,
+                    },
+                );
                 if roster_version > self.roster.roster.version {
-                    let request = SyncRequest::Rosters { after: self.roster.roster.version };
-                    self.send(Outcome::SyncRequest { peer, request: request.encode() });
+                    let request = SyncRequest::Rosters {
+                        after: self.roster.roster.version,
+                    };
+                    self.send(Outcome::SyncRequest {
+                        peer,
+                        request: request.encode(),
+                    });
                 } else {
                     self.request_missing(peer);
                 }
             }
             SyncResponse::Rosters(rosters) => {
                 for bytes in rosters {
-                    match SignedRoster::decode(&bytes).map_err(|e| RequestError::Invalid(e.to_string())) {
+                    match SignedRoster::decode(&bytes)
+                        .map_err(|e| RequestError::Invalid(e.to_string()))
+                    {
                         Ok(roster) => {
                             if let Err(e) = self.apply_roster(roster) {
                                 debug!(%peer, "roster from sync refused: {e}");
@@ -511,7 +689,9 @@ impl Worker {
     fn request_missing(&mut self, peer: PeerId) {
         let mine = self.frontier();
         let digest = mine.digest();
-        let Some(round) = self.rounds.get_mut(&peer) else { return };
+        let Some(round) = self.rounds.get_mut(&peer) else {
+            return;
+        };
         if round.last_digest == Some(digest) {
             // The last batch moved nothing forward: stop rather than loop.
             self.rounds.remove(&peer);
@@ -524,13 +704,19 @@ impl Worker {
         }
         round.last_digest = Some(digest);
         missing.truncate(MAX_RANGES);
-        self.send(Outcome::SyncRequest { peer, request: SyncRequest::Ranges(missing).encode() });
+        self.send(Outcome::SyncRequest {
+            peer,
+            request: SyncRequest::Ranges(missing).encode(),
+        });
     }
 
     // ----------------------------------------------------------------- publish
 
     fn publish(&mut self, request: PublishRequest) -> Result<Published, RequestError> {
-        request.bulletin.check().map_err(|e| RequestError::Invalid(e.to_string()))?;
+        request
+            .bulletin
+            .check()
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
         let now = now_ms();
         let ttl = request.ttl_ms.unwrap_or(self.default_ttl_ms).max(1);
         let (seq, prev) = self.next_seq()?;
@@ -543,8 +729,14 @@ impl Worker {
             kind: Kind::Bulletin,
             body: Body::Bulletin(request.bulletin),
         };
-        let envelope = seal(&self.keys, &self.roster.roster, draft, &request.to, &mut self.rng)
-            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        let envelope = seal(
+            &self.keys,
+            &self.roster.roster,
+            draft,
+            &request.to,
+            &mut self.rng,
+        )
+        .map_err(|e| RequestError::Invalid(e.to_string()))?;
         self.commit_own(envelope)
     }
 
@@ -562,8 +754,14 @@ impl Worker {
             kind: Kind::Retraction { target },
             body: Body::Retraction { reason },
         };
-        let sealed = seal_to(&self.keys, self.roster.roster.consortium_id(), draft, &recipients, &mut self.rng)
-            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        let sealed = seal_to(
+            &self.keys,
+            self.roster.roster.consortium_id(),
+            draft,
+            &recipients,
+            &mut self.rng,
+        )
+        .map_err(|e| RequestError::Invalid(e.to_string()))?;
         self.commit_own(sealed)
     }
 
@@ -584,10 +782,20 @@ impl Worker {
             expires_at: envelope.header.expires_at.max(now + 1),
             tlp: envelope.header.tlp,
             kind: Kind::Sighting { target },
-            body: Body::Sighting { indicator, seen_at: now, note: None },
+            body: Body::Sighting {
+                indicator,
+                seen_at: now,
+                note: None,
+            },
         };
-        let sealed = seal_to(&self.keys, self.roster.roster.consortium_id(), draft, &recipients, &mut self.rng)
-            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        let sealed = seal_to(
+            &self.keys,
+            self.roster.roster.consortium_id(),
+            draft,
+            &recipients,
+            &mut self.rng,
+        )
+        .map_err(|e| RequestError::Invalid(e.to_string()))?;
         self.commit_own(sealed)
     }
 
@@ -605,7 +813,9 @@ impl Worker {
             (owner, _) => Err(RequestError::Invalid(format!(
                 "envelope {} belongs to org {}; only its own organisation may retract it",
                 target,
-                owner.map(|o| o.to_string()).unwrap_or_else(|| "unknown".into())
+                owner
+                    .map(|o| o.to_string())
+                    .unwrap_or_else(|| "unknown".into())
             ))),
         }
     }
@@ -616,7 +826,12 @@ impl Worker {
         if !envelope.header.tlp.is_sealed() {
             return Vec::new();
         }
-        let wanted: BTreeSet<_> = envelope.header.recipients.iter().map(|r| r.key_id).collect();
+        let wanted: BTreeSet<_> = envelope
+            .header
+            .recipients
+            .iter()
+            .map(|r| r.key_id)
+            .collect();
         self.roster
             .roster
             .active_nodes()
@@ -631,7 +846,11 @@ impl Worker {
         let prev = if last == 0 {
             Digest::ZERO
         } else {
-            self.store.id_at(&me.0, last).map_err(store_err)?.map(Digest).unwrap_or(Digest::ZERO)
+            self.store
+                .id_at(&me.0, last)
+                .map_err(store_err)?
+                .map(Digest)
+                .unwrap_or(Digest::ZERO)
         };
         Ok((last + 1, prev))
     }
@@ -642,15 +861,26 @@ impl Worker {
         let id = envelope.id();
         let seq = envelope.header.seq;
         let recipients = envelope.header.recipients.len();
-        self.store_accepted(&bytes, envelope, id).map_err(store_err)?;
+        self.store_accepted(&bytes, envelope, id)
+            .map_err(store_err)?;
         self.store.flush().map_err(store_err)?;
         self.send(Outcome::PublishEnvelope(bytes));
-        Ok(Published { id, seq, recipients })
+        Ok(Published {
+            id,
+            seq,
+            recipients,
+        })
     }
 
     // ----------------------------------------------------------------- queries
 
-    fn summary(&self, id: Digest, envelope: &Envelope, body: Option<&Body>, retracted: bool) -> Summary {
+    fn summary(
+        &self,
+        id: Digest,
+        envelope: &Envelope,
+        body: Option<&Body>,
+        retracted: bool,
+    ) -> Summary {
         let header = &envelope.header;
         let bulletin = match body {
             Some(Body::Bulletin(b)) => Some(b),
@@ -658,7 +888,10 @@ impl Worker {
         };
         Summary {
             id,
-            author_org: self.org_of(&header.author).map(|o| o.to_string()).unwrap_or_else(|| "unknown".into()),
+            author_org: self
+                .org_of(&header.author)
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "unknown".into()),
             author: header.author,
             seq: header.seq,
             kind: header.kind.as_str().to_string(),
@@ -675,8 +908,12 @@ impl Worker {
     }
 
     fn load(&self, id: &Digest) -> Result<Option<(Envelope, Option<Body>, bool)>, StoreError> {
-        let Some(bytes) = self.store.envelope(&id.0)? else { return Ok(None) };
-        let Ok(envelope) = Envelope::decode(&bytes) else { return Ok(None) };
+        let Some(bytes) = self.store.envelope(&id.0)? else {
+            return Ok(None);
+        };
+        let Ok(envelope) = Envelope::decode(&bytes) else {
+            return Ok(None);
+        };
         let body = self.record(id)?.map(|r| r.body);
         let retracted = self.retraction_of(id, &envelope.header.author)?.is_some();
         Ok(Some((envelope, body, retracted)))
@@ -687,14 +924,18 @@ impl Worker {
         for entry in self.store.envelopes_iter() {
             let (id, _) = entry.map_err(store_err)?;
             let id = Digest(id);
-            let Some((envelope, body, retracted)) = self.load(&id).map_err(store_err)? else { continue };
+            let Some((envelope, body, retracted)) = self.load(&id).map_err(store_err)? else {
+                continue;
+            };
             let summary = self.summary(id, &envelope, body.as_ref(), retracted);
             if !summary.is_bulletin()
                 || (!filter.all && !summary.readable)
                 || (filter.hide_retracted && summary.retracted)
                 || filter.since.is_some_and(|since| summary.created_at < since)
                 || filter.tlp.is_some_and(|tlp| summary.tlp != tlp)
-                || filter.severity.is_some_and(|min| summary.severity.is_none_or(|s| s < min))
+                || filter
+                    .severity
+                    .is_some_and(|min| summary.severity.is_none_or(|s| s < min))
                 || summary.expires_at <= now_ms()
             {
                 continue;
@@ -711,14 +952,18 @@ impl Worker {
             return Ok(full);
         }
         if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RequestError::Invalid(format!("{id:?} is not an envelope id (hex, at least 4 characters)")));
+            return Err(RequestError::Invalid(format!(
+                "{id:?} is not an envelope id (hex, at least 4 characters)"
+            )));
         }
         let mut found = None;
         for entry in self.store.envelopes_iter() {
             let (candidate, _) = entry.map_err(store_err)?;
             if hex::encode(candidate).starts_with(&id) {
                 if found.is_some() {
-                    return Err(RequestError::Invalid(format!("id prefix {id} is ambiguous")));
+                    return Err(RequestError::Invalid(format!(
+                        "id prefix {id} is ambiguous"
+                    )));
                 }
                 found = Some(Digest(candidate));
             }
@@ -728,33 +973,60 @@ impl Worker {
 
     fn get(&self, id: &str) -> Result<Detail, RequestError> {
         let id = self.resolve(id)?;
-        let (envelope, body, retracted) =
-            self.load(&id).map_err(store_err)?.ok_or_else(|| RequestError::NotFound(id.to_hex()))?;
-        let retracted_by = self.store.retracted_by(&id.0).map_err(store_err)?.map(Digest).filter(|_| retracted);
-        let key_ids: BTreeSet<_> = envelope.header.recipients.iter().map(|r| r.key_id).collect();
+        let (envelope, body, retracted) = self
+            .load(&id)
+            .map_err(store_err)?
+            .ok_or_else(|| RequestError::NotFound(id.to_hex()))?;
+        let retracted_by = self
+            .store
+            .retracted_by(&id.0)
+            .map_err(store_err)?
+            .map(Digest)
+            .filter(|_| retracted);
+        let key_ids: BTreeSet<_> = envelope
+            .header
+            .recipients
+            .iter()
+            .map(|r| r.key_id)
+            .collect();
         let recipients = self
             .roster
             .roster
             .members
             .iter()
-            .filter(|m| m.card.nodes.iter().any(|n| key_ids.contains(&n.sealing_key.key_id())))
+            .filter(|m| {
+                m.card
+                    .nodes
+                    .iter()
+                    .any(|n| key_ids.contains(&n.sealing_key.key_id()))
+            })
             .map(|m| m.card.org_id.to_string())
             .collect();
         let size = envelope.encoded_len();
-        Ok(Detail { summary: self.summary(id, &envelope, body.as_ref(), retracted), body, retracted_by, recipients, size })
+        Ok(Detail {
+            summary: self.summary(id, &envelope, body.as_ref(), retracted),
+            body,
+            retracted_by,
+            recipients,
+            size,
+        })
     }
 
     fn search(&self, indicator: &Indicator) -> Result<Vec<Summary>, RequestError> {
         let mut out = Vec::new();
-        for id in self.store.lookup_indicator(&indicator.key()).map_err(store_err)? {
+        for id in self
+            .store
+            .lookup_indicator(&indicator.key())
+            .map_err(store_err)?
+        {
             let id = Digest(id);
-            if let Some((envelope, body, retracted)) = self.load(&id).map_err(store_err)? {
-                if !retracted {
-                    out.push(self.summary(id, &envelope, body.as_ref(), retracted));
-                }
+            if let Some((envelope, body, retracted)) = self.load(&id).map_err(store_err)?
+                && !retracted
+            {
+                out.push(self.summary(id, &envelope, body.as_ref(), retracted));
             }
         }
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        out.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         Ok(out)
     }
 
@@ -783,7 +1055,9 @@ impl Worker {
         let now = now_ms();
         for entry in self.store.plaintext_iter() {
             let (id, raw) = entry?;
-            let Ok(record) = serde_json::from_slice::<Record>(&raw) else { continue };
+            let Ok(record) = serde_json::from_slice::<Record>(&raw) else {
+                continue;
+            };
             if record.expires_at > now {
                 continue;
             }
