@@ -55,6 +55,11 @@ impl Drop for EventLoop {
         for id in self.listeners.drain(..) {
             self.swarm.remove_listener(id);
         }
+        // The worker stops with the event loop, whoever still holds a handle.
+        if let Err(mpsc::error::TrySendError::Full(stop)) = self.jobs.try_send(Job::Stop) {
+            let jobs = self.jobs.clone();
+            std::thread::spawn(move || jobs.blocking_send(stop));
+        }
     }
 }
 

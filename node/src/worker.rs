@@ -92,6 +92,8 @@ pub(crate) enum Job {
     Status {
         reply: Reply<Status>,
     },
+    /// The event loop has ended: flush and stop, even while handles remain.
+    Stop,
 }
 
 /// Where received envelopes came from.
@@ -208,6 +210,9 @@ impl Worker {
     /// Runs until every job sender is gone.
     pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(job) = jobs.blocking_recv() {
+            if matches!(job, Job::Stop) {
+                break;
+            }
             self.on_job(job);
         }
         if let Err(e) = self.store.flush() {
@@ -304,6 +309,7 @@ impl Worker {
             Job::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Job::Stop => {}
         }
     }
 
