@@ -58,7 +58,9 @@ impl Drop for EventLoop {
         // The worker stops with the event loop, whoever still holds a handle.
         if let Err(mpsc::error::TrySendError::Full(stop)) = self.jobs.try_send(Job::Stop) {
             let jobs = self.jobs.clone();
-            std::thread::spawn(move || jobs.blocking_send(stop));
+            std::thread::spawn(move || {
+                let _ = jobs.blocking_send(stop);
+            });
         }
     }
 }
