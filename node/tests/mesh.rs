@@ -305,7 +305,7 @@ async fn wait_count(mesh: &Mesh, i: usize, all: bool, expected: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_orgs_green_to_all_amber_to_two() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut mesh = Mesh::new(5, |_| true).await;
     mesh.start_all().await;
     mesh.wait_connected(0, 4).await;
@@ -349,7 +349,7 @@ async fn five_orgs_green_to_all_amber_to_two() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_and_forward_through_a_non_recipient() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     // Only B (index 1) publishes an address: A and C connect to B, never to each other.
     let mut mesh = Mesh::new(3, |i| i == 1).await;
     mesh.start_all().await;
@@ -371,7 +371,7 @@ async fn store_and_forward_through_a_non_recipient() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_node_catches_up_after_restart() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut mesh = Mesh::new(3, |_| true).await;
     mesh.start_all().await;
     mesh.wait_connected(2, 2).await;
@@ -389,7 +389,7 @@ async fn offline_node_catches_up_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_heals_to_the_union() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut mesh = Mesh::new(4, |_| true).await;
     let (left, right) = (&mesh.ports[..2].to_vec(), &mesh.ports[2..].to_vec());
     mesh.gate.split(left, right);
@@ -414,7 +414,7 @@ async fn partition_heals_to_the_union() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_publish_survives_a_crash() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut mesh = Mesh::new(2, |_| true).await;
     mesh.start(0).await;
     let first = mesh.publish(0, Tlp::Green, &[], "before the crash").await;
@@ -458,7 +458,7 @@ async fn raw_swarm(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_member_cannot_plant_bad_envelopes() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     use breakwater_protocol::fixture::bulletin_draft;
     use breakwater_protocol::{Digest, seal};
     use rand::SeedableRng;
@@ -590,7 +590,7 @@ fn breakwater_node_now() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outsider_cannot_connect_or_learn() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut mesh = Mesh::new(2, |_| true).await;
     mesh.start_all().await;
     mesh.wait_connected(0, 1).await;
@@ -635,7 +635,7 @@ async fn outsider_cannot_connect_or_learn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_rejects_new_envelopes_and_closes_connections() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut mesh = Mesh::new(3, |_| true).await;
     mesh.start_all().await;
     mesh.wait_connected(0, 2).await;
@@ -711,7 +711,7 @@ async fn revocation_rejects_new_envelopes_and_closes_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_on_loopback_delivers() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut mesh = Mesh::build(2, |_| true, true).await;
     mesh.start_all().await;
     mesh.wait_connected(0, 1).await;
