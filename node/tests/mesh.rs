@@ -26,13 +26,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Mesh tests run one at a time: each starts several nodes, and on two cores
 /// parallel meshes starve each other's timers.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 static NEXT_PORT: AtomicU64 = AtomicU64::new(0);
 
