@@ -36,7 +36,11 @@ struct Counted<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = &poll {
             self.bytes.fetch_add(*n as u64, Ordering::Relaxed);
@@ -46,7 +50,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &poll {
             self.bytes.fetch_add(*n as u64, Ordering::Relaxed);
@@ -63,8 +71,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 
 fn counted_memory(bytes: Arc<AtomicU64>) -> TransportKind {
     TransportKind::Custom(Box::new(move |keypair| {
-        let raw = MemoryTransport::default()
-            .map(move |channel, _| Counted { inner: channel, bytes: bytes.clone() });
+        let raw = MemoryTransport::default().map(move |channel, _| Counted {
+            inner: channel,
+            bytes: bytes.clone(),
+        });
         net::upgrade(raw, keypair)
     }))
 }
@@ -89,7 +99,9 @@ impl Bench {
         // Every org gets a distinct memory port in its card.
         let mut idx = 0u64;
         let fixture = Fixture::with_cards(orgs, 1, |org| {
-            org.card.nodes[0].addrs.push(format!("/memory/{}", base + idx));
+            org.card.nodes[0]
+                .addrs
+                .push(format!("/memory/{}", base + idx));
             idx += 1;
         })
         .unwrap();
@@ -97,7 +109,12 @@ impl Bench {
         for i in 0..orgs {
             let dir = TempDir::new().unwrap();
             let data = DataDir::new(dir.path());
-            data.init(&config(base + i as u64, sync_ms), fixture.keys(i, 0).unwrap(), "t").unwrap();
+            data.init(
+                &config(base + i as u64, sync_ms),
+                fixture.keys(i, 0).unwrap(),
+                "t",
+            )
+            .unwrap();
             join_offline(&data, &fixture.roster).unwrap();
             dirs.push(dir);
         }
@@ -123,7 +140,10 @@ async fn stop((node, stop): (Node, oneshot::Sender<()>)) {
 
 /// Seals `CATCHUP` GREEN envelopes from `AUTHORS` members straight into node 0's store.
 fn preload(bench: &Bench) -> usize {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(3);
     let store = Store::open(&DataDir::new(bench.dirs[0].path()).store_path()).unwrap();
     let mut total_bytes = 0;
@@ -132,7 +152,13 @@ fn preload(bench: &Bench) -> usize {
         let mut prev = Digest::ZERO;
         let mut batch = Vec::new();
         for seq in 1..=(CATCHUP / AUTHORS) as u64 {
-            let draft = bulletin_draft(seq, prev, Tlp::Green, &format!("bulletin {author}/{seq}"), now);
+            let draft = bulletin_draft(
+                seq,
+                prev,
+                Tlp::Green,
+                &format!("bulletin {author}/{seq}"),
+                now,
+            );
             let envelope = seal(keys, bench.fixture.roster(), draft, &[], &mut rng).unwrap();
             prev = envelope.id();
             batch.push((envelope.id(), keys.node_public(), seq, envelope.encode()));
@@ -140,7 +166,12 @@ fn preload(bench: &Bench) -> usize {
         for chunk in batch.chunks(256) {
             let items: Vec<NewEnvelope<'_>> = chunk
                 .iter()
-                .map(|(id, author, seq, bytes)| NewEnvelope { id: id.0, author: author.0, seq: *seq, bytes })
+                .map(|(id, author, seq, bytes)| NewEnvelope {
+                    id: id.0,
+                    author: author.0,
+                    seq: *seq,
+                    bytes,
+                })
                 .collect();
             total_bytes += chunk.iter().map(|c| c.3.len()).sum::<usize>();
             store.insert_envelopes(&items).unwrap();
@@ -156,7 +187,10 @@ async fn catchup() {
     let bench = Bench::new(6, 3_000_000, 60_000);
     let t = Instant::now();
     let size = preload(&bench);
-    println!("preloaded {CATCHUP} GREEN envelopes ({size} B each) in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "preloaded {CATCHUP} GREEN envelopes ({size} B each) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let source = bench.start(0, TransportKind::Memory).await;
     let started = Instant::now();
     let sink = bench.start(1, TransportKind::Memory).await;
@@ -217,7 +251,12 @@ async fn in_sync_bytes() {
         samples.push(bytes.load(Ordering::Relaxed) - before);
     }
     samples.sort_unstable();
-    let hello = breakwater_protocol::SyncRequest::Hello { digest: Digest::ZERO, roster_version: 1 }.encode().len();
+    let hello = breakwater_protocol::SyncRequest::Hello {
+        digest: Digest::ZERO,
+        roster_version: 1,
+    }
+    .encode()
+    .len();
     let in_sync = breakwater_protocol::SyncResponse::InSync.encode().len();
     println!(
         "in-sync round, 100-member roster: {} B on the wire (median of 5; min {} B, max {} B), payload {} B + {} B, 1 round trip",
@@ -229,7 +268,10 @@ async fn in_sync_bytes() {
 
 fn main() {
     // `cargo bench` passes `--bench`; this harness takes no options.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         in_sync_bytes().await;
         catchup().await;

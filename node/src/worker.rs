@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::handle::{
     Detail, ListFilter, NodeEvent, PublishRequest, Published, RequestError, Status, Summary,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{NewEnvelope, Store, StoreError};
 
 type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
 
@@ -186,6 +186,55 @@ impl AuthorState for StoreView<'_> {
     }
 }
 
+/// The store as seen by a batch being validated: what is stored plus what
+/// earlier items of the batch will store.
+struct BatchView<'a> {
+    store: &'a Store,
+    items: &'a [Vec<u8>],
+    by_seq: HashMap<(NodePublicKey, u64), Digest>,
+    by_id: HashMap<Digest, (NodePublicKey, usize)>,
+    frontiers: HashMap<NodePublicKey, u64>,
+}
+
+impl BatchView<'_> {
+    fn add(&mut self, index: usize, id: Digest, author: NodePublicKey, seq: u64) {
+        self.by_seq.insert((author, seq), id);
+        self.by_id.insert(id, (author, index));
+        let mut frontier = self.frontier(&author);
+        while self.by_seq.contains_key(&(author, frontier + 1)) {
+            frontier += 1;
+        }
+        self.frontiers.insert(author, frontier);
+    }
+}
+
+impl AuthorState for BatchView<'_> {
+    fn id_at(&self, author: &NodePublicKey, seq: u64) -> Option<Digest> {
+        self.by_seq
+            .get(&(*author, seq))
+            .copied()
+            .or_else(|| StoreView(self.store).id_at(author, seq))
+    }
+    fn envelope(&self, id: &Digest) -> Option<Vec<u8>> {
+        match self.by_id.get(id) {
+            Some((_, index)) => self.items.get(*index).cloned(),
+            None => StoreView(self.store).envelope(id),
+        }
+    }
+    fn author_of(&self, id: &Digest) -> Option<NodePublicKey> {
+        self.by_id
+            .get(id)
+            .map(|(author, _)| *author)
+            .or_else(|| StoreView(self.store).author_of(id))
+    }
+    fn frontier(&self, author: &NodePublicKey) -> u64 {
+        match self.frontiers.get(author) {
+            Some(seq) => *seq,
+            None => StoreView(self.store).frontier(author),
+        }
+    }
+}
+
 impl Worker {
     pub fn new(
         store: Store,
@@ -315,52 +364,83 @@ impl Worker {
 
     // ------------------------------------------------------------------ ingest
 
+    /// Validates a batch exactly as gossip and sync both require, stores the
+    /// valid ones in one batched write, then opens and indexes the new ones.
     fn ingest(&mut self, items: Vec<Vec<u8>>, origin: Origin) {
         let now = now_ms();
         let mut gap = false;
-        for bytes in items {
-            let verdict = validate(&bytes, now, &self.roster.roster, &StoreView(&self.store));
-            let acceptance = match verdict {
-                Verdict::Accept(accepted) => {
-                    gap |= accepted.gap.is_some();
-                    match self.store_accepted(&bytes, accepted.envelope, accepted.id) {
-                        Ok(()) => MessageAcceptance::Accept,
-                        Err(e) => {
-                            warn!("storing envelope failed: {e}");
-                            MessageAcceptance::Ignore
-                        }
-                    }
+        let mut acceptances = vec![MessageAcceptance::Ignore; items.len()];
+        let mut overlay = BatchView {
+            store: &self.store,
+            items: &items,
+            by_seq: HashMap::new(),
+            by_id: HashMap::new(),
+            frontiers: HashMap::new(),
+        };
+        // (item index, id, author, seq, envelope to open; None for an expired one kept for its feed position)
+        let mut accepted: Vec<(usize, Digest, NodePublicKey, u64, Option<Envelope>)> = Vec::new();
+        for (index, bytes) in items.iter().enumerate() {
+            match validate(bytes, now, &self.roster.roster, &overlay) {
+                Verdict::Accept(a) => {
+                    gap |= a.gap.is_some();
+                    let (author, seq) = (a.envelope.header.author, a.envelope.header.seq);
+                    overlay.add(index, a.id, author, seq);
+                    accepted.push((index, a.id, author, seq, Some(a.envelope)));
+                    acceptances[index] = MessageAcceptance::Accept;
                 }
                 Verdict::Ignore(IgnoreReason::Expired {
                     id, author, seq, ..
                 }) => {
-                    // Keep the feed position so sync does not fetch it again.
-                    if let Err(e) = self.store.insert_envelope(&id.0, &author.0, seq, &bytes) {
-                        debug!("keeping expired feed position failed: {e}");
-                    }
-                    MessageAcceptance::Ignore
+                    overlay.add(index, id, author, seq);
+                    accepted.push((index, id, author, seq, None));
                 }
-                Verdict::Ignore(IgnoreReason::Duplicate) => MessageAcceptance::Ignore,
+                Verdict::Ignore(IgnoreReason::Duplicate) => {}
                 Verdict::Reject(rejection) => {
                     self.on_rejection(rejection, &origin);
-                    MessageAcceptance::Reject
+                    acceptances[index] = MessageAcceptance::Reject;
                 }
-            };
-            if let Origin::Gossip { message_id, source } = &origin {
+            }
+        }
+        let batch: Vec<NewEnvelope<'_>> = accepted
+            .iter()
+            .map(|(index, id, author, seq, _)| NewEnvelope {
+                id: id.0,
+                author: author.0,
+                seq: *seq,
+                bytes: &items[*index],
+            })
+            .collect();
+        match self.store.insert_envelopes(&batch) {
+            Ok(results) => {
+                for ((index, id, _, _, envelope), result) in accepted.into_iter().zip(results) {
+                    match (result, envelope) {
+                        (Ok(inserted), Some(envelope)) if inserted.new => {
+                            if let Err(e) = self.after_insert(envelope, id) {
+                                warn!("indexing envelope failed: {e}");
+                            }
+                        }
+                        (Err(_), _) => acceptances[index] = MessageAcceptance::Ignore,
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => {
+                warn!("storing envelopes failed: {e}");
+                acceptances
+                    .iter_mut()
+                    .for_each(|a| *a = MessageAcceptance::Ignore);
+            }
+        }
+        if let Origin::Gossip { message_id, source } = &origin {
+            for acceptance in acceptances {
                 self.send(Outcome::Verdict {
                     message_id: message_id.clone(),
                     source: *source,
                     acceptance,
                 });
             }
-        }
-        if gap {
-            let peer = match &origin {
-                Origin::Gossip { source, .. } => *source,
-                Origin::Sync { peer } => *peer,
-            };
-            if matches!(origin, Origin::Gossip { .. }) {
-                self.start_sync(peer);
+            if gap {
+                self.start_sync(*source);
             }
         }
     }
@@ -409,11 +489,17 @@ impl Worker {
             .store
             .insert_envelope(&id.0, &header.author.0, header.seq, bytes)
         {
-            Ok(inserted) if !inserted.new => return Ok(()),
-            Ok(_) => {}
-            Err(StoreError::Equivocation(_)) => return Ok(()),
-            Err(e) => return Err(e),
+            Ok(inserted) if !inserted.new => Ok(()),
+            Ok(_) => self.after_insert(envelope, id),
+            Err(StoreError::Equivocation(_)) => Ok(()),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Opens (if this node is a recipient), indexes and announces a newly
+    /// stored envelope, and applies it if it is a retraction.
+    fn after_insert(&self, envelope: Envelope, id: Digest) -> Result<(), StoreError> {
+        let header = &envelope.header;
         let readable = self.is_recipient(&envelope);
         let body = if readable {
             open(&envelope, self.keys.sealing_secret()).ok()
@@ -488,7 +574,7 @@ impl Worker {
     }
 
     fn apply_retraction(
-        &mut self,
+        &self,
         target: Digest,
         by: Digest,
         author: &NodePublicKey,

@@ -1,0 +1,93 @@
+//! What the simulation ran on and what it cost: CPU model and cores from
+//! `/proc/cpuinfo`, memory from `/proc/meminfo`, process CPU time from
+//! `/proc/self/stat` and peak resident memory from `/proc/self/status`.
+
+use serde::Serialize;
+
+/// The machine a run was measured on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Machine {
+    /// CPU model name.
+    pub model: String,
+    /// Logical cores.
+    pub cores: usize,
+    /// Total memory, MiB.
+    pub memory_mb: u64,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+/// Reads the machine description (empty fields where /proc is missing).
+pub fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    let cores = match cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count()
+    {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        counted => counted,
+    };
+    let memory_mb = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Machine {
+        model,
+        cores,
+        memory_mb,
+        kernel,
+    }
+}
+
+/// User + system CPU seconds of this process so far (all threads).
+pub fn cpu_seconds() -> f64 {
+    // USER_HZ is 100 on every Linux ABI.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
+}
+
+/// Peak resident memory (VmHWM) in MiB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resets the peak resident memory mark so the next phase measures its own.
+pub fn reset_peak_rss() {
+    // Best effort: "5" resets VmHWM (Linux 4.0+).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
