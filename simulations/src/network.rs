@@ -546,6 +546,11 @@ impl AsyncWrite for Link {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let shape = this.network.shape();
+        let jitter = if shape.jitter_ms > 0.0 {
+            this.rng.random_range(-shape.jitter_ms..=shape.jitter_ms)
+        } else {
+            0.0
+        };
         let mut pipe = lock(this.outgoing());
         if pipe.reset {
             return Poll::Ready(Err(reset_error()));
@@ -572,11 +577,6 @@ impl AsyncWrite for Link {
                 Duration::from_secs_f64(n as f64 * 8.0 / (mbit * 1e6))
             });
         pipe.tx_free_at = pipe.tx_free_at.max(now) + serialise;
-        let jitter = if shape.jitter_ms > 0.0 {
-            this.rng.random_range(-shape.jitter_ms..=shape.jitter_ms)
-        } else {
-            0.0
-        };
         let delay = Duration::from_secs_f64((shape.latency_ms + jitter).max(0.0) / 1000.0);
         let at = (pipe.tx_free_at + delay).max(pipe.last_at);
         pipe.last_at = at;
