@@ -502,7 +502,7 @@ impl Worker {
         let header = &envelope.header;
         let readable = self.is_recipient(&envelope);
         let body = if readable {
-            open(&envelope, self.keys.sealing_secret()).ok()
+            open(&envelope, &self.keys).ok()
         } else {
             None
         };

@@ -38,6 +38,7 @@ pub enum KeyError {
 pub struct NodeKeys {
     node: SigningKey,
     sealing: StaticSecret,
+    sealing_public: SealingPublicKey,
 }
 
 impl std::fmt::Debug for NodeKeys {
@@ -74,9 +75,12 @@ impl NodeKeys {
 
     /// Builds keys from raw secret bytes.
     pub fn from_secret_bytes(node: [u8; 32], sealing: [u8; 32]) -> NodeKeys {
+        let sealing = StaticSecret::from(sealing);
+        let sealing_public = SealingPublicKey(x25519_dalek::PublicKey::from(&sealing).to_bytes());
         NodeKeys {
             node: SigningKey::from_bytes(&node),
-            sealing: StaticSecret::from(sealing),
+            sealing,
+            sealing_public,
         }
     }
 
@@ -87,7 +91,7 @@ impl NodeKeys {
 
     /// The node's sealing public key.
     pub fn sealing_public(&self) -> SealingPublicKey {
-        SealingPublicKey(x25519_dalek::PublicKey::from(&self.sealing).to_bytes())
+        self.sealing_public
     }
 
     /// The libp2p identity of this node.

@@ -211,20 +211,20 @@ pub fn seal_to<R: CryptoRng + ?Sized>(
     Ok(envelope)
 }
 
-/// Opens an envelope with this node's sealing secret. For CLEAR it just
-/// decodes the body. Does not verify the signature: validate first.
-pub fn open(envelope: &Envelope, sealing: &StaticSecret) -> Result<Body, OpenError> {
+/// Opens an envelope as the node holding `keys`. For CLEAR it just decodes
+/// the body. Does not verify the signature: validate first.
+pub fn open(envelope: &Envelope, keys: &NodeKeys) -> Result<Body, OpenError> {
     let header = &envelope.header;
     let plaintext = if header.tlp.is_sealed() {
-        let public = SealingPublicKey(x25519_dalek::PublicKey::from(sealing).to_bytes());
+        let public = keys.sealing_public();
         let key_id = public.key_id();
         let header_hash = header.core_hash();
-        let secret = Zeroizing::new(sealing.to_bytes());
+        let secret = Zeroizing::new(keys.sealing_secret().to_bytes());
         let content_key = header
             .recipients
             .iter()
             .filter(|r| r.key_id == key_id)
-            .find_map(|r| unwrap_key(&r.wrap, &secret, &header_hash))
+            .find_map(|r| unwrap_key(&r.wrap, &secret, &public, &header_hash))
             .ok_or(OpenError::NotARecipient)?;
         let cipher = ChaCha20Poly1305::new(Key::from_slice(content_key.as_ref()));
         Zeroizing::new(
@@ -260,7 +260,10 @@ fn wrap_key(
 ) -> Result<Vec<u8>, SealError> {
     let crypto = |e: snow::Error| SealError::Crypto(e.to_string());
     let prologue = prologue(header_hash);
-    let resolver: BoxedCryptoResolver = Box::new(EphemeralResolver { ephemeral });
+    let resolver: BoxedCryptoResolver = Box::new(Resolver {
+        ephemeral: Some(Zeroizing::new(ephemeral)),
+        own: None,
+    });
     let mut handshake = snow::Builder::with_resolver(noise_params().map_err(crypto)?, resolver)
         .remote_public_key(recipient.as_bytes())
         .map_err(crypto)?
@@ -276,9 +279,18 @@ fn wrap_key(
     Ok(wrap)
 }
 
-fn unwrap_key(wrap: &[u8], secret: &[u8; 32], header_hash: &Digest) -> Option<Zeroizing<[u8; 32]>> {
+fn unwrap_key(
+    wrap: &[u8],
+    secret: &[u8; 32],
+    public: &SealingPublicKey,
+    header_hash: &Digest,
+) -> Option<Zeroizing<[u8; 32]>> {
     let prologue = prologue(header_hash);
-    let mut handshake = snow::Builder::new(noise_params().ok()?)
+    let resolver: BoxedCryptoResolver = Box::new(Resolver {
+        ephemeral: None,
+        own: Some((Zeroizing::new(*secret), public.0)),
+    });
+    let mut handshake = snow::Builder::with_resolver(noise_params().ok()?, resolver)
         .local_private_key(secret)
         .ok()?
         .prologue(&prologue)
@@ -295,21 +307,32 @@ fn unwrap_key(wrap: &[u8], secret: &[u8; 32], header_hash: &Digest) -> Option<Ze
     Some(out)
 }
 
-/// snow's default crypto, except that the one random value a Noise_N
-/// initiator draws (its ephemeral key) comes from the caller's RNG, so sealing
-/// is deterministic given the RNG and this crate never touches the OS.
-struct EphemeralResolver {
-    ephemeral: [u8; 32],
+/// snow's default hash and cipher with two changes. The one random value a
+/// Noise_N initiator draws (its ephemeral key) comes from the caller's RNG,
+/// so sealing is deterministic given the RNG and this crate never touches the
+/// OS. And X25519 is x25519-dalek's (with precomputed base-point tables), told
+/// our own public key when it is known, so the responder does not derive it.
+struct Resolver {
+    ephemeral: Option<Zeroizing<[u8; 32]>>,
+    own: Option<(Zeroizing<[u8; 32]>, [u8; 32])>,
 }
 
-impl CryptoResolver for EphemeralResolver {
+impl CryptoResolver for Resolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        // A Noise_N responder draws nothing; its "RNG" refuses if asked.
         Some(Box::new(FixedBytes {
-            bytes: Zeroizing::new(self.ephemeral),
+            bytes: self.ephemeral.clone(),
         }))
     }
     fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn Dh>> {
-        DefaultResolver.resolve_dh(choice)
+        match choice {
+            snow::params::DHChoice::Curve25519 => Some(Box::new(X25519 {
+                private: Zeroizing::new([0; 32]),
+                public: [0; 32],
+                own: self.own.clone(),
+            })),
+            _ => None,
+        }
     }
     fn resolve_hash(&self, choice: &snow::params::HashChoice) -> Option<Box<dyn Hash>> {
         DefaultResolver.resolve_hash(choice)
@@ -319,16 +342,70 @@ impl CryptoResolver for EphemeralResolver {
     }
 }
 
+/// X25519 for snow, on x25519-dalek.
+struct X25519 {
+    private: Zeroizing<[u8; 32]>,
+    public: [u8; 32],
+    own: Option<(Zeroizing<[u8; 32]>, [u8; 32])>,
+}
+
+impl Dh for X25519 {
+    fn name(&self) -> &'static str {
+        "25519"
+    }
+    fn pub_len(&self) -> usize {
+        32
+    }
+    fn priv_len(&self) -> usize {
+        32
+    }
+    fn set(&mut self, privkey: &[u8]) {
+        let mut private = Zeroizing::new([0u8; 32]);
+        let len = privkey.len().min(32);
+        private[..len].copy_from_slice(&privkey[..len]);
+        self.public = match &self.own {
+            Some((own_private, own_public)) if **own_private == *private => *own_public,
+            _ => x25519_dalek::PublicKey::from(&StaticSecret::from(*private)).to_bytes(),
+        };
+        self.private = private;
+    }
+    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
+        let mut private = Zeroizing::new([0u8; 32]);
+        rng.try_fill_bytes(private.as_mut())?;
+        self.set(private.as_ref());
+        Ok(())
+    }
+    fn pubkey(&self) -> &[u8] {
+        &self.public
+    }
+    fn privkey(&self) -> &[u8] {
+        self.private.as_ref()
+    }
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        let public: [u8; 32] = pubkey
+            .get(..32)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(snow::Error::Dh)?;
+        let shared = StaticSecret::from(*self.private)
+            .diffie_hellman(&x25519_dalek::PublicKey::from(public));
+        let target = out.get_mut(..32).ok_or(snow::Error::Dh)?;
+        target.copy_from_slice(shared.as_bytes());
+        Ok(())
+    }
+}
+
 struct FixedBytes {
-    bytes: Zeroizing<[u8; 32]>,
+    bytes: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl Random for FixedBytes {
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        if dest.len() != 32 {
-            return Err(snow::Error::Rng);
+        match (&self.bytes, dest.len()) {
+            (Some(bytes), 32) => {
+                dest.copy_from_slice(bytes.as_ref());
+                Ok(())
+            }
+            _ => Err(snow::Error::Rng),
         }
-        dest.copy_from_slice(self.bytes.as_ref());
-        Ok(())
     }
 }

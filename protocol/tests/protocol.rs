@@ -98,7 +98,7 @@ fn green_opens_for_every_node_of_every_member() {
     assert_eq!(env.header.recipients.len(), 10);
     for o in &f.orgs {
         for k in &o.keys {
-            let body = open(&env, k.sealing_secret()).unwrap();
+            let body = open(&env, k).unwrap();
             assert!(matches!(body, Body::Bulletin(b) if b.title == "Ransomware at berth 4"));
         }
     }
@@ -110,7 +110,7 @@ fn amber_opens_for_named_orgs_and_author_only() {
     let env = sealed(&f, 0, Tlp::Amber, &[org(&f, 2)], 1, Digest::ZERO);
     for (i, o) in f.orgs.iter().enumerate() {
         for k in &o.keys {
-            let opened = open(&env, k.sealing_secret());
+            let opened = open(&env, k);
             if i == 0 || i == 2 {
                 opened.unwrap();
             } else {
@@ -123,10 +123,7 @@ fn amber_opens_for_named_orgs_and_author_only() {
         }
     }
     let outsider = NodeKeys::from_seed([9; 32]);
-    assert_eq!(
-        open(&env, outsider.sealing_secret()).unwrap_err(),
-        OpenError::NotARecipient
-    );
+    assert_eq!(open(&env, &outsider).unwrap_err(), OpenError::NotARecipient);
 }
 
 #[test]
@@ -136,10 +133,7 @@ fn clear_is_signed_not_encrypted() {
     assert!(env.header.recipients.is_empty());
     env.verify().unwrap();
     let outsider = NodeKeys::from_seed([9; 32]);
-    assert!(matches!(
-        open(&env, outsider.sealing_secret()).unwrap(),
-        Body::Bulletin(_)
-    ));
+    assert!(matches!(open(&env, &outsider).unwrap(), Body::Bulletin(_)));
 }
 
 #[test]
@@ -170,14 +164,14 @@ fn payload_moved_under_another_header_fails() {
     let reader = f.keys(3, 0).unwrap();
     let mut moved = b.clone();
     moved.payload = a.payload.clone();
-    assert!(open(&moved, reader.sealing_secret()).is_err());
+    assert!(open(&moved, reader).is_err());
     // Re-signing does not help: the wrap and AAD bind the header hash.
     let resigned = Envelope::sign(
         moved.header.clone(),
         moved.payload.clone(),
         f.keys(0, 0).unwrap(),
     );
-    assert!(open(&resigned, reader.sealing_secret()).is_err());
+    assert!(open(&resigned, reader).is_err());
 }
 
 #[test]
@@ -189,7 +183,7 @@ fn wrap_moved_to_another_envelope_fails() {
     moved.header.recipients = a.header.recipients.clone();
     let moved = Envelope::sign(moved.header, moved.payload, f.keys(0, 0).unwrap());
     assert_eq!(
-        open(&moved, f.keys(3, 0).unwrap().sealing_secret()).unwrap_err(),
+        open(&moved, f.keys(3, 0).unwrap()).unwrap_err(),
         OpenError::NotARecipient
     );
 }
@@ -208,7 +202,7 @@ fn every_single_byte_flip_is_rejected() {
             let caught = match validate(&tampered, NOW, f.roster(), &state) {
                 Verdict::Reject(_) => true,
                 Verdict::Ignore(_) => false,
-                Verdict::Accept(a) => open(&a.envelope, reader.sealing_secret()).is_err(),
+                Verdict::Accept(a) => open(&a.envelope, reader).is_err(),
             };
             assert!(
                 caught,
@@ -292,7 +286,7 @@ fn wrong_consortium_non_member_and_revoked_are_rejected() {
     )
     .unwrap();
     assert_eq!(green.header.recipients.len(), 8);
-    assert!(open(&green, f.keys(3, 0).unwrap().sealing_secret()).is_err());
+    assert!(open(&green, f.keys(3, 0).unwrap()).is_err());
 }
 
 #[test]

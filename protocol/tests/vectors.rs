@@ -150,7 +150,7 @@ fn pinned_vectors_decode_verify_and_open() {
         env.verify().unwrap();
         assert_eq!(env.encode(), bytes);
         let reader = f.keys(1, 0).unwrap();
-        open(&env, reader.sealing_secret()).unwrap();
+        open(&env, reader).unwrap();
     }
     let roster = SignedRoster::decode(&hex::decode(PINNED[4].1).unwrap()).unwrap();
     roster.verify_genesis().unwrap();
