@@ -138,8 +138,15 @@ async fn stop((node, stop): (Node, oneshot::Sender<()>)) {
     node.wait().await;
 }
 
-/// Seals `CATCHUP` GREEN envelopes from `AUTHORS` members straight into node 0's store.
-fn preload(bench: &Bench) -> usize {
+/// Seals `CATCHUP` envelopes from `AUTHORS` members straight into node 0's
+/// store: GREEN (node 1 opens them) or AMBER to node 0's org (node 1 only
+/// validates and stores them).
+fn preload(bench: &Bench, tlp: Tlp) -> usize {
+    let to = if tlp == Tlp::Green {
+        Vec::new()
+    } else {
+        vec![bench.fixture.orgs[0].org_id.clone()]
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -152,14 +159,8 @@ fn preload(bench: &Bench) -> usize {
         let mut prev = Digest::ZERO;
         let mut batch = Vec::new();
         for seq in 1..=(CATCHUP / AUTHORS) as u64 {
-            let draft = bulletin_draft(
-                seq,
-                prev,
-                Tlp::Green,
-                &format!("bulletin {author}/{seq}"),
-                now,
-            );
-            let envelope = seal(keys, bench.fixture.roster(), draft, &[], &mut rng).unwrap();
+            let draft = bulletin_draft(seq, prev, tlp, &format!("bulletin {author}/{seq}"), now);
+            let envelope = seal(keys, bench.fixture.roster(), draft, &to, &mut rng).unwrap();
             prev = envelope.id();
             batch.push((envelope.id(), keys.node_public(), seq, envelope.encode()));
         }
@@ -181,14 +182,16 @@ fn preload(bench: &Bench) -> usize {
     total_bytes / CATCHUP
 }
 
-async fn catchup() {
+async fn catchup(tlp: Tlp, base: u64) {
     // Six orgs: node 0 holds the backlog, node 1 is empty; four authors are
-    // other members (not running), so node 1 must validate, open and store each.
-    let bench = Bench::new(6, 3_000_000, 60_000);
+    // other members (not running), so node 1 must validate (and, for GREEN,
+    // open) and store each.
+    let bench = Bench::new(6, base, 60_000);
     let t = Instant::now();
-    let size = preload(&bench);
+    let size = preload(&bench, tlp);
+    let readable = tlp == Tlp::Green;
     println!(
-        "preloaded {CATCHUP} GREEN envelopes ({size} B each) in {:.1} s",
+        "preloaded {CATCHUP} {tlp} envelopes ({size} B each) in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let source = bench.start(0, TransportKind::Memory).await;
@@ -215,14 +218,19 @@ async fn catchup() {
     let ingest = first.map(|f| f.elapsed()).unwrap_or(total);
     let status = sink.0.handle.status().await.unwrap();
     assert_eq!(status.envelopes as usize, CATCHUP);
-    assert_eq!(status.readable as usize, CATCHUP);
+    assert_eq!(status.readable as usize, if readable { CATCHUP } else { 0 });
+    let what = if readable {
+        "validated, opened and stored"
+    } else {
+        "validated and stored (not a recipient)"
+    };
     println!(
-        "catch-up: {CATCHUP} missed envelopes in {:.2} s from node start = {:.0}/s",
+        "catch-up ({tlp}): {CATCHUP} missed envelopes in {:.2} s from node start = {:.0}/s",
         total.as_secs_f64(),
         CATCHUP as f64 / total.as_secs_f64()
     );
     println!(
-        "ingest: {CATCHUP} envelopes validated, opened and stored in {:.2} s after the first = {:.0}/s",
+        "ingest ({tlp}): {CATCHUP} envelopes {what} in {:.2} s after the first = {:.0}/s",
         ingest.as_secs_f64(),
         CATCHUP as f64 / ingest.as_secs_f64()
     );
@@ -268,12 +276,20 @@ async fn in_sync_bytes() {
 
 fn main() {
     // `cargo bench` passes `--bench`; this harness takes no options.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         in_sync_bytes().await;
-        catchup().await;
+        if std::env::var_os("ONLY_AMBER").is_none() {
+            catchup(Tlp::Green, 3_000_000).await;
+        }
+        catchup(Tlp::Amber, 3_100_000).await;
     });
 }

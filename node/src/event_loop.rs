@@ -381,6 +381,12 @@ impl EventLoop {
             }) => {
                 self.pending_requests.remove(&request_id);
                 debug!(%peer, "sync request failed: {error}");
+                // A round cut short (a connection replaced during a
+                // simultaneous dial, a busy peer) starts again at once rather
+                // than waiting a whole sync interval.
+                if self.connected.contains_key(&peer) {
+                    self.to_worker(Job::StartSync { peer });
+                }
             }
             BehaviourEvent::Sync(request_response::Event::InboundFailure {
                 peer, error, ..

@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use breakwater_protocol::sync::{MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RANGES, MAX_ROSTERS};
 use breakwater_protocol::{
     AuthorState, Body, Digest, Draft, Envelope, Frontier, IgnoreReason, Indicator, Kind, NodeKeys,
-    NodePublicKey, OrgId, Rejection, SealingPublicKey, SignedRoster, SyncRequest, SyncResponse,
-    Tlp, Verdict, open, seal, seal_to, validate,
+    NodePublicKey, OrgId, Prechecked, Rejection, SealingPublicKey, SignedRoster, SyncRequest,
+    SyncResponse, Tlp, Verdict, open, precheck, seal, seal_to, validate_prechecked,
 };
 use libp2p::PeerId;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
@@ -184,6 +184,18 @@ impl AuthorState for StoreView<'_> {
     fn frontier(&self, author: &NodePublicKey) -> u64 {
         self.0.frontier_of(&author.0).unwrap_or(0)
     }
+}
+
+/// The body of `envelope`, if `keys` is among its recipients and it opens.
+fn open_as(envelope: &Envelope, keys: &NodeKeys) -> Option<Body> {
+    let key_id = keys.sealing_public().key_id();
+    let recipient = !envelope.header.tlp.is_sealed()
+        || envelope
+            .header
+            .recipients
+            .iter()
+            .any(|r| r.key_id == key_id);
+    recipient.then(|| open(envelope, keys).ok()).flatten()
 }
 
 /// The store as seen by a batch being validated: what is stored plus what
@@ -378,14 +390,32 @@ impl Worker {
             frontiers: HashMap::new(),
         };
         // (item index, id, author, seq, envelope to open; None for an expired one kept for its feed position)
-        let mut accepted: Vec<(usize, Digest, NodePublicKey, u64, Option<Envelope>)> = Vec::new();
-        for (index, bytes) in items.iter().enumerate() {
-            match validate(bytes, now, &self.roster.roster, &overlay) {
+        // (item index, id, author, seq, envelope and opened body; None for an
+        // expired one kept only for its feed position)
+        #[allow(clippy::type_complexity)]
+        let mut accepted: Vec<(
+            usize,
+            Digest,
+            NodePublicKey,
+            u64,
+            Option<(Envelope, Option<Body>)>,
+        )> = Vec::new();
+        let prechecked = self.precheck_all(&items);
+        for (index, (bytes, pre)) in items.iter().zip(prechecked).enumerate() {
+            let (pre, body) = match pre {
+                Ok(pre) => pre,
+                Err(rejection) => {
+                    self.on_rejection(rejection, &origin);
+                    acceptances[index] = MessageAcceptance::Reject;
+                    continue;
+                }
+            };
+            match validate_prechecked(pre, bytes, now, &self.roster.roster, &overlay) {
                 Verdict::Accept(a) => {
                     gap |= a.gap.is_some();
                     let (author, seq) = (a.envelope.header.author, a.envelope.header.seq);
                     overlay.add(index, a.id, author, seq);
-                    accepted.push((index, a.id, author, seq, Some(a.envelope)));
+                    accepted.push((index, a.id, author, seq, Some((a.envelope, body))));
                     acceptances[index] = MessageAcceptance::Accept;
                 }
                 Verdict::Ignore(IgnoreReason::Expired {
@@ -414,8 +444,8 @@ impl Worker {
             Ok(results) => {
                 for ((index, id, _, _, envelope), result) in accepted.into_iter().zip(results) {
                     match (result, envelope) {
-                        (Ok(inserted), Some(envelope)) if inserted.new => {
-                            if let Err(e) = self.after_insert(envelope, id) {
+                        (Ok(inserted), Some((envelope, body))) if inserted.new => {
+                            if let Err(e) = self.after_insert(envelope, id, body) {
                                 warn!("indexing envelope failed: {e}");
                             }
                         }
@@ -443,6 +473,43 @@ impl Worker {
                 self.start_sync(*source);
             }
         }
+    }
+
+    /// The store-free checks (decode, membership, signature) and, where this
+    /// node is a recipient, opening, spread over the machine's cores: they
+    /// dominate ingest and each item is independent of the others.
+    #[allow(clippy::type_complexity)]
+    fn precheck_all(
+        &self,
+        items: &[Vec<u8>],
+    ) -> Vec<Result<(Prechecked, Option<Body>), Rejection>> {
+        let (roster, keys) = (&self.roster.roster, &self.keys);
+        let one = |bytes: &Vec<u8>| {
+            precheck(bytes, roster).map(|pre| {
+                let body = open_as(pre.envelope(), keys);
+                (pre, body)
+            })
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if items.len() < 16 || threads < 2 {
+            return items.iter().map(one).collect();
+        }
+        let chunk = items.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = items
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+                .collect();
+            let mut out = Vec::with_capacity(items.len());
+            for (worker, part) in workers.into_iter().zip(items.chunks(chunk)) {
+                match worker.join() {
+                    Ok(results) => out.extend(results),
+                    // A panicking check is a bug; fall back to checking in place.
+                    Err(_) => out.extend(part.iter().map(one)),
+                }
+            }
+            out
+        })
     }
 
     fn on_rejection(&self, rejection: Rejection, origin: &Origin) {
@@ -490,7 +557,10 @@ impl Worker {
             .insert_envelope(&id.0, &header.author.0, header.seq, bytes)
         {
             Ok(inserted) if !inserted.new => Ok(()),
-            Ok(_) => self.after_insert(envelope, id),
+            Ok(_) => {
+                let body = self.open(&envelope);
+                self.after_insert(envelope, id, body)
+            }
             Err(StoreError::Equivocation(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -498,14 +568,13 @@ impl Worker {
 
     /// Opens (if this node is a recipient), indexes and announces a newly
     /// stored envelope, and applies it if it is a retraction.
-    fn after_insert(&self, envelope: Envelope, id: Digest) -> Result<(), StoreError> {
+    fn after_insert(
+        &self,
+        envelope: Envelope,
+        id: Digest,
+        body: Option<Body>,
+    ) -> Result<(), StoreError> {
         let header = &envelope.header;
-        let readable = self.is_recipient(&envelope);
-        let body = if readable {
-            open(&envelope, &self.keys).ok()
-        } else {
-            None
-        };
         if let Some(body) = &body {
             let record = Record {
                 tlp: header.tlp,
@@ -532,6 +601,13 @@ impl Worker {
             retracted.is_some(),
         )));
         Ok(())
+    }
+
+    /// The body, if this node is a recipient and it opens.
+    fn open(&self, envelope: &Envelope) -> Option<Body> {
+        self.is_recipient(envelope)
+            .then(|| open(envelope, &self.keys).ok())
+            .flatten()
     }
 
     fn is_recipient(&self, envelope: &Envelope) -> bool {

@@ -31,7 +31,8 @@ pub use seal::{Draft, OpenError, SealError, open, recipients_for, seal, seal_to}
 pub use sync::{Frontier, SeqRange, SyncRequest, SyncResponse};
 pub use tlp::Tlp;
 pub use validate::{
-    Accepted, AuthorState, Equivocation, IgnoreReason, Rejection, Verdict, validate,
+    Accepted, AuthorState, Equivocation, IgnoreReason, Prechecked, Rejection, Verdict, precheck,
+    validate, validate_prechecked,
 };
 
 /// Version byte that leads every encoding this crate puts on the wire or on disk.

@@ -146,20 +146,40 @@ pub enum Rejection {
     ClearBody(String),
 }
 
+/// An envelope that passed every check that needs no store: it decodes,
+/// names this consortium, its author is an active member and its signature
+/// (and, for CLEAR, its body) is valid. Only [`precheck`] makes one, so
+/// [`validate_prechecked`] can trust it. Prechecks are independent of each
+/// other, so a node may run them in parallel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prechecked {
+    envelope: Envelope,
+    id: Digest,
+    author_org: OrgId,
+}
+
+impl Prechecked {
+    /// The decoded envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// Its id.
+    pub fn id(&self) -> Digest {
+        self.id
+    }
+}
+
 /// Validates `bytes` at time `now` (unix ms) under `roster`.
 pub fn validate(bytes: &[u8], now: u64, roster: &Roster, state: &impl AuthorState) -> Verdict {
-    match check(bytes, now, roster, state) {
-        Ok(verdict) => verdict,
+    match precheck(bytes, roster) {
+        Ok(pre) => validate_prechecked(pre, bytes, now, roster, state),
         Err(rejection) => Verdict::Reject(rejection),
     }
 }
 
-fn check(
-    bytes: &[u8],
-    now: u64,
-    roster: &Roster,
-    state: &impl AuthorState,
-) -> Result<Verdict, Rejection> {
+/// The store-free half of [`validate`]: decode, consortium, author, signature.
+pub fn precheck(bytes: &[u8], roster: &Roster) -> Result<Prechecked, Rejection> {
     let envelope = Envelope::decode(bytes)?;
     let header = &envelope.header;
     let consortium = roster.consortium_id();
@@ -180,14 +200,53 @@ fn check(
         }
         Some((member, _)) => member.card.org_id.clone(),
     };
-    let id = id_of(bytes);
+    envelope
+        .verify()
+        .map_err(|_| Rejection::BadSignature(author))?;
+    if !header.tlp.is_sealed() {
+        Body::decode_for(&envelope.payload, &header.kind).map_err(Rejection::ClearBody)?;
+    }
+    Ok(Prechecked {
+        id: id_of(bytes),
+        envelope,
+        author_org,
+    })
+}
+
+/// The stateful half of [`validate`]: time, duplicates, equivocation, the
+/// author's chain, retraction ownership and gaps. `bytes` must be the input
+/// that `pre` came from (it is returned as equivocation evidence).
+pub fn validate_prechecked(
+    pre: Prechecked,
+    bytes: &[u8],
+    now: u64,
+    roster: &Roster,
+    state: &impl AuthorState,
+) -> Verdict {
+    match check(pre, bytes, now, roster, state) {
+        Ok(verdict) => verdict,
+        Err(rejection) => Verdict::Reject(rejection),
+    }
+}
+
+fn check(
+    pre: Prechecked,
+    bytes: &[u8],
+    now: u64,
+    roster: &Roster,
+    state: &impl AuthorState,
+) -> Result<Verdict, Rejection> {
+    let Prechecked {
+        envelope,
+        id,
+        author_org,
+    } = pre;
+    let header = &envelope.header;
+    let author = header.author;
     let stored = state.id_at(&author, header.seq);
     if stored == Some(id) {
         return Ok(Verdict::Ignore(IgnoreReason::Duplicate));
     }
-    envelope
-        .verify()
-        .map_err(|_| Rejection::BadSignature(author))?;
     if header.created_at > now.saturating_add(MAX_CLOCK_SKEW_MS) {
         return Err(Rejection::FromTheFuture {
             created_at: header.created_at,
@@ -239,9 +298,6 @@ fn check(
                 });
             }
         }
-    }
-    if !header.tlp.is_sealed() {
-        Body::decode_for(&envelope.payload, &header.kind).map_err(Rejection::ClearBody)?;
     }
     let frontier = state.frontier(&author);
     let gap = (header.seq > frontier + 1).then(|| SeqRange {
