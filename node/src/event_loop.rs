@@ -139,12 +139,7 @@ impl EventLoop {
                 message_id,
                 source,
                 acceptance,
-            } => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &source, acceptance);
-            }
+            } => self.report(&message_id, &source, acceptance),
             Outcome::PublishEnvelope(bytes) => self.publish(self.envelopes_topic.clone(), bytes),
             Outcome::PublishRoster(bytes) => self.publish(self.roster_topic.clone(), bytes),
             Outcome::SyncRequest { peer, request } => {
@@ -167,6 +162,19 @@ impl EventLoop {
                 self.apply_roster();
             }
         }
+    }
+
+    /// Reports a gossip validation verdict (forward, drop, or drop and score down).
+    fn report(
+        &mut self,
+        message_id: &gossipsub::MessageId,
+        source: &PeerId,
+        acceptance: MessageAcceptance,
+    ) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(message_id, source, acceptance);
     }
 
     fn publish(&mut self, topic: IdentTopic, bytes: Vec<u8>) {
@@ -332,25 +340,11 @@ impl EventLoop {
                         source: propagation_source,
                     }
                 } else {
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            MessageAcceptance::Reject,
-                        );
+                    self.report(&message_id, &propagation_source, MessageAcceptance::Reject);
                     return;
                 };
                 if !self.to_worker(job) {
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            MessageAcceptance::Ignore,
-                        );
+                    self.report(&message_id, &propagation_source, MessageAcceptance::Ignore);
                 }
             }
             BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {

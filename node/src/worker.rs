@@ -909,52 +909,43 @@ impl Worker {
     }
 
     fn retract(&mut self, target: Digest, reason: String) -> Result<Published, RequestError> {
-        let (envelope, _) = self.own_org_target(&target)?;
-        let recipients = self.recipients_of(&envelope);
-        let (seq, prev) = self.next_seq()?;
-        let now = now_ms();
-        let draft = Draft {
-            seq,
-            prev,
-            created_at: now,
-            expires_at: envelope.header.expires_at.max(now + 1),
-            tlp: envelope.header.tlp,
-            kind: Kind::Retraction { target },
-            body: Body::Retraction { reason },
-        };
-        let sealed = seal_to(
-            &self.keys,
-            self.roster.roster.consortium_id(),
-            draft,
-            &recipients,
-            &mut self.rng,
+        let envelope = self.own_org_target(&target)?;
+        self.follow_up(
+            &envelope,
+            Kind::Retraction { target },
+            Body::Retraction { reason },
         )
-        .map_err(|e| RequestError::Invalid(e.to_string()))?;
-        self.commit_own(sealed)
     }
 
     fn sight(&mut self, target: Digest, indicator: Indicator) -> Result<Published, RequestError> {
-        let bytes = self
-            .store
-            .envelope(&target.0)
-            .map_err(store_err)?
-            .ok_or_else(|| RequestError::NotFound(target.to_hex()))?;
-        let envelope = Envelope::decode(&bytes).map_err(|e| RequestError::Store(e.to_string()))?;
-        let recipients = self.recipients_of(&envelope);
+        let envelope = self.stored_envelope(&target)?;
+        let body = Body::Sighting {
+            indicator,
+            seen_at: now_ms(),
+            note: None,
+        };
+        self.follow_up(&envelope, Kind::Sighting { target }, body)
+    }
+
+    /// Seals a retraction or sighting of `target` to the target's recipients
+    /// under the target's label, and commits it.
+    fn follow_up(
+        &mut self,
+        target: &Envelope,
+        kind: Kind,
+        body: Body,
+    ) -> Result<Published, RequestError> {
+        let recipients = self.recipients_of(target);
         let (seq, prev) = self.next_seq()?;
         let now = now_ms();
         let draft = Draft {
             seq,
             prev,
             created_at: now,
-            expires_at: envelope.header.expires_at.max(now + 1),
-            tlp: envelope.header.tlp,
-            kind: Kind::Sighting { target },
-            body: Body::Sighting {
-                indicator,
-                seen_at: now,
-                note: None,
-            },
+            expires_at: target.header.expires_at.max(now + 1),
+            tlp: target.header.tlp,
+            kind,
+            body,
         };
         let sealed = seal_to(
             &self.keys,
@@ -967,17 +958,21 @@ impl Worker {
         self.commit_own(sealed)
     }
 
-    fn own_org_target(&self, target: &Digest) -> Result<(Envelope, OrgId), RequestError> {
+    fn stored_envelope(&self, id: &Digest) -> Result<Envelope, RequestError> {
         let bytes = self
             .store
-            .envelope(&target.0)
+            .envelope(&id.0)
             .map_err(store_err)?
-            .ok_or_else(|| RequestError::NotFound(target.to_hex()))?;
-        let envelope = Envelope::decode(&bytes).map_err(|e| RequestError::Store(e.to_string()))?;
+            .ok_or_else(|| RequestError::NotFound(id.to_hex()))?;
+        Envelope::decode(&bytes).map_err(|e| RequestError::Store(e.to_string()))
+    }
+
+    fn own_org_target(&self, target: &Digest) -> Result<Envelope, RequestError> {
+        let envelope = self.stored_envelope(target)?;
         let owner = self.org_of(&envelope.header.author);
         let mine = self.org_of(&self.keys.node_public());
         match (owner, mine) {
-            (Some(owner), Some(mine)) if owner == mine => Ok((envelope, owner)),
+            (Some(owner), Some(mine)) if owner == mine => Ok(envelope),
             (owner, _) => Err(RequestError::Invalid(format!(
                 "envelope {} belongs to org {}; only its own organisation may retract it",
                 target,
