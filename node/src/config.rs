@@ -32,6 +32,9 @@ pub enum ConfigError {
         /// What is wrong.
         detail: String,
     },
+    /// A setting is out of range.
+    #[error("config.json: {0}")]
+    Invalid(String),
     /// `init` on a directory that already holds a node.
     #[error("{0} is already initialised (keys.json exists); refusing to overwrite it")]
     AlreadyInitialised(PathBuf),
@@ -81,6 +84,34 @@ impl Default for Config {
             default_ttl: Duration::from_secs(90 * 24 * 3600),
             mdns: false,
         }
+    }
+}
+
+/// Shortest interval a timer may be set to.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+impl Config {
+    /// Checks values that would stop a node from running.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("sync_interval", self.sync_interval),
+            ("heartbeat", self.heartbeat),
+            ("max_redial_backoff", self.max_redial_backoff),
+            ("default_ttl", self.default_ttl),
+        ] {
+            if value < MIN_INTERVAL {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at least 10 ms"
+                )));
+            }
+        }
+        if !self.api.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "api address {} is not loopback",
+                self.api
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -147,6 +178,13 @@ impl DataDir {
             return Err(ConfigError::AlreadyInitialised(self.root.clone()));
         }
         fs::create_dir_all(&self.root).map_err(|source| io(&self.root, source))?;
+        // The store holds RED and AMBER+STRICT plaintext: owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+                .map_err(|source| io(&self.root, source))?;
+        }
         write_private(&self.keys_path(), keys.to_secret_json().as_bytes())?;
         write_private(&self.token_path(), token.as_bytes())?;
         self.save_config(config)
@@ -162,10 +200,12 @@ impl DataDir {
     pub fn config(&self) -> Result<Config, ConfigError> {
         let path = self.config_path();
         let text = self.read(&path)?;
-        serde_json::from_str(&text).map_err(|e| ConfigError::Malformed {
+        let config: Config = serde_json::from_str(&text).map_err(|e| ConfigError::Malformed {
             path,
             detail: e.to_string(),
-        })
+        })?;
+        config.check()?;
+        Ok(config)
     }
 
     /// Reads the node's secret keys.

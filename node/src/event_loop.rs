@@ -46,6 +46,9 @@ pub(crate) struct EventLoop {
     pub redial: HashMap<PeerId, Redial>,
     pub connected: HashMap<PeerId, HashSet<Multiaddr>>,
     pub listeners: Vec<ListenerId>,
+    /// Peers whose failed sync round was retried once already; cleared by a
+    /// response, so a peer that keeps failing waits for the next interval.
+    pub retried: HashSet<PeerId>,
 }
 
 impl Drop for EventLoop {
@@ -378,7 +381,7 @@ impl EventLoop {
                 // A round cut short (a connection replaced during a
                 // simultaneous dial, a busy peer) starts again at once rather
                 // than waiting a whole sync interval.
-                if self.connected.contains_key(&peer) {
+                if self.connected.contains_key(&peer) && self.retried.insert(peer) {
                     self.to_worker(Job::StartSync { peer });
                 }
             }

@@ -4,7 +4,7 @@
 //! a [`Node`]. Also the offline roster operations the CLI uses when no node
 //! is running.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -110,6 +110,7 @@ pub async fn spawn(
     transport: TransportKind,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Node, SpawnError> {
+    config.check()?;
     let keys = data_dir.keys()?;
     let store_path = data_dir.store_path();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
@@ -188,6 +189,7 @@ pub async fn spawn(
         redial: HashMap::new(),
         connected: HashMap::new(),
         listeners,
+        retried: HashSet::new(),
     };
     let task = tokio::spawn(event_loop.run(shutdown));
     Ok(Node {

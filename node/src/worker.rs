@@ -186,6 +186,11 @@ impl AuthorState for StoreView<'_> {
     }
 }
 
+/// Meta key under which retractions wait for their target.
+fn pending_key(target: &Digest) -> String {
+    format!("pending-retraction/{target}")
+}
+
 /// The body of `envelope`, if `keys` is among its recipients and it opens.
 fn open_as(envelope: &Envelope, keys: &NodeKeys) -> Option<Body> {
     let key_id = keys.sealing_public().key_id();
@@ -300,6 +305,11 @@ impl Worker {
                 source,
             } => {
                 let acceptance = match SignedRoster::decode(&bytes) {
+                    Ok(roster) if roster.roster.version > self.roster.roster.version + 1 => {
+                        // We are behind, not the relay: catch up by sync.
+                        self.start_sync(source);
+                        MessageAcceptance::Ignore
+                    }
                     Ok(roster) => match self.apply_roster(roster) {
                         Ok(Some(_)) => MessageAcceptance::Accept,
                         Ok(None) => MessageAcceptance::Ignore,
@@ -382,8 +392,9 @@ impl Worker {
         let now = now_ms();
         let mut gap = false;
         let mut acceptances = vec![MessageAcceptance::Ignore; items.len()];
+        let store = self.store.clone();
         let mut overlay = BatchView {
-            store: &self.store,
+            store: &store,
             items: &items,
             by_seq: HashMap::new(),
             by_id: HashMap::new(),
@@ -405,8 +416,7 @@ impl Worker {
             let (pre, body) = match pre {
                 Ok(pre) => pre,
                 Err(rejection) => {
-                    self.on_rejection(rejection, &origin);
-                    acceptances[index] = MessageAcceptance::Reject;
+                    acceptances[index] = self.on_rejection(rejection, &origin);
                     continue;
                 }
             };
@@ -426,8 +436,7 @@ impl Worker {
                 }
                 Verdict::Ignore(IgnoreReason::Duplicate) => {}
                 Verdict::Reject(rejection) => {
-                    self.on_rejection(rejection, &origin);
-                    acceptances[index] = MessageAcceptance::Reject;
+                    acceptances[index] = self.on_rejection(rejection, &origin);
                 }
             }
         }
@@ -512,11 +521,25 @@ impl Worker {
         })
     }
 
-    fn on_rejection(&self, rejection: Rejection, origin: &Origin) {
+    /// Records what a rejection calls for and says how gossip should score
+    /// it. An author this roster does not know (or knows as revoked) may be
+    /// news from a newer roster the relay has and we lack: that is ignored,
+    /// not held against the relay, and starts a catch-up.
+    fn on_rejection(&mut self, rejection: Rejection, origin: &Origin) -> MessageAcceptance {
         let from = match origin {
-            Origin::Gossip { source, .. } => source,
-            Origin::Sync { peer } => peer,
+            Origin::Gossip { source, .. } => *source,
+            Origin::Sync { peer } => *peer,
         };
+        if matches!(
+            rejection,
+            Rejection::UnknownAuthor(_) | Rejection::RevokedAuthor { .. }
+        ) {
+            debug!(peer = %from, "envelope from outside this roster: {rejection}");
+            if matches!(origin, Origin::Gossip { .. }) && !self.rounds.contains_key(&from) {
+                self.start_sync(from);
+            }
+            return MessageAcceptance::Ignore;
+        }
         if let Rejection::Equivocation(evidence) = &rejection {
             let record = serde_json::json!({
                 "first": hex::encode(&evidence.first),
@@ -541,29 +564,7 @@ impl Worker {
         } else {
             debug!(peer = %from, "rejected envelope: {rejection}");
         }
-    }
-
-    /// Stores an accepted envelope, opens it if this node is a recipient,
-    /// indexes it and applies retractions.
-    fn store_accepted(
-        &mut self,
-        bytes: &[u8],
-        envelope: Envelope,
-        id: Digest,
-    ) -> Result<(), StoreError> {
-        let header = &envelope.header;
-        match self
-            .store
-            .insert_envelope(&id.0, &header.author.0, header.seq, bytes)
-        {
-            Ok(inserted) if !inserted.new => Ok(()),
-            Ok(_) => {
-                let body = self.open(&envelope);
-                self.after_insert(envelope, id, body)
-            }
-            Err(StoreError::Equivocation(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        MessageAcceptance::Reject
     }
 
     /// Opens (if this node is a recipient), indexes and announces a newly
@@ -585,6 +586,7 @@ impl Worker {
             self.store
                 .put_plaintext(&id.0, &serde_json::to_vec(&record).unwrap_or_default())?;
         }
+        self.resolve_pending_retractions(&id, &header.author)?;
         let retracted = self.retraction_of(&id, &header.author)?;
         if let (Some(Body::Bulletin(bulletin)), None) = (&body, retracted) {
             for indicator in &bulletin.indicators {
@@ -655,11 +657,20 @@ impl Worker {
         by: Digest,
         author: &NodePublicKey,
     ) -> Result<(), StoreError> {
-        if let Some(bytes) = self.store.envelope(&target.0)? {
-            let owner = Envelope::decode(&bytes).ok().map(|e| e.header.author);
-            if owner.and_then(|o| self.org_of(&o)) != self.org_of(author) {
-                return Ok(()); // validation rejects this; never act on it
+        let Some(bytes) = self.store.envelope(&target.0)? else {
+            // The target has not arrived: whether this retraction is its own
+            // org's can only be told then (see `resolve_pending_retractions`).
+            let key = pending_key(&target);
+            let mut pending = self.store.meta(&key)?.unwrap_or_default();
+            if pending.len() < 32 * 64 {
+                pending.extend_from_slice(&by.0);
+                self.store.put_meta(&key, &pending)?;
             }
+            return Ok(());
+        };
+        let owner = Envelope::decode(&bytes).ok().map(|e| e.header.author);
+        if owner.and_then(|o| self.org_of(&o)) != self.org_of(author) {
+            return Ok(()); // validation rejects this; never act on it
         }
         self.store.mark_retracted(&target.0, &by.0)?;
         if let Some(record) = self.record(&target)?
@@ -672,6 +683,33 @@ impl Worker {
         info!(%target, %by, "envelope retracted");
         self.emit(NodeEvent::Retracted { target, by });
         Ok(())
+    }
+
+    /// Applies the retractions of `id` that arrived before it, now that its
+    /// organisation is known; those by another organisation are dropped.
+    fn resolve_pending_retractions(
+        &self,
+        id: &Digest,
+        author: &NodePublicKey,
+    ) -> Result<(), StoreError> {
+        let key = pending_key(id);
+        let Some(pending) = self.store.meta(&key)? else {
+            return Ok(());
+        };
+        let owner_org = self.org_of(author);
+        for by in pending.chunks_exact(32).filter_map(Digest::from_slice) {
+            let by_author = self
+                .store
+                .envelope(&by.0)?
+                .and_then(|b| Envelope::decode(&b).ok())
+                .map(|e| e.header.author);
+            if owner_org.is_some() && by_author.and_then(|a| self.org_of(&a)) == owner_org {
+                self.store.mark_retracted(&id.0, &by.0)?;
+                info!(target = %id, %by, "envelope retracted");
+                self.emit(NodeEvent::Retracted { target: *id, by });
+            }
+        }
+        self.store.put_meta(&key, &[])
     }
 
     fn record(&self, id: &Digest) -> Result<Option<Record>, StoreError> {
@@ -780,13 +818,22 @@ impl Worker {
                 SyncResponse::Envelopes { items, more }
             }
             SyncRequest::Rosters { after } => match self.store.rosters() {
-                Ok(all) => SyncResponse::Rosters(
-                    all.into_iter()
+                Ok(all) => {
+                    // Oldest first, bounded like envelope batches; the
+                    // requester asks again for the rest.
+                    let mut bytes = 0usize;
+                    let rosters = all
+                        .into_iter()
                         .filter(|(v, _)| *v > after)
                         .take(MAX_ROSTERS)
+                        .take_while(|(_, b)| {
+                            bytes += b.len();
+                            bytes <= MAX_BATCH_BYTES || bytes == b.len()
+                        })
                         .map(|(_, b)| b)
-                        .collect(),
-                ),
+                        .collect();
+                    SyncResponse::Rosters(rosters)
+                }
                 Err(e) => SyncResponse::Refused(format!("store: {e}")),
             },
         }
@@ -865,7 +912,14 @@ impl Worker {
             self.rounds.remove(&peer);
             return;
         }
-        let mut missing = mine.missing_from(&round.theirs);
+        // Feeds of authors we would reject (revoked, unknown) are never
+        // requested: they could never advance and would starve the rest.
+        let roster = &self.roster.roster;
+        let mut missing: Vec<_> = mine
+            .missing_from(&round.theirs)
+            .into_iter()
+            .filter(|r| roster.org_of(&r.author).is_some())
+            .collect();
         if missing.is_empty() {
             self.rounds.remove(&peer);
             return;
@@ -995,11 +1049,14 @@ impl Worker {
             .iter()
             .map(|r| r.key_id)
             .collect();
+        let mine = self.org_of(&self.keys.node_public());
         self.roster
             .roster
             .active_nodes()
+            .filter(|(org, node)| {
+                wanted.contains(&node.sealing_key.key_id()) || Some(*org) == mine.as_ref()
+            })
             .map(|(_, node)| node.sealing_key)
-            .filter(|k| wanted.contains(&k.key_id()))
             .collect()
     }
 
@@ -1024,8 +1081,16 @@ impl Worker {
         let id = envelope.id();
         let seq = envelope.header.seq;
         let recipients = envelope.header.recipients.len();
-        self.store_accepted(&bytes, envelope, id)
+        // A clash at our own (author, seq) is a failure, never an ack.
+        let header = &envelope.header;
+        let inserted = self
+            .store
+            .insert_envelope(&id.0, &header.author.0, header.seq, &bytes)
             .map_err(store_err)?;
+        if inserted.new {
+            let body = self.open(&envelope);
+            self.after_insert(envelope, id, body).map_err(store_err)?;
+        }
         self.store.flush().map_err(store_err)?;
         self.send(Outcome::PublishEnvelope(bytes));
         Ok(Published {
