@@ -464,28 +464,7 @@ async fn hostile_member_cannot_plant_bad_envelopes() {
     mesh.wait_connected(0, 1).await;
     let mut events = mesh.node(0).handle.subscribe();
     let hostile = mesh.fixture.keys(2, 0).unwrap().clone();
-    let honest_peer = mesh.node(0).handle.peer_id();
-    let (mut swarm, topic) = raw_swarm(&hostile, &mesh.fixture.roster, &[honest_peer]).await;
-    swarm
-        .dial(
-            format!("/memory/{}", mesh.ports[0])
-                .parse::<Multiaddr>()
-                .unwrap(),
-        )
-        .unwrap();
-    // Wait until the honest node's subscription is known.
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            if let libp2p::swarm::SwarmEvent::Behaviour(net::BehaviourEvent::Gossipsub(
-                libp2p::gossipsub::Event::Subscribed { .. },
-            )) = swarm.select_next_some().await
-            {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("hostile peer connected and saw a subscription");
+    let (mut swarm, topic) = raw_link(&mesh, &hostile, 0).await;
 
     let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(1);
     let now = breakwater_node_now();
@@ -522,17 +501,7 @@ async fn hostile_member_cannot_plant_bad_envelopes() {
         twin.encode(),
     ];
     for bytes in messages {
-        let _ = swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(topic.clone(), bytes);
-        // Drive the swarm a little so each message goes out.
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            loop {
-                swarm.select_next_some().await;
-            }
-        })
-        .await;
+        push(&mut swarm, &topic, bytes).await;
     }
     // Replay the good one later: it is ignored as a duplicate.
     let _ = swarm
@@ -712,5 +681,134 @@ async fn tcp_on_loopback_delivers() {
     mesh.publish(0, Tlp::Green, &[], "over tcp").await;
     wait_count(&mesh, 1, false, 1).await;
     mesh.stop(0).await;
+    mesh.stop(1).await;
+}
+
+/// Connects a raw gossip swarm holding `keys` to node `to` and waits until it
+/// sees the node's subscription.
+async fn raw_link(
+    mesh: &Mesh,
+    keys: &breakwater_protocol::NodeKeys,
+    to: usize,
+) -> (libp2p::Swarm<net::Behaviour>, libp2p::gossipsub::IdentTopic) {
+    let (mut swarm, topic) = raw_swarm(
+        keys,
+        &mesh.fixture.roster,
+        &[mesh.node(to).handle.peer_id()],
+    )
+    .await;
+    swarm
+        .dial(
+            format!("/memory/{}", mesh.ports[to])
+                .parse::<Multiaddr>()
+                .unwrap(),
+        )
+        .unwrap();
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let libp2p::swarm::SwarmEvent::Behaviour(net::BehaviourEvent::Gossipsub(
+                libp2p::gossipsub::Event::Subscribed { .. },
+            )) = swarm.select_next_some().await
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("raw peer connected and saw a subscription");
+    (swarm, topic)
+}
+
+/// Gossips `bytes` from a raw swarm and drives it long enough to send.
+async fn push(
+    swarm: &mut libp2p::Swarm<net::Behaviour>,
+    topic: &libp2p::gossipsub::IdentTopic,
+    bytes: Vec<u8>,
+) {
+    let _ = swarm
+        .behaviour_mut()
+        .gossipsub
+        .publish(topic.clone(), bytes);
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        loop {
+            swarm.select_next_some().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retraction_before_its_target_applies_only_from_the_owner_org() {
+    use breakwater_protocol::fixture::bulletin_draft;
+    use breakwater_protocol::{Body, Digest, Draft, Kind, seal, seal_to};
+    use rand::SeedableRng;
+
+    let _serial = SERIAL.lock().await;
+    // Only org 1 runs; org 0 is the honest author, org 2 tries to retract org 0's bulletin.
+    let mut mesh = Mesh::new(3, |i| i == 1).await;
+    mesh.start(1).await;
+    let mut events = mesh.node(1).handle.subscribe();
+    let relay = mesh.fixture.keys(2, 0).unwrap().clone();
+    let (mut swarm, topic) = raw_link(&mesh, &relay, 1).await;
+
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(9);
+    let now = breakwater_node_now();
+    let roster = mesh.fixture.roster();
+    let owner = mesh.fixture.keys(0, 0).unwrap();
+    let mut draft = bulletin_draft(1, Digest::ZERO, Tlp::Green, "target", now);
+    if let Body::Bulletin(b) = &mut draft.body {
+        b.indicators
+            .push(Indicator::parse("domain:evil.example").unwrap());
+    }
+    let target = seal(owner, roster, draft, &[], &mut rng).unwrap();
+    let retraction = |keys: &breakwater_protocol::NodeKeys,
+                      seq: u64,
+                      prev: Digest,
+                      rng: &mut rand::rngs::ChaCha8Rng| {
+        let draft = Draft {
+            seq,
+            prev,
+            created_at: now,
+            expires_at: now + 86_400_000,
+            tlp: Tlp::Clear,
+            kind: Kind::Retraction {
+                target: target.id(),
+            },
+            body: Body::Retraction {
+                reason: "withdrawn".into(),
+            },
+        };
+        seal_to(keys, roster.consortium_id(), draft, &[], rng).unwrap()
+    };
+    let foreign = retraction(&relay, 1, Digest::ZERO, &mut rng);
+    let genuine = retraction(owner, 2, target.id(), &mut rng);
+    push(&mut swarm, &topic, foreign.encode()).await;
+    push(&mut swarm, &topic, genuine.encode()).await;
+    push(&mut swarm, &topic, target.encode()).await;
+
+    let by = tokio::time::timeout(DEADLINE, async {
+        loop {
+            tokio::select! {
+                _ = swarm.select_next_some() => {}
+                event = events.recv() => if let Ok(NodeEvent::Retracted { by, .. }) = event { break by },
+            }
+        }
+    })
+    .await
+    .expect("the retraction took effect once its target arrived");
+    assert_eq!(by, genuine.id());
+    let detail = mesh.node(1).handle.get(target.id().to_hex()).await.unwrap();
+    assert!(detail.summary.retracted);
+    assert_eq!(detail.retracted_by, Some(genuine.id()));
+    let hits = mesh
+        .node(1)
+        .handle
+        .search(Indicator::parse("domain:evil.example").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        hits.is_empty(),
+        "a retracted bulletin's indicators leave the index"
+    );
     mesh.stop(1).await;
 }
