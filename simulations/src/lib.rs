@@ -78,14 +78,17 @@ pub async fn simulate(scenario: &Scenario, options: &Options) -> anyhow::Result<
         verbose: options.verbose,
     };
     let (baseline, baseline_note) = if !options.baseline {
-        (None, "No baseline was measured (--no-baseline).".to_string())
+        (
+            None,
+            "No baseline was measured (--no-baseline).".to_string(),
+        )
     } else if !scenario.is_impaired() {
         (
             None,
             "The scenario has no impairment, so it is its own baseline.".to_string(),
         )
     } else {
-        let clean = Plan::new(&scenario.unimpaired(), options.seed)?;
+        let clean = plan.unimpaired();
         if options.verbose {
             eprintln!("baseline: {} nodes, no impairment", clean.n());
         }
@@ -94,7 +97,7 @@ pub async fn simulate(scenario: &Scenario, options: &Options) -> anyhow::Result<
             .context("baseline phase failed")?;
         (
             Some(data),
-            "The baseline ran first in the same process: same seed, topology and publishing script, without impairments, partitions, crashes, late joiners or hostile members.".to_string(),
+            "The baseline ran first in the same process: same seed, topology and publishing script, without impairments, partitions, crashes or late joiners; hostile members run as passive honest nodes.".to_string(),
         )
     };
     if options.verbose {

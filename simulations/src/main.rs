@@ -10,7 +10,10 @@ use breakwater_simulations::{Options, report, simulate, write_outputs};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "breakwater-simulations", about = "Breakwater nodes under degraded networks")]
+#[command(
+    name = "breakwater-simulations",
+    about = "Breakwater nodes under degraded networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -216,7 +216,7 @@ pub fn figures(data: &PhaseData) -> Figures {
     let ideal_copies = envelopes as f64 * (data.honest.len().saturating_sub(1)) as f64;
     let duplicates_per_envelope = (data.envelope_bytes > 0.0 && ideal_copies > 0.0).then(|| {
         let copies = net_received / data.envelope_bytes;
-        round((copies / ideal_copies - 1.0).max(0.0) * 100.0) / 100.0
+        ((copies / ideal_copies - 1.0).max(0.0) * 100.0).round() / 100.0
     });
 
     Figures {

@@ -31,6 +31,9 @@ const SEND_BUFFER: usize = 1024 * 1024;
 /// Largest chunk one write queues.
 const MAX_CHUNK: usize = 64 * 1024;
 
+/// Undirected links `(min, max)` of a topology.
+pub type Links = HashSet<(usize, usize)>;
+
 /// How every link behaves at the moment; changed by impairment windows.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Shape {
@@ -82,7 +85,7 @@ struct Inner {
 struct State {
     listeners: HashMap<u64, mpsc::UnboundedSender<Incoming>>,
     /// Undirected links `(min, max)`; `None` means every pair may connect.
-    links: Option<HashSet<(usize, usize)>>,
+    links: Option<Links>,
     /// Group of each node while split.
     partition: Option<Vec<usize>>,
     shape: Shape,
@@ -92,7 +95,9 @@ struct State {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The memory port node `node` listens on.
@@ -119,7 +124,7 @@ fn memory_port(addr: &Multiaddr) -> Option<u64> {
 impl Network {
     /// A network of `n_nodes`; `links` lists the undirected pairs allowed to
     /// connect (`None`: all pairs).
-    pub fn new(n_nodes: usize, seed: u64, links: Option<HashSet<(usize, usize)>>) -> Network {
+    pub fn new(n_nodes: usize, seed: u64, links: Option<Links>) -> Network {
         Network {
             inner: Arc::new(Inner {
                 seed,
@@ -272,7 +277,9 @@ impl Network {
             state.counters.refused_dials += 1;
             return Err(refused("dial refused by the simulated network"));
         }
-        Ok(Duration::from_secs_f64(state.shape.latency_ms.max(0.0) / 1000.0))
+        Ok(Duration::from_secs_f64(
+            state.shape.latency_ms.max(0.0) / 1000.0,
+        ))
     }
 
     /// Completes a dial: hands one end to the listener, returns the other.

@@ -26,7 +26,11 @@ pub fn delivery(path: &Path, data: &PhaseData, baseline: Option<&PhaseData>) -> 
     let x_max = series
         .last()
         .map_or(1.0, |(t, _)| *t)
-        .max(base.as_ref().and_then(|b| b.last()).map_or(0.0, |(t, _)| *t))
+        .max(
+            base.as_ref()
+                .and_then(|b| b.last())
+                .map_or(0.0, |(t, _)| *t),
+        )
         .max(1.0);
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -173,11 +177,7 @@ pub fn bytes(path: &Path, data: &PhaseData) -> anyhow::Result<()> {
         .x_label_area_size(40)
         .y_label_area_size(55)
         .build_cartesian_2d(0f64..n as f64, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("node")
-        .y_desc("MB")
-        .draw()?;
+    chart.configure_mesh().x_desc("node").y_desc("MB").draw()?;
     let sent_colour = RGBColor(38, 139, 210);
     let received_colour = RGBColor(238, 160, 30);
     let hostile_colour = RGBColor(220, 50, 47);

@@ -119,7 +119,10 @@ fn rows(f: &Figures) -> Vec<(&'static str, String)> {
                 f.network.resets, f.network.stalls, f.network.refused_dials
             ),
         ),
-        ("run s (script + drain)", format!("{:.1}", f.run_ms / 1000.0)),
+        (
+            "run s (script + drain)",
+            format!("{:.1}", f.run_ms / 1000.0),
+        ),
         ("cpu s", format!("{:.1}", f.cpu_seconds)),
         ("peak rss MiB", format!("{:.0}", f.peak_rss_mb)),
     ]

@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::network::Shape;
+use crate::network::{Links, Shape};
 
 /// A scenario as written in its TOML file. Times are seconds after the
 /// warm-up (t = 0), when every initial node is up and connected.
@@ -390,7 +390,7 @@ pub struct Plan {
     /// Neighbours of each node.
     pub neighbours: Vec<Vec<usize>>,
     /// Undirected links (`None`: full mesh).
-    pub links: Option<HashSet<(usize, usize)>>,
+    pub links: Option<Links>,
     /// Hostile node indices.
     pub hostile: BTreeSet<usize>,
     /// Nodes not started at t = 0.
@@ -503,8 +503,7 @@ impl Plan {
                 action: Action::Restart(chosen),
             });
         }
-        let is_up =
-            |node: usize, t: u64| !down[node].iter().any(|&(from, to)| t >= from && t < to);
+        let is_up = |node: usize, t: u64| !down[node].iter().any(|&(from, to)| t >= from && t < to);
         let pick_author = |t: u64, rng: &mut ChaCha8Rng| -> Option<usize> {
             let live: Vec<usize> = honest.iter().copied().filter(|&i| is_up(i, t)).collect();
             live.get(rng.random_range(0..live.len().max(1))).copied()
@@ -563,6 +562,8 @@ impl Plan {
                 action: Action::Attack,
             });
         }
+        // Nothing happens after the script: the driver lifts what is left.
+        actions.retain(|a| a.at_ms <= end_ms);
         // Stable sort: simultaneous actions keep their order of creation.
         actions.sort_by_key(|a| a.at_ms);
         Ok(Plan {
@@ -576,6 +577,26 @@ impl Plan {
         })
     }
 
+    /// The baseline of this plan: the same nodes, topology and publishing
+    /// script, with every impairment, partition, crash, late start and
+    /// hostile member removed (hostile members run as passive honest nodes).
+    pub fn unimpaired(&self) -> Plan {
+        Plan {
+            scenario: self.scenario.unimpaired(),
+            seed: self.seed,
+            neighbours: self.neighbours.clone(),
+            links: self.links.clone(),
+            hostile: BTreeSet::new(),
+            late: BTreeSet::new(),
+            actions: self
+                .actions
+                .iter()
+                .filter(|a| matches!(a.action, Action::Publish { .. }))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Number of nodes.
     pub fn n(&self) -> usize {
         self.scenario.nodes
@@ -583,7 +604,9 @@ impl Plan {
 
     /// Honest node indices.
     pub fn honest(&self) -> Vec<usize> {
-        (0..self.n()).filter(|i| !self.hostile.contains(i)).collect()
+        (0..self.n())
+            .filter(|i| !self.hostile.contains(i))
+            .collect()
     }
 }
 
@@ -591,7 +614,7 @@ fn topology(
     topology: &Topology,
     n: usize,
     rng: &mut ChaCha8Rng,
-) -> (Vec<Vec<usize>>, Option<HashSet<(usize, usize)>>) {
+) -> (Vec<Vec<usize>>, Option<Links>) {
     if topology.kind == TopologyKind::Full || topology.degree + 1 >= n {
         let neighbours = (0..n)
             .map(|i| (0..n).filter(|&j| j != i).collect())
