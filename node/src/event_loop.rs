@@ -73,7 +73,10 @@ impl EventLoop {
         tokio::pin!(shutdown);
         let mut sync_tick = tokio::time::interval(self.sync_interval);
         let mut dial_tick = tokio::time::interval(Duration::from_millis(500));
-        let mut prune_tick = tokio::time::interval(Duration::from_secs(60));
+        // Expired plaintext is pruned every minute, or more often when sync is
+        // scaled down (tests, simulations).
+        let mut prune_tick =
+            tokio::time::interval(Duration::from_secs(60).min(self.sync_interval * 4));
         self.apply_roster();
         for addr in self.bootstrap.clone() {
             let _ = self.swarm.dial(addr);

@@ -812,3 +812,53 @@ async fn retraction_before_its_target_applies_only_from_the_owner_org() {
     );
     mesh.stop(1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_plaintext_is_pruned_but_the_feed_position_stays() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::new(1, |_| true).await;
+    mesh.start(0).await;
+    let mut bulletin = Bulletin::new("short-lived", Severity::Low);
+    bulletin
+        .indicators
+        .push(Indicator::parse("ipv4:192.0.2.1").unwrap());
+    let request = PublishRequest {
+        tlp: Tlp::Green,
+        to: Vec::new(),
+        bulletin,
+        ttl_ms: Some(1_500),
+    };
+    let handle = mesh.node(0).handle.clone();
+    handle.publish(request).await.unwrap();
+    assert_eq!(handle.status().await.unwrap().readable, 1);
+    assert_eq!(
+        handle
+            .search(Indicator::parse("ipv4:192.0.2.1").unwrap())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    eventually("the expired plaintext is pruned", || {
+        let handle = handle.clone();
+        async move { handle.status().await.unwrap().readable == 0 }
+    })
+    .await;
+    let status = handle.status().await.unwrap();
+    assert_eq!(
+        status.envelopes, 1,
+        "the envelope (and its feed position) stays"
+    );
+    assert_eq!(status.frontier.len(), 1);
+    assert!(
+        handle
+            .search(Indicator::parse("ipv4:192.0.2.1").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let next = mesh.publish(0, Tlp::Green, &[], "after expiry").await;
+    assert_eq!(next.seq, 2);
+    drop(handle);
+    mesh.stop(0).await;
+}
