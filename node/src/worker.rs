@@ -1088,8 +1088,12 @@ impl Worker {
             .insert_envelope(&id.0, &header.author.0, header.seq, &bytes)
             .map_err(store_err)?;
         if inserted.new {
+            // Once stored, the envelope is published whatever happens to the
+            // local index: it will be flushed and synced, so report success.
             let body = self.open(&envelope);
-            self.after_insert(envelope, id, body).map_err(store_err)?;
+            if let Err(e) = self.after_insert(envelope, id, body) {
+                warn!("indexing own envelope failed: {e}");
+            }
         }
         self.store.flush().map_err(store_err)?;
         self.send(Outcome::PublishEnvelope(bytes));
