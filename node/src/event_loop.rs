@@ -369,6 +369,7 @@ impl EventLoop {
                         response,
                     } => {
                         self.pending_requests.remove(&request_id);
+                        self.retried.remove(&peer);
                         self.to_worker(Job::SyncAnswer { peer, response });
                     }
                 }

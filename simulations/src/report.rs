@@ -61,6 +61,15 @@ impl Report {
     }
 }
 
+/// A duration for people: ms below a second, seconds above.
+fn human(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1000.0)
+    }
+}
+
 fn opt(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"))
 }
@@ -191,22 +200,28 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "- Half of all deliveries took under {:.0} ms; 99 % took under {:.0} ms; the slowest {:.1} s.",
-        f.latency_ms.p50,
-        f.latency_ms.p99,
-        f.latency_ms.max / 1000.0
+        "- Half of all deliveries took under {}; 99 % took under {}; the slowest {}.",
+        human(f.latency_ms.p50),
+        human(f.latency_ms.p99),
+        human(f.latency_ms.max)
     );
     let _ = writeln!(
         out,
-        "- A typical bulletin reached every recipient in {:.1} s (the slowest 1 % took {:.1} s).",
-        f.time_to_all_ms.p50 / 1000.0,
-        f.time_to_all_ms.p99 / 1000.0
+        "- A typical bulletin reached every recipient in {} (the slowest 1 % took {}).",
+        human(f.time_to_all_ms.p50),
+        human(f.time_to_all_ms.p99)
     );
+    if !report.settings.partitions.is_empty() || !report.settings.crashes.is_empty() {
+        let _ = writeln!(
+            out,
+            "- Bulletins for nodes that were down or cut off wait until those nodes are back; that wait is the long tail above."
+        );
+    }
     if let Some(c) = f.convergence_after_heal_ms {
         let _ = writeln!(
             out,
-            "- After the network healed, every node held the same bulletins within {:.1} s (sync interval {:.1} s).",
-            c / 1000.0,
+            "- After the network healed, every node held the same bulletins within {} (sync interval {:.1} s).",
+            human(c),
             report.settings.node.sync_interval_ms as f64 / 1000.0
         );
     }
@@ -225,9 +240,9 @@ pub fn markdown(report: &Report) -> String {
     if let Some(b) = &report.baseline {
         let _ = writeln!(
             out,
-            "- On the same network without impairment, half of the deliveries took {:.0} ms and a bulletin reached everyone in {:.1} s.",
-            b.latency_ms.p50,
-            b.time_to_all_ms.p50 / 1000.0
+            "- On the same network without impairment, half of the deliveries took {} and a bulletin reached everyone in {}.",
+            human(b.latency_ms.p50),
+            human(b.time_to_all_ms.p50)
         );
     }
     let _ = writeln!(out, "\n## Delivery over time\n");

@@ -854,12 +854,14 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
     for task in std::mem::take(&mut sim.in_flight) {
         let _ = task.await;
     }
-    // Drain: everything delivered and, after a heal, converged.
+    // Drain: everything delivered, every frontier equal and, after a heal,
+    // convergence confirmed.
     let drain_deadline = Instant::now() + Duration::from_secs_f64(scenario.drain_s);
     loop {
         let (delivered, intended) = sim.delivery();
         let converged = sim.heal_at.is_none() || sim.convergence_ms.is_some();
-        if delivered == intended && converged {
+        // Non-recipients store sealed envelopes too: wait for equal frontiers.
+        if delivered == intended && converged && sim.frontiers_equal_by_events() {
             break;
         }
         if Instant::now() > drain_deadline {
