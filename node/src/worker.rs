@@ -607,21 +607,7 @@ impl Worker {
 
     /// The body, if this node is a recipient and it opens.
     fn open(&self, envelope: &Envelope) -> Option<Body> {
-        self.is_recipient(envelope)
-            .then(|| open(envelope, &self.keys).ok())
-            .flatten()
-    }
-
-    fn is_recipient(&self, envelope: &Envelope) -> bool {
-        if !envelope.header.tlp.is_sealed() {
-            return true;
-        }
-        let key_id = self.keys.sealing_public().key_id();
-        envelope
-            .header
-            .recipients
-            .iter()
-            .any(|r| r.key_id == key_id)
+        open_as(envelope, &self.keys)
     }
 
     fn org_of(&self, author: &NodePublicKey) -> Option<OrgId> {
