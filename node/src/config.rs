@@ -53,6 +53,10 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Extra peers to dial besides the roster's addresses.
     pub bootstrap: Vec<Multiaddr>,
+    /// Organisations whose nodes this node dials (by their roster addresses);
+    /// `null` (the default) dials every member. Members left out may still
+    /// connect in. A large consortium sets this to a few neighbours each.
+    pub dial_orgs: Option<Vec<String>>,
     /// Local API address (loopback only).
     pub api: SocketAddr,
     /// Anti-entropy interval.
@@ -77,6 +81,7 @@ impl Default for Config {
             org_id: String::new(),
             listen: Vec::new(),
             bootstrap: Vec::new(),
+            dial_orgs: None,
             api: SocketAddr::from(([127, 0, 0, 1], 7475)),
             sync_interval: Duration::from_secs(15),
             heartbeat: Duration::from_secs(1),

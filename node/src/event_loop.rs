@@ -3,12 +3,14 @@
 //! timers act on them, moving bytes between the swarm and the store worker.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use breakwater_protocol::{NodePublicKey, Roster};
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::metrics::Registry;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -17,7 +19,7 @@ use rand::seq::IteratorRandom;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info};
 
-use crate::handle::{Command, NodeEvent, PeerInfo};
+use crate::handle::{Command, NetworkView, NodeEvent, PeerInfo};
 use crate::net::{Behaviour, BehaviourEvent};
 use crate::worker::{Job, Origin, Outcome};
 
@@ -49,6 +51,10 @@ pub(crate) struct EventLoop {
     /// Peers whose failed sync round was retried once already; cleared by a
     /// response, so a peer that keeps failing waits for the next interval.
     pub retried: HashSet<PeerId>,
+    /// Organisations whose nodes this node dials (`None`: every member).
+    pub dial_orgs: Option<HashSet<String>>,
+    /// Gossipsub's metrics.
+    pub metrics: Arc<Mutex<Registry>>,
 }
 
 impl Drop for EventLoop {
@@ -116,6 +122,7 @@ impl EventLoop {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Network { reply } => {
+                let gossip_received = self.gossip_received();
                 let peers = self
                     .connected
                     .iter()
@@ -128,7 +135,11 @@ impl EventLoop {
                     })
                     .collect();
                 let listen = self.swarm.listeners().cloned().collect();
-                let _ = reply.send((peers, listen));
+                let _ = reply.send(NetworkView {
+                    peers,
+                    listen,
+                    gossip_received,
+                });
             }
             Command::Dial { addr } => {
                 if let Err(e) = self.swarm.dial(addr) {
@@ -218,11 +229,41 @@ impl EventLoop {
         }
         let now = Instant::now();
         for peer in allowed {
+            if !self.dials(&peer) {
+                continue;
+            }
             self.redial.entry(peer).or_insert(Redial {
                 next: now,
                 backoff: Duration::from_millis(250),
             });
         }
+    }
+
+    /// Whether this node dials `peer` (a roster node) itself; others may
+    /// still dial in.
+    fn dials(&self, peer: &PeerId) -> bool {
+        let Some(orgs) = &self.dial_orgs else {
+            return true;
+        };
+        NodePublicKey::from_peer_id(peer)
+            .and_then(|k| self.roster.node(&k).map(|(m, _)| m.card.org_id.to_string()))
+            .is_some_and(|org| orgs.contains(&org))
+    }
+
+    /// Envelope gossip messages received, duplicates included, read from
+    /// gossipsub's own counter (it drops known ids before the node sees them).
+    fn gossip_received(&self) -> u64 {
+        let registry = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            return 0;
+        }
+        let topic = self.envelopes_topic.hash();
+        text.lines()
+            .filter(|line| line.starts_with("gossipsub_topic_msg_recv_counts_unfiltered_total"))
+            .filter(|line| line.contains(topic.as_str()))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     fn addresses_of(&self, peer: &PeerId) -> Vec<Multiaddr> {

@@ -168,6 +168,29 @@ pub struct Status {
     pub evidence: u64,
     /// Bytes on disk.
     pub disk_bytes: u64,
+    /// Envelope copies received from peers since the node started.
+    #[serde(default)]
+    pub traffic: Traffic,
+}
+
+/// Envelope copies a node received from its peers since it started: what
+/// gossip and sync cost in redundant transfers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Envelope gossip messages received, duplicates included (gossipsub's
+    /// own count; it drops known message ids before the node sees them).
+    pub gossip_received: u64,
+    /// Envelopes received in sync responses.
+    pub sync_received: u64,
+    /// Envelopes from peers that were new to this node's store.
+    pub stored_from_peers: u64,
+}
+
+impl Traffic {
+    /// Copies received beyond the first of each stored envelope.
+    pub fn duplicates(&self) -> u64 {
+        (self.gossip_received + self.sync_received).saturating_sub(self.stored_from_peers)
+    }
 }
 
 /// A connected peer.
@@ -198,13 +221,20 @@ pub enum RequestError {
     Closed,
 }
 
+/// What only the event loop knows.
+#[derive(Debug)]
+pub(crate) struct NetworkView {
+    pub peers: Vec<PeerInfo>,
+    pub listen: Vec<Multiaddr>,
+    /// Envelope gossip messages received, duplicates included.
+    pub gossip_received: u64,
+}
+
 /// A command for the event loop (things only the swarm knows).
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Connected peers and listen addresses.
-    Network {
-        reply: oneshot::Sender<(Vec<PeerInfo>, Vec<Multiaddr>)>,
-    },
+    Network { reply: oneshot::Sender<NetworkView> },
     /// Dial an address.
     Dial { addr: Multiaddr },
     /// Run a sync round with a peer now.
@@ -299,24 +329,25 @@ impl NodeHandle {
 
     /// Node status.
     pub async fn status(&self) -> Result<Status, RequestError> {
-        let (peers, listen) = self.network().await?;
+        let network = self.network().await?;
         let mut status = self.ask(|reply| Job::Status { reply }).await?;
-        status.peers = peers;
-        status.listen = listen.iter().map(|a| a.to_string()).collect();
+        status.peers = network.peers;
+        status.listen = network.listen.iter().map(|a| a.to_string()).collect();
+        status.traffic.gossip_received = network.gossip_received;
         Ok(status)
     }
 
     /// Connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, RequestError> {
-        Ok(self.network().await?.0)
+        Ok(self.network().await?.peers)
     }
 
     /// Addresses the node listens on.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, RequestError> {
-        Ok(self.network().await?.1)
+        Ok(self.network().await?.listen)
     }
 
-    async fn network(&self) -> Result<(Vec<PeerInfo>, Vec<Multiaddr>), RequestError> {
+    async fn network(&self) -> Result<NetworkView, RequestError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Network { reply })

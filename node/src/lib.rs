@@ -21,7 +21,7 @@ mod worker;
 pub use config::{Config, ConfigError, DataDir};
 pub use handle::{
     Detail, ListFilter, NodeEvent, NodeHandle, PeerInfo, PublishRequest, Published, RequestError,
-    Status, Summary,
+    Status, Summary, Traffic,
 };
 pub use net::TransportKind;
 pub use node::{Node, SpawnError, spawn};

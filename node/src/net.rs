@@ -17,12 +17,17 @@ pub mod transport;
 #[cfg(test)]
 mod tests;
 
-use std::{fmt, io, sync::Arc, time::Duration};
+use std::{
+    fmt, io,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use libp2p::{
     Swarm,
     gossipsub::{self, IdentTopic, MessageId},
     identity::Keypair,
+    metrics::Registry,
     noise, swarm,
 };
 
@@ -118,6 +123,9 @@ pub struct NetConfig {
     pub max_pending_incoming: u32,
     /// Outgoing dials in progress.
     pub max_pending_outgoing: u32,
+    /// Where gossipsub registers its Prometheus metrics (message counts with and without
+    /// duplicates, mesh sizes, scores); `None` keeps none.
+    pub metrics: Option<Arc<Mutex<Registry>>>,
 }
 
 impl Default for NetConfig {
@@ -134,6 +142,7 @@ impl Default for NetConfig {
             max_established_per_peer: 2,
             max_pending_incoming: 32,
             max_pending_outgoing: 64,
+            metrics: None,
         }
     }
 }
@@ -155,6 +164,7 @@ impl fmt::Debug for NetConfig {
             .field("max_established_per_peer", &self.max_established_per_peer)
             .field("max_pending_incoming", &self.max_pending_incoming)
             .field("max_pending_outgoing", &self.max_pending_outgoing)
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }

@@ -6,10 +6,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use breakwater_protocol::{SignedRoster, envelope::id_of};
 use libp2p::gossipsub::MessageId;
+use libp2p::metrics::Registry;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -118,7 +119,9 @@ pub async fn spawn(
         .map_err(|e| SpawnError::Roster(format!("store task failed: {e}")))??;
     let roster = stored_roster(&store)?.ok_or(SpawnError::NoRoster)?;
 
+    let metrics = Arc::new(Mutex::new(Registry::default()));
     let net_config = NetConfig {
+        metrics: Some(metrics.clone()),
         heartbeat: config.heartbeat,
         enable_mdns: config.mdns,
         message_id_fn: Arc::new(|message| MessageId::new(id_of(&message.data).as_bytes())),
@@ -181,6 +184,11 @@ pub async fn spawn(
         roster_topic,
         roster: roster.roster,
         bootstrap: config.bootstrap.clone(),
+        dial_orgs: config
+            .dial_orgs
+            .as_ref()
+            .map(|orgs| orgs.iter().cloned().collect()),
+        metrics,
         sync_interval: config.sync_interval,
         max_backoff: config.max_redial_backoff,
         pending_replies: HashMap::new(),

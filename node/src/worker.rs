@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::handle::{
     Detail, ListFilter, NodeEvent, PublishRequest, Published, RequestError, Status, Summary,
+    Traffic,
 };
 use crate::store::{NewEnvelope, Store, StoreError};
 
@@ -154,6 +155,8 @@ pub(crate) struct Worker {
     pub outcomes: mpsc::Sender<Outcome>,
     rounds: HashMap<PeerId, Round>,
     rng: rand::rngs::ThreadRng,
+    /// Sync-received and newly stored counts for `Status::traffic`.
+    traffic: Traffic,
 }
 
 /// Unix ms now.
@@ -270,6 +273,7 @@ impl Worker {
             outcomes,
             rounds: HashMap::new(),
             rng: rand::rng(),
+            traffic: Traffic::default(),
         }
     }
 
@@ -449,8 +453,15 @@ impl Worker {
                 bytes: &items[*index],
             })
             .collect();
+        if let Origin::Sync { .. } = origin {
+            self.traffic.sync_received += items.len() as u64;
+        }
         match self.store.insert_envelopes(&batch) {
             Ok(results) => {
+                self.traffic.stored_from_peers += results
+                    .iter()
+                    .filter(|r| r.as_ref().is_ok_and(|i| i.new))
+                    .count() as u64;
                 for ((index, id, _, _, envelope), result) in accepted.into_iter().zip(results) {
                     match (result, envelope) {
                         (Ok(inserted), Some((envelope, body))) if inserted.new => {
@@ -1264,6 +1275,7 @@ impl Worker {
             readable: counts.plaintext,
             evidence: counts.evidence,
             disk_bytes: self.store.size_on_disk().unwrap_or(0),
+            traffic: self.traffic,
         })
     }
 

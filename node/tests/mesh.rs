@@ -336,6 +336,19 @@ async fn five_orgs_green_to_all_amber_to_two() {
         .await
         .unwrap();
     assert_eq!(hits.len(), 2);
+    // Every copy a node took from its peers is counted, and gossip carried them.
+    let mut gossip = 0;
+    for i in 0..5 {
+        let traffic = mesh.node(i).handle.status().await.unwrap().traffic;
+        let expected = if i <= 1 { 1 } else { 2 };
+        assert_eq!(traffic.stored_from_peers, expected, "node {i}: {traffic:?}");
+        assert!(
+            traffic.gossip_received + traffic.sync_received >= expected,
+            "node {i}: {traffic:?}"
+        );
+        gossip += traffic.gossip_received;
+    }
+    assert!(gossip >= 1, "no gossip copies counted");
     for i in 0..5 {
         mesh.stop(i).await;
     }
@@ -376,6 +389,13 @@ async fn offline_node_catches_up_after_restart() {
     }
     mesh.start(2).await;
     wait_count(&mesh, 2, false, 50).await;
+    let traffic = mesh.node(2).handle.status().await.unwrap().traffic;
+    assert_eq!(traffic.stored_from_peers, 50, "{traffic:?}");
+    assert!(traffic.sync_received >= 50, "{traffic:?}");
+    assert_eq!(
+        traffic.duplicates(),
+        traffic.gossip_received + traffic.sync_received - 50
+    );
     for i in 0..3 {
         mesh.stop(i).await;
     }

@@ -70,7 +70,7 @@ pub struct Figures {
     pub convergence_after_heal_ms: Option<f64>,
     /// Whether every honest node's `status().frontier` was equal at the end.
     pub frontiers_equal_at_end: bool,
-    /// Estimated redundant copies received per (envelope, node); see notes.
+    /// Redundant copies received per (envelope, node); see notes.
     pub duplicates_per_envelope: Option<f64>,
     /// Bytes on the wire per envelope per node, idle traffic subtracted.
     pub bytes_per_envelope_per_node: f64,
@@ -206,18 +206,10 @@ pub fn figures(data: &PhaseData) -> Figures {
     } else {
         net_sent / (envelopes as f64 * n)
     };
-    let honest_received: u64 = data
-        .honest
-        .iter()
-        .filter_map(|&i| data.bytes_received.get(i))
-        .sum();
-    let honest_share = data.honest.len() as f64 / n;
-    let net_received = (honest_received as f64 - idle * honest_share).max(0.0);
-    let ideal_copies = envelopes as f64 * (data.honest.len().saturating_sub(1)) as f64;
-    let duplicates_per_envelope = (data.envelope_bytes > 0.0 && ideal_copies > 0.0).then(|| {
-        let copies = net_received / data.envelope_bytes;
-        ((copies / ideal_copies - 1.0).max(0.0) * 100.0).round() / 100.0
-    });
+    let duplicates_per_envelope = data
+        .copies
+        .duplicates_per_envelope()
+        .map(|d| (d * 100.0).round() / 100.0);
 
     Figures {
         envelopes_published: envelopes,

@@ -17,7 +17,7 @@ pub const NOTES: [&str; 6] = [
     "delivery_ratio counts intended (envelope, recipient) pairs, author excluded, where the recipient stored the envelope and could open it; hostile nodes are never intended recipients.",
     "latency is measured from the publish call at the author (which includes sealing and the flush to disk) to the NodeEvent::Stored of a readable copy at the recipient.",
     "convergence_after_heal_ms runs from the last heal (partition end, or restart of crashed nodes) until every running honest node has the same frontier, detected from Stored events and confirmed with status().frontier on every node.",
-    "duplicates_per_envelope is an estimate: the network carries Noise-encrypted bytes, so copies received per (envelope, node) are estimated as (bytes received by honest nodes - idle traffic measured during the warm-up) / mean envelope size, divided by the ideal number of copies, minus 1. Gossip control messages and framing count as copies, so it is an upper bound.",
+    "duplicates_per_envelope counts, over honest nodes and the measured run, the envelope copies received from peers (gossip messages before gossipsub drops known ids, read from its metrics, plus envelopes in sync responses) beyond the first copy of each envelope a node stored, divided by those first copies.",
     "bytes_per_envelope_per_node is every byte written to the simulated network during the run (Noise and Yamux framing included), minus the idle rate measured during the warm-up, divided by envelopes and by nodes.",
     "forged_accepted counts honest-node stores of invalid hostile messages (garbage, forged authors, tampered payloads) plus honest nodes holding both envelopes of an equivocating pair.",
 ];
@@ -108,7 +108,7 @@ fn rows(f: &Figures) -> Vec<(&'static str, String)> {
             f.frontiers_equal_at_end.to_string(),
         ),
         (
-            "duplicates per envelope (est.)",
+            "duplicates per envelope",
             f.duplicates_per_envelope
                 .map_or_else(|| "-".to_string(), |d| format!("{d:.2}")),
         ),

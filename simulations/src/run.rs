@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use breakwater_node::node::join_offline;
-use breakwater_node::{Config, DataDir, Node, NodeEvent, NodeHandle, PublishRequest, spawn};
+use breakwater_node::{
+    Config, DataDir, Node, NodeEvent, NodeHandle, PublishRequest, Traffic, spawn,
+};
 use breakwater_protocol::fixture::Fixture;
 use breakwater_protocol::{Bulletin, Digest, Indicator, NodePublicKey, OrgId, Severity, Tlp};
 use tokio::sync::{broadcast, oneshot};
@@ -20,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::hostile::{HostileLog, HostileNode, HostileSetup};
 use crate::machine;
-use crate::network::{Network, NetworkCounters, Shape, addr_of};
+use crate::network::{Network, NetworkCounters, addr_of};
 use crate::scenario::{Action, Plan};
 
 /// How long to wait for the initial nodes to connect.
@@ -116,6 +118,9 @@ pub struct PhaseData {
     pub idle_bytes_per_s: f64,
     /// Mean encoded envelope size (sampled).
     pub envelope_bytes: f64,
+    /// Envelope copies honest nodes received over the measured run, from
+    /// their own counters.
+    pub copies: CopyCounts,
     /// Network counters.
     pub counters: NetworkCounters,
     /// What hostile nodes sent.
@@ -126,6 +131,48 @@ pub struct PhaseData {
     pub peak_rss_mb: f64,
     /// Seconds spent starting nodes.
     pub startup_s: f64,
+}
+
+/// Envelope copies received from peers, summed over nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyCounts {
+    /// Copies received: gossip (duplicates included) and sync.
+    pub received: u64,
+    /// Of those, the first copy of an envelope at that node.
+    pub new: u64,
+}
+
+impl CopyCounts {
+    /// Redundant copies per first copy; `None` before anything arrived.
+    pub fn duplicates_per_envelope(&self) -> Option<f64> {
+        (self.new > 0).then(|| self.received.saturating_sub(self.new) as f64 / self.new as f64)
+    }
+
+    /// What `after` adds to `before` (a restarted node's counters begin again).
+    pub fn since(before: &[Option<Traffic>], after: &[Option<Traffic>]) -> CopyCounts {
+        let mut counts = CopyCounts::default();
+        for (i, now) in after.iter().enumerate() {
+            let Some(now) = now else { continue };
+            let then = before.get(i).copied().flatten().unwrap_or_default();
+            let (then_received, now_received) = (
+                then.gossip_received + then.sync_received,
+                now.gossip_received + now.sync_received,
+            );
+            let (received, new) = if now_received >= then_received
+                && now.stored_from_peers >= then.stored_from_peers
+            {
+                (
+                    now_received - then_received,
+                    now.stored_from_peers - then.stored_from_peers,
+                )
+            } else {
+                (now_received, now.stored_from_peers)
+            };
+            counts.received += received;
+            counts.new += new;
+        }
+        counts
+    }
 }
 
 /// Per-node frontier tracking from `Stored` events.
@@ -418,7 +465,7 @@ impl Sim<'_> {
                 }
             }
             Action::Unimpair => {
-                self.network.set_shape(Shape::default());
+                self.network.set_shape(self.plan.scenario.link.shape());
                 self.chaos = None;
                 self.close_window("impairment");
             }
@@ -523,6 +570,26 @@ impl Sim<'_> {
         frontiers.windows(2).all(|w| w[0] == w[1])
     }
 
+    /// Every honest node's traffic counters (`None` where it is down).
+    async fn traffic(&self) -> Vec<Option<Traffic>> {
+        let handles: Vec<Option<NodeHandle>> = (0..self.plan.n())
+            .map(|i| {
+                if self.plan.hostile.contains(&i) {
+                    None
+                } else {
+                    self.handle(i)
+                }
+            })
+            .collect();
+        futures::future::join_all(handles.iter().map(|h| async move {
+            match h {
+                Some(h) => h.status().await.ok().map(|s| s.traffic),
+                None => None,
+            }
+        }))
+        .await
+    }
+
     fn delivery(&self) -> (usize, usize) {
         let publications = lock(&self.publications);
         let state = lock(&self.recorder.state);
@@ -615,6 +682,16 @@ pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<Ph
             sync_interval: Duration::from_millis(scenario.node.sync_interval_ms),
             heartbeat: Duration::from_millis(scenario.node.heartbeat_ms),
             max_redial_backoff: Duration::from_millis(scenario.node.max_redial_backoff_ms),
+            // Each node dials only its topology neighbours, as an operator of
+            // a large consortium would configure it.
+            dial_orgs: Some(
+                plan.neighbours
+                    .get(i)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|&j| fixture.orgs.get(j).map(|o| o.org_id.to_string()))
+                    .collect(),
+            ),
             ..Config::default()
         };
         dirs.push(DataDir::new(root.path().join(format!("node-{i:03}"))));
@@ -642,6 +719,7 @@ pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<Ph
     }
 
     let network = Network::new(n, plan.seed, plan.links.clone());
+    network.set_shape(scenario.link.shape());
     let origin = Instant::now();
     let recorder = Recorder {
         origin,
@@ -788,6 +866,7 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
     tokio::time::sleep(warmup).await;
     let idle_bytes_per_s =
         (sim.network.total_sent() - idle_from) as f64 / warmup.as_secs_f64().max(0.001);
+    let traffic_before = sim.traffic().await;
     let sent_before: Vec<u64> = (0..n).map(|i| sim.network.bytes_sent(i)).collect();
     let received_before: Vec<u64> = (0..n).map(|i| sim.network.bytes_received(i)).collect();
 
@@ -879,6 +958,7 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
     // Let frontier stragglers settle for one more look.
     let frontiers_equal_at_end = sim.frontiers_equal_by_status().await;
     let envelope_bytes = sim.envelope_bytes().await;
+    let copies = CopyCounts::since(&traffic_before, &sim.traffic().await);
     let mut evidence = 0;
     for i in sim.honest_up() {
         if let Some(handle) = sim.handle(i)
@@ -941,6 +1021,7 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
         bytes_received,
         idle_bytes_per_s,
         envelope_bytes,
+        copies,
         counters: sim.network.counters(),
         hostile_logs,
         cpu_seconds: 0.0,

@@ -40,6 +40,10 @@ pub struct Scenario {
     /// Who may connect to whom.
     #[serde(default)]
     pub topology: Topology,
+    /// How every link behaves outside impairment windows (and in the
+    /// baseline).
+    #[serde(default)]
+    pub link: LinkSettings,
     /// Steady publishing.
     #[serde(default)]
     pub publish: Option<Publishing>,
@@ -89,6 +93,27 @@ impl Default for NodeSettings {
             sync_interval_ms: 2000,
             heartbeat_ms: 500,
             max_redial_backoff_ms: 2000,
+        }
+    }
+}
+
+/// The healthy shape of every link; default: no added delay.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkSettings {
+    /// One-way delay, ms.
+    pub latency_ms: f64,
+    /// Uniform jitter on the delay, ± ms.
+    pub jitter_ms: f64,
+}
+
+impl LinkSettings {
+    /// The link shape outside impairment windows.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            latency_ms: self.latency_ms,
+            jitter_ms: self.jitter_ms,
+            ..Shape::default()
         }
     }
 }

@@ -131,6 +131,13 @@ impl Behaviour {
         gossipsub
             .with_peer_score(peer_score_params(), peer_score_thresholds())
             .map_err(|reason| NetError::PeerScore { reason })?;
+        if let Some(registry) = &config.metrics {
+            let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
+            gossipsub = gossipsub.with_metrics(
+                registry.sub_registry_with_prefix("gossipsub"),
+                gossipsub::MetricsConfig::default(),
+            );
+        }
 
         let sync = request_response::Behaviour::with_codec(
             SyncCodec::default(),
@@ -274,16 +281,25 @@ impl fmt::Debug for Behaviour {
     }
 }
 
-/// The gossipsub configuration of a node: anonymous, application-validated, content-addressed
-/// messages, flood publishing, IDONTWANT, and the envelope size cap.
+/// The gossipsub configuration of a node: [`gossipsub_config_builder`] plus application
+/// validation, so nothing is forwarded until the node reports a verdict.
 pub fn gossipsub_config(config: &NetConfig) -> Result<gossipsub::Config, NetError> {
+    gossipsub_config_builder(config)
+        .validate_messages()
+        .build()
+        .map_err(NetError::GossipsubConfig)
+}
+
+/// Every gossipsub setting of a node except application validation: anonymous,
+/// content-addressed messages, flood publishing, IDONTWANT, the envelope size cap and the
+/// heartbeat. The benchmark's raw-gossipsub baseline builds its swarms from this too.
+pub fn gossipsub_config_builder(config: &NetConfig) -> gossipsub::ConfigBuilder {
     let message_id_fn = config.message_id_fn.clone();
-    gossipsub::ConfigBuilder::default()
+    let mut builder = gossipsub::ConfigBuilder::default();
+    builder
         // The envelope carries its own signature; gossipsub's author/seqno/signature fields
         // must be absent, which `Anonymous` validation enforces on receipt.
         .validation_mode(ValidationMode::Anonymous)
-        // Nothing is forwarded until the node reports a verdict.
-        .validate_messages()
         .message_id_fn(move |message| message_id_fn(message))
         .flood_publish(true)
         // IDONTWANT (gossipsub v1.2) is on for every message above the threshold; envelopes are
@@ -292,9 +308,8 @@ pub fn gossipsub_config(config: &NetConfig) -> Result<gossipsub::Config, NetErro
         .idontwant_on_publish(true)
         .max_transmit_size(MAX_ENVELOPE_BYTES + GOSSIP_FRAMING_SLACK)
         .heartbeat_interval(config.heartbeat)
-        .heartbeat_initial_delay(config.heartbeat)
-        .build()
-        .map_err(NetError::GossipsubConfig)
+        .heartbeat_initial_delay(config.heartbeat);
+    builder
 }
 
 /// Global peer-scoring parameters.
