@@ -250,20 +250,9 @@ impl EventLoop {
             .is_some_and(|org| orgs.contains(&org))
     }
 
-    /// Envelope gossip messages received, duplicates included, read from
-    /// gossipsub's own counter (it drops known ids before the node sees them).
+    /// Envelope gossip messages received, duplicates included.
     fn gossip_received(&self) -> u64 {
-        let registry = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
-        let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
-            return 0;
-        }
-        let topic = self.envelopes_topic.hash();
-        text.lines()
-            .filter(|line| line.starts_with("gossipsub_topic_msg_recv_counts_unfiltered_total"))
-            .filter(|line| line.contains(topic.as_str()))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        crate::net::behaviour::gossip_messages_received(&self.metrics, &self.envelopes_topic.hash())
     }
 
     fn addresses_of(&self, peer: &PeerId) -> Vec<Multiaddr> {

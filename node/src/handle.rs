@@ -184,6 +184,8 @@ pub struct Traffic {
     pub sync_received: u64,
     /// Envelopes from peers that were new to this node's store.
     pub stored_from_peers: u64,
+    /// Anti-entropy requests this node sent (one per round trip).
+    pub sync_requests: u64,
 }
 
 impl Traffic {

@@ -762,6 +762,7 @@ impl Worker {
             roster_version: self.roster.roster.version,
         };
         self.rounds.remove(&peer);
+        self.traffic.sync_requests += 1;
         self.send(Outcome::SyncRequest {
             peer,
             request: request.encode(),
@@ -863,6 +864,7 @@ impl Worker {
                     let request = SyncRequest::Rosters {
                         after: self.roster.roster.version,
                     };
+                    self.traffic.sync_requests += 1;
                     self.send(Outcome::SyncRequest {
                         peer,
                         request: request.encode(),
@@ -923,6 +925,7 @@ impl Worker {
         }
         round.last_digest = Some(digest);
         missing.truncate(MAX_RANGES);
+        self.traffic.sync_requests += 1;
         self.send(Outcome::SyncRequest {
             peer,
             request: SyncRequest::Ranges(missing).encode(),

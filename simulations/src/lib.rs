@@ -4,11 +4,13 @@
 //! reported ([`report`], [`plots`]). The binary in `main.rs` is a thin CLI
 //! over [`simulate`].
 
+pub mod bench;
 pub mod hostile;
 pub mod machine;
 pub mod metrics;
 pub mod network;
 pub mod plots;
+pub mod raw;
 pub mod report;
 pub mod run;
 pub mod scenario;

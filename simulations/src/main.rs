@@ -1,10 +1,14 @@
 //! The `breakwater-simulations` binary: `run SCENARIO --seed N --out DIR`
 //! runs a scenario file with real nodes, prints the summary table and writes
-//! `report.json`, `report.md` and the plots.
+//! `report.json`, `report.md` and the plots; `bench --out DIR [--quick]`
+//! measures Breakwater against raw gossipsub and writes `bench.json` and
+//! `bench.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use breakwater_simulations::bench::{self, BenchSettings};
+use breakwater_simulations::run::PhaseOptions;
 use breakwater_simulations::scenario::Scenario;
 use breakwater_simulations::{Options, report, simulate, write_outputs};
 use clap::{Parser, Subcommand};
@@ -44,9 +48,40 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Measures Breakwater against raw gossipsub and the crypto limit; writes
+    /// bench.json and bench.md.
+    Bench {
+        /// Where bench.json and bench.md go.
+        #[arg(long)]
+        out: PathBuf,
+        /// Smaller sizes: under 2 minutes instead of about 10.
+        #[arg(long, conflicts_with = "tiny")]
+        quick: bool,
+        /// Toy sizes that only exercise every path (seconds).
+        #[arg(long, hide = true)]
+        tiny: bool,
+        /// Makes every plan repeatable.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Where the temporary stores go (default /dev/shm, else the temp dir).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Prints progress.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Used by `bench`: starts the node at DATA_DIR in this fresh process,
+    /// prints its start time and memory as JSON, and stops it.
+    #[command(hide = true)]
+    ColdStart {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
+    let process_start = std::time::Instant::now();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -55,7 +90,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(cli) {
+    match run(cli, process_start) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -64,30 +99,64 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Run {
-        scenario,
-        seed,
-        out,
-        nodes,
-        no_baseline,
-        work_dir,
-        verbose,
-    } = cli.command;
-    let scenario = Scenario::load(&scenario)?;
-    let mut options = Options::new(seed);
-    options.nodes = nodes;
-    options.baseline = !no_baseline;
-    options.verbose = verbose;
-    if let Some(dir) = work_dir {
-        options.work_dir = dir;
-    }
+fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(simulate(&scenario, &options))?;
-    write_outputs(&outcome, &out)?;
-    println!("{}", report::summary_table(&outcome.report));
-    println!("wrote {}", out.join("report.md").display());
+    match cli.command {
+        Command::Run {
+            scenario,
+            seed,
+            out,
+            nodes,
+            no_baseline,
+            work_dir,
+            verbose,
+        } => {
+            let scenario = Scenario::load(&scenario)?;
+            let mut options = Options::new(seed);
+            options.nodes = nodes;
+            options.baseline = !no_baseline;
+            options.verbose = verbose;
+            if let Some(dir) = work_dir {
+                options.work_dir = dir;
+            }
+            let outcome = runtime.block_on(simulate(&scenario, &options))?;
+            write_outputs(&outcome, &out)?;
+            println!("{}", report::summary_table(&outcome.report));
+            println!("wrote {}", out.join("report.md").display());
+        }
+        Command::Bench {
+            out,
+            quick,
+            tiny,
+            seed,
+            work_dir,
+            verbose,
+        } => {
+            let settings = if tiny {
+                BenchSettings::tiny()
+            } else if quick {
+                BenchSettings::quick()
+            } else {
+                BenchSettings::full()
+            };
+            let mut options = Options::new(seed);
+            if let Some(dir) = work_dir {
+                options.work_dir = dir;
+            }
+            let phase = PhaseOptions {
+                work_dir: options.work_dir,
+                verbose,
+            };
+            let report = runtime.block_on(bench::bench(&settings, seed, &phase))?;
+            let md = bench::write(&report, &out)?;
+            println!("{}", bench::markdown(&report));
+            println!("wrote {} and bench.json", md.display());
+        }
+        Command::ColdStart { data_dir } => {
+            runtime.block_on(bench::node::cold_start_child(&data_dir, process_start))?;
+        }
+    }
     Ok(())
 }

@@ -72,6 +72,8 @@ pub struct Figures {
     pub frontiers_equal_at_end: bool,
     /// Redundant copies received per (envelope, node); see notes.
     pub duplicates_per_envelope: Option<f64>,
+    /// Copies that came by sync per (envelope, node).
+    pub sync_copies_per_envelope: Option<f64>,
     /// Bytes on the wire per envelope per node, idle traffic subtracted.
     pub bytes_per_envelope_per_node: f64,
     /// Bytes written per node over the run, idle traffic included.
@@ -237,6 +239,8 @@ pub fn figures(data: &PhaseData) -> Figures {
         convergence_after_heal_ms: data.convergence_ms.map(round),
         frontiers_equal_at_end: data.frontiers_equal_at_end,
         duplicates_per_envelope,
+        sync_copies_per_envelope: (data.copies.new > 0)
+            .then(|| round(data.copies.sync as f64 / data.copies.new as f64 * 100.0) / 100.0),
         bytes_per_envelope_per_node: round(bytes_per_envelope_per_node),
         gross_bytes_per_node: round(total_sent as f64 / n),
         idle_bytes_per_node_per_s: round(data.idle_bytes_per_s / n),

@@ -113,6 +113,11 @@ fn rows(f: &Figures) -> Vec<(&'static str, String)> {
                 .map_or_else(|| "-".to_string(), |d| format!("{d:.2}")),
         ),
         (
+            "copies by sync per envelope",
+            f.sync_copies_per_envelope
+                .map_or_else(|| "-".to_string(), |d| format!("{d:.2}")),
+        ),
+        (
             "bytes per envelope per node",
             format!("{:.0}", f.bytes_per_envelope_per_node),
         ),

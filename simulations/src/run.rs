@@ -5,7 +5,7 @@
 //! hands the raw [`PhaseData`] to `metrics`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,10 +23,10 @@ use tokio::time::Instant;
 use crate::hostile::{HostileLog, HostileNode, HostileSetup};
 use crate::machine;
 use crate::network::{Network, NetworkCounters, addr_of};
-use crate::scenario::{Action, Plan};
+use crate::scenario::{Action, NodeSettings, Plan};
 
 /// How long to wait for the initial nodes to connect.
-const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 /// Monitoring period of the driver.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -140,6 +140,8 @@ pub struct CopyCounts {
     pub received: u64,
     /// Of those, the first copy of an envelope at that node.
     pub new: u64,
+    /// Copies that came in sync responses.
+    pub sync: u64,
 }
 
 impl CopyCounts {
@@ -158,18 +160,13 @@ impl CopyCounts {
                 then.gossip_received + then.sync_received,
                 now.gossip_received + now.sync_received,
             );
-            let (received, new) = if now_received >= then_received
-                && now.stored_from_peers >= then.stored_from_peers
-            {
-                (
-                    now_received - then_received,
-                    now.stored_from_peers - then.stored_from_peers,
-                )
-            } else {
-                (now_received, now.stored_from_peers)
-            };
-            counts.received += received;
-            counts.new += new;
+            let restarted = now_received < then_received
+                || now.stored_from_peers < then.stored_from_peers
+                || now.sync_received < then.sync_received;
+            let then = if restarted { Traffic::default() } else { then };
+            counts.received += now_received - (then.gossip_received + then.sync_received);
+            counts.new += now.stored_from_peers - then.stored_from_peers;
+            counts.sync += now.sync_received - then.sync_received;
         }
         counts
     }
@@ -656,67 +653,12 @@ pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<Ph
     machine::reset_peak_rss();
     let cpu_before = machine::cpu_seconds();
     let setup_started = Instant::now();
-    let fixture = Fixture::with_cards(n, 1, |org| {
-        // Every card publishes its node's memory address; the topology is
-        // enforced by the network refusing dials between unlinked nodes.
-        let index = org_index(&org.org_id);
-        if let Some(node) = org.card.nodes.first_mut() {
-            node.addrs.push(addr_of(index));
-        }
-    })
-    .map_err(|e| anyhow::anyhow!("fixture: {e}"))?;
     let root = tempfile::Builder::new()
         .prefix("breakwater-sim-")
         .tempdir_in(&options.work_dir)
         .with_context(|| format!("cannot create a temp dir in {}", options.work_dir.display()))?;
-    let mut dirs = Vec::new();
-    let mut configs = Vec::new();
-    for i in 0..n {
-        let config = Config {
-            org_id: fixture
-                .orgs
-                .get(i)
-                .map(|o| o.org_id.to_string())
-                .unwrap_or_default(),
-            listen: vec![addr_of(i).parse()?],
-            sync_interval: Duration::from_millis(scenario.node.sync_interval_ms),
-            heartbeat: Duration::from_millis(scenario.node.heartbeat_ms),
-            max_redial_backoff: Duration::from_millis(scenario.node.max_redial_backoff_ms),
-            // Each node dials only its topology neighbours, as an operator of
-            // a large consortium would configure it.
-            dial_orgs: Some(
-                plan.neighbours
-                    .get(i)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|&j| fixture.orgs.get(j).map(|o| o.org_id.to_string()))
-                    .collect(),
-            ),
-            ..Config::default()
-        };
-        dirs.push(DataDir::new(root.path().join(format!("node-{i:03}"))));
-        configs.push(config);
-    }
-    {
-        let dirs = dirs.clone();
-        let configs = configs.clone();
-        let fixture = fixture.clone();
-        let hostile = plan.hostile.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            for (i, (dir, config)) in dirs.iter().zip(&configs).enumerate() {
-                if hostile.contains(&i) {
-                    continue;
-                }
-                let keys = fixture
-                    .keys(i, 0)
-                    .ok_or_else(|| anyhow::anyhow!("no keys for node {i}"))?;
-                dir.init(config, keys, "simulation")?;
-                join_offline(dir, &fixture.roster)?;
-            }
-            Ok(())
-        })
-        .await??;
-    }
+    let (fixture, dirs, configs) =
+        prepare_consortium(root.path(), &scenario.node, &plan.neighbours, &plan.hostile).await?;
 
     let network = Network::new(n, plan.seed, plan.links.clone());
     network.set_shape(scenario.link.shape());
@@ -763,6 +705,74 @@ pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<Ph
     data.peak_rss_mb = machine::peak_rss_mb();
     drop(root);
     Ok(data)
+}
+
+/// A consortium of one-node organisations, one per entry of `neighbours`,
+/// whose cards name their simulated addresses, and a data directory for each
+/// under `root`, initialised and joined to the roster (except `skip`). Each
+/// node listens on its simulated address and dials only its neighbours.
+pub async fn prepare_consortium(
+    root: &Path,
+    settings: &NodeSettings,
+    neighbours: &[Vec<usize>],
+    skip: &BTreeSet<usize>,
+) -> anyhow::Result<(Fixture, Vec<DataDir>, Vec<Config>)> {
+    let n = neighbours.len();
+    let fixture = Fixture::with_cards(n, 1, |org| {
+        // Every card publishes its node's memory address; the topology is
+        // enforced by the network refusing dials between unlinked nodes.
+        let index = org_index(&org.org_id);
+        if let Some(node) = org.card.nodes.first_mut() {
+            node.addrs.push(addr_of(index));
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("fixture: {e}"))?;
+    let mut dirs = Vec::new();
+    let mut configs = Vec::new();
+    for (i, near) in neighbours.iter().enumerate() {
+        let config = Config {
+            org_id: fixture
+                .orgs
+                .get(i)
+                .map(|o| o.org_id.to_string())
+                .unwrap_or_default(),
+            listen: vec![addr_of(i).parse()?],
+            sync_interval: Duration::from_millis(settings.sync_interval_ms),
+            heartbeat: Duration::from_millis(settings.heartbeat_ms),
+            max_redial_backoff: Duration::from_millis(settings.max_redial_backoff_ms),
+            // Each node dials only its topology neighbours, as an operator of
+            // a large consortium would configure it.
+            dial_orgs: Some(
+                near.iter()
+                    .filter_map(|&j| fixture.orgs.get(j).map(|o| o.org_id.to_string()))
+                    .collect(),
+            ),
+            ..Config::default()
+        };
+        dirs.push(DataDir::new(root.join(format!("node-{i:03}"))));
+        configs.push(config);
+    }
+    {
+        let dirs = dirs.clone();
+        let configs = configs.clone();
+        let fixture = fixture.clone();
+        let skip = skip.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            for (i, (dir, config)) in dirs.iter().zip(&configs).enumerate() {
+                if skip.contains(&i) {
+                    continue;
+                }
+                let keys = fixture
+                    .keys(i, 0)
+                    .ok_or_else(|| anyhow::anyhow!("no keys for node {i}"))?;
+                dir.init(config, keys, "simulation")?;
+                join_offline(dir, &fixture.roster)?;
+            }
+            Ok(())
+        })
+        .await??;
+    }
+    Ok((fixture, dirs, configs))
 }
 
 fn org_index(org: &OrgId) -> usize {

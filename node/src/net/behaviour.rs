@@ -3,16 +3,18 @@
 //! sync, and ping/identify/mDNS housekeeping. The node's event loop owns the swarm and talks
 //! to these sub-behaviours through the public fields and the helper methods here.
 
-use std::{collections::HashSet, convert::Infallible, fmt, time::Duration};
+use std::{collections::HashSet, convert::Infallible, fmt, sync::Mutex, time::Duration};
 
 use libp2p::{
     PeerId, allow_block_list,
     allow_block_list::{AllowedPeers, BlockedPeers},
     connection_limits::{self, ConnectionLimits},
-    gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode},
+    gossipsub::{self, IdentTopic, MessageAuthenticity, TopicHash, ValidationMode},
     identify,
     identity::Keypair,
-    mdns, ping,
+    mdns,
+    metrics::Registry,
+    ping,
     request_response::{self, ProtocolSupport},
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
 };
@@ -21,6 +23,17 @@ use super::{NetConfig, NetError, codec::SYNC_PROTOCOL, codec::SyncCodec, topics}
 
 /// Envelope size cap in bytes (256 KiB); mirrors the protocol crate's envelope limit.
 pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
+
+/// Gossipsub mesh degree (D).
+pub const MESH_N: usize = 3;
+/// Fewest mesh peers before grafting more (D_lo).
+pub const MESH_N_LOW: usize = 2;
+/// Most mesh peers before pruning (D_hi).
+pub const MESH_N_HIGH: usize = 4;
+/// Outbound connections the mesh keeps at least (D_out).
+pub const MESH_OUTBOUND_MIN: usize = 1;
+/// Non-mesh peers that get IHAVE gossip each heartbeat (D_lazy).
+pub const GOSSIP_LAZY: usize = 6;
 
 /// Room on top of [`MAX_ENVELOPE_BYTES`] for gossipsub's protobuf framing and topic name.
 pub const GOSSIP_FRAMING_SLACK: usize = 16 * 1024;
@@ -123,21 +136,10 @@ impl Behaviour {
     pub fn new(keypair: &Keypair, config: &NetConfig) -> Result<Self, NetError> {
         let local_peer_id = keypair.public().to_peer_id();
 
-        let mut gossipsub =
-            gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossipsub_config(config)?)
-                .map_err(|reason| NetError::Gossipsub {
-                    reason: reason.to_owned(),
-                })?;
+        let mut gossipsub = gossipsub_behaviour(config, gossipsub_config(config)?)?;
         gossipsub
             .with_peer_score(peer_score_params(), peer_score_thresholds())
             .map_err(|reason| NetError::PeerScore { reason })?;
-        if let Some(registry) = &config.metrics {
-            let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
-            gossipsub = gossipsub.with_metrics(
-                registry.sub_registry_with_prefix("gossipsub"),
-                gossipsub::MetricsConfig::default(),
-            );
-        }
 
         let sync = request_response::Behaviour::with_codec(
             SyncCodec::default(),
@@ -302,6 +304,14 @@ pub fn gossipsub_config_builder(config: &NetConfig) -> gossipsub::ConfigBuilder 
         .validation_mode(ValidationMode::Anonymous)
         .message_id_fn(move |message| message_id_fn(message))
         .flood_publish(true)
+        // A mesh of 4 (3..=6) instead of gossipsub's 6 (5..=12): each node receives an envelope
+        // from about as many mesh peers as forward it, so the mesh degree sets the duplicates.
+        // Lazy gossip (IHAVE to 6 more peers) and anti-entropy cover what a thinner mesh misses.
+        .mesh_n(MESH_N)
+        .mesh_n_low(MESH_N_LOW)
+        .mesh_n_high(MESH_N_HIGH)
+        .mesh_outbound_min(MESH_OUTBOUND_MIN)
+        .gossip_lazy(GOSSIP_LAZY)
         // IDONTWANT (gossipsub v1.2) is on for every message above the threshold; envelopes are
         // rarely smaller than this, and the control message is ~40 bytes a peer.
         .idontwant_message_size_threshold(256)
@@ -310,6 +320,43 @@ pub fn gossipsub_config_builder(config: &NetConfig) -> gossipsub::ConfigBuilder 
         .heartbeat_interval(config.heartbeat)
         .heartbeat_initial_delay(config.heartbeat);
     builder
+}
+
+/// A gossipsub behaviour with `gossipsub_config`, anonymous authorship, and its metrics in
+/// [`NetConfig::metrics`] (prefixed `gossipsub_`) when set.
+pub fn gossipsub_behaviour(
+    config: &NetConfig,
+    gossipsub_config: gossipsub::Config,
+) -> Result<gossipsub::Behaviour, NetError> {
+    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossipsub_config)
+        .map_err(|reason| NetError::Gossipsub {
+            reason: reason.to_owned(),
+        })?;
+    if let Some(registry) = &config.metrics {
+        let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
+        gossipsub = gossipsub.with_metrics(
+            registry.sub_registry_with_prefix("gossipsub"),
+            gossipsub::MetricsConfig::default(),
+        );
+    }
+    Ok(gossipsub)
+}
+
+/// Gossip messages received on `topic`, duplicates included, from the metrics a
+/// [`gossipsub_behaviour`] registered in `registry` (gossipsub drops known message ids before
+/// the application sees them, so only its own counter sees duplicates).
+pub fn gossip_messages_received(registry: &Mutex<Registry>, topic: &TopicHash) -> u64 {
+    let registry = registry.lock().unwrap_or_else(|p| p.into_inner());
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+        return 0;
+    }
+    let label = format!("hash=\"{}\"", topic.as_str());
+    text.lines()
+        .filter(|line| line.starts_with("gossipsub_topic_msg_recv_counts_unfiltered_total{"))
+        .filter(|line| line.contains(&label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Global peer-scoring parameters.

@@ -1,0 +1,630 @@
+//! `bench`: Breakwater's performance side by side with what it runs on, in
+//! one run on the machine at hand. Mesh latency and throughput against raw
+//! gossipsub on the same simulated network ([`mesh`]); ingest against this
+//! machine's raw ed25519 verify rate, catch-up, in-sync sync cost and storage
+//! ([`node`]). Writes `bench.json` (every figure with its baseline and their
+//! ratio) and `bench.md` (the figures against their goals).
+
+pub mod mesh;
+pub mod node;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use breakwater_protocol::Tlp;
+use serde::Serialize;
+
+use crate::machine::{self, Machine};
+use crate::run::PhaseOptions;
+use crate::scenario::{LinkSettings, NodeSettings, Plan};
+
+use self::mesh::{MeshSettings, Search, Side, Step, System};
+use self::node::{ColdStart, InSync};
+
+/// What a bench run measures and at what size.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchSettings {
+    /// `full`, `quick` or `tiny`.
+    pub mode: String,
+    /// Mesh sizes for the latency comparison.
+    pub latency_nodes: Vec<usize>,
+    /// Publish rate during the latency runs, bulletins per second.
+    pub latency_rate_per_s: f64,
+    /// Publishing time of each latency run, s.
+    pub latency_publish_s: f64,
+    /// The throughput search.
+    pub throughput: Search,
+    /// The mesh.
+    pub mesh: MeshSettings,
+    /// Envelopes in each ingest run.
+    pub ingest_envelopes: usize,
+    /// Missed envelopes in the catch-up run.
+    pub catchup_envelopes: usize,
+    /// Roster size for the in-sync round.
+    pub in_sync_members: usize,
+    /// How long each raw verify measurement runs, s.
+    pub verify_s: f64,
+}
+
+impl BenchSettings {
+    fn mesh() -> MeshSettings {
+        MeshSettings {
+            degree: 6,
+            link: LinkSettings {
+                latency_ms: 20.0,
+                jitter_ms: 5.0,
+            },
+            node: NodeSettings {
+                sync_interval_ms: 2000,
+                heartbeat_ms: 500,
+                max_redial_backoff_ms: 2000,
+            },
+            warmup_s: 2.0,
+            drain_s: 20.0,
+        }
+    }
+
+    /// Everything at the sizes the issue names (about 10 minutes on 2 cores).
+    pub fn full() -> BenchSettings {
+        BenchSettings {
+            mode: "full".into(),
+            latency_nodes: vec![50, 100, 300],
+            latency_rate_per_s: 4.0,
+            latency_publish_s: 15.0,
+            throughput: Search {
+                nodes: 50,
+                start_per_s: 8.0,
+                max_per_s: 4096.0,
+                step_s: 5.0,
+                p99_bound_ms: 1000.0,
+            },
+            mesh: Self::mesh(),
+            ingest_envelopes: 20_000,
+            catchup_envelopes: 100_000,
+            in_sync_members: 100,
+            verify_s: 2.0,
+        }
+    }
+
+    /// The same figures at smaller sizes (under 2 minutes).
+    pub fn quick() -> BenchSettings {
+        BenchSettings {
+            mode: "quick".into(),
+            latency_nodes: vec![50],
+            latency_rate_per_s: 4.0,
+            latency_publish_s: 5.0,
+            throughput: Search {
+                nodes: 20,
+                start_per_s: 16.0,
+                max_per_s: 1024.0,
+                step_s: 2.0,
+                p99_bound_ms: 1000.0,
+            },
+            mesh: MeshSettings {
+                warmup_s: 1.0,
+                drain_s: 10.0,
+                ..Self::mesh()
+            },
+            ingest_envelopes: 5_000,
+            catchup_envelopes: 10_000,
+            in_sync_members: 100,
+            verify_s: 0.5,
+        }
+    }
+
+    /// Every code path at toy sizes, for tests in debug builds.
+    pub fn tiny() -> BenchSettings {
+        BenchSettings {
+            mode: "tiny".into(),
+            latency_nodes: vec![8],
+            latency_rate_per_s: 4.0,
+            latency_publish_s: 2.0,
+            throughput: Search {
+                nodes: 6,
+                start_per_s: 4.0,
+                max_per_s: 8.0,
+                step_s: 1.0,
+                p99_bound_ms: 5000.0,
+            },
+            mesh: MeshSettings {
+                degree: 3,
+                warmup_s: 0.5,
+                drain_s: 10.0,
+                ..Self::mesh()
+            },
+            ingest_envelopes: 200,
+            catchup_envelopes: 400,
+            in_sync_members: 10,
+            verify_s: 0.1,
+        }
+    }
+}
+
+/// `mesh_latency[]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshLatency {
+    /// Nodes.
+    pub nodes: usize,
+    /// Breakwater, publish call → stored at each intended recipient, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Raw gossipsub, publish → delivered to the application, ms.
+    pub raw_p50_ms: f64,
+    /// 99th percentile, ms.
+    pub raw_p99_ms: f64,
+    /// Breakwater / raw.
+    pub ratio_p50: f64,
+    /// Breakwater / raw.
+    pub ratio_p99: f64,
+    /// Both sides in full.
+    pub breakwater: Side,
+    /// The raw side.
+    pub raw: Side,
+}
+
+/// `mesh_throughput`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshThroughput {
+    /// Highest sustained Breakwater rate, bulletins per second across the mesh.
+    pub per_s: f64,
+    /// Same rule, raw gossipsub.
+    pub raw_per_s: f64,
+    /// Breakwater / raw.
+    pub ratio: f64,
+    /// Nodes.
+    pub nodes: usize,
+    /// The p99 bound, ms.
+    pub p99_bound_ms: f64,
+    /// Breakwater's steps.
+    pub steps: Vec<Step>,
+    /// Raw gossipsub's steps.
+    pub raw_steps: Vec<Step>,
+}
+
+/// `ingest`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ingest {
+    /// Envelopes validated and stored per second (not a recipient).
+    pub per_s: f64,
+    /// This machine's raw ed25519 verify rate on one core, same run.
+    pub raw_verify_per_s: f64,
+    /// `per_s / raw_verify_per_s`.
+    pub ratio: f64,
+    /// Envelopes validated, opened and stored per second (a recipient).
+    pub opened_per_s: f64,
+    /// `opened_per_s / raw_verify_per_s`.
+    pub opened_ratio: f64,
+    /// Raw verify on every core at once.
+    pub raw_verify_all_cores_per_s: f64,
+    /// Envelopes per run.
+    pub envelopes: usize,
+    /// Mean envelope size, bytes.
+    pub envelope_bytes: usize,
+}
+
+/// `catchup`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Catchup {
+    /// Missed envelopes taken per second from node start (all opened).
+    pub per_s: f64,
+    /// Envelopes missed.
+    pub envelopes: usize,
+    /// Seconds from node start to the last one stored.
+    pub seconds: f64,
+    /// Raw ed25519 verify on one core, same run.
+    pub raw_verify_per_s: f64,
+    /// `per_s / raw_verify_per_s`.
+    pub ratio: f64,
+    /// Bytes on the wire for one round between nodes in sync.
+    pub in_sync_bytes: u64,
+    /// Requests in that round.
+    pub in_sync_round_trips: u64,
+    /// The in-sync round in full.
+    pub in_sync: InSync,
+}
+
+/// `storage`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Storage {
+    /// Store bytes on disk per envelope (files of the store directory).
+    pub bytes_per_envelope: f64,
+    /// Encoded envelope size, the baseline.
+    pub envelope_bytes: usize,
+    /// `bytes_per_envelope / envelope_bytes`.
+    pub ratio: f64,
+    /// Process start → answering, with the caught-up store, ms.
+    pub cold_start_ms: f64,
+    /// Peak RSS of that process, MiB.
+    pub rss_mb: f64,
+    /// The same with an empty store: the baseline.
+    pub empty: ColdStart,
+    /// Envelopes in the store.
+    pub envelopes: u64,
+}
+
+/// One figure against its goal.
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    /// What.
+    pub figure: String,
+    /// Measured.
+    pub value: f64,
+    /// The goal, in words.
+    pub goal: String,
+    /// Met?
+    pub met: bool,
+}
+
+/// `bench.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Where it ran.
+    pub machine: Machine,
+    /// Seed of every plan.
+    pub seed: u64,
+    /// Sizes and settings.
+    pub settings: BenchSettings,
+    /// Mesh latency per size.
+    pub mesh_latency: Vec<MeshLatency>,
+    /// Sustained throughput.
+    pub mesh_throughput: MeshThroughput,
+    /// Ingest.
+    pub ingest: Ingest,
+    /// Catch-up.
+    pub catchup: Catchup,
+    /// Redundant copies per (envelope, node): the worst mesh-latency run.
+    pub duplicates_per_envelope: f64,
+    /// The same for raw gossipsub on that run.
+    pub duplicates_raw_per_envelope: f64,
+    /// Storage.
+    pub storage: Storage,
+    /// The goals.
+    pub goals: Vec<Goal>,
+    /// Wall time of the whole run, s.
+    pub wall_s: f64,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        (a / b * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Runs every figure of `settings` and returns the report.
+pub async fn bench(
+    settings: &BenchSettings,
+    seed: u64,
+    phase: &PhaseOptions,
+) -> anyhow::Result<BenchReport> {
+    let started = std::time::Instant::now();
+    let say = |what: &str| {
+        if progress {
+            eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
+        }
+    };
+    // The phases stay quiet; the bench reports its own progress.
+    let progress = phase.verbose;
+    let phase = &PhaseOptions {
+        work_dir: phase.work_dir.clone(),
+        verbose: false,
+    };
+    let root = tempfile::Builder::new()
+        .prefix("breakwater-bench-")
+        .tempdir_in(&phase.work_dir)
+        .with_context(|| format!("cannot create a temp dir in {}", phase.work_dir.display()))?;
+
+    say("raw ed25519 verify");
+    let verify = tokio::task::spawn_blocking({
+        let span = Duration::from_secs_f64(settings.verify_s);
+        move || node::raw_verify_rate(span)
+    })
+    .await?;
+
+    let mut mesh_latency = Vec::new();
+    for &nodes in &settings.latency_nodes {
+        say(&format!("mesh latency, {nodes} nodes"));
+        let scenario = settings.mesh.scenario(
+            "bench-latency",
+            nodes,
+            settings.latency_rate_per_s,
+            settings.latency_publish_s,
+        );
+        let plan = Plan::new(&scenario, seed)?;
+        let (breakwater, raw) = mesh::both(&plan, phase).await?;
+        mesh_latency.push(MeshLatency {
+            nodes,
+            p50_ms: breakwater.p50_ms,
+            p99_ms: breakwater.p99_ms,
+            raw_p50_ms: raw.p50_ms,
+            raw_p99_ms: raw.p99_ms,
+            ratio_p50: ratio(breakwater.p50_ms, raw.p50_ms),
+            ratio_p99: ratio(breakwater.p99_ms, raw.p99_ms),
+            breakwater,
+            raw,
+        });
+    }
+    let payload = mesh_latency
+        .first()
+        .map_or(1024, |m| m.breakwater.message_bytes.round() as usize);
+
+    say("mesh throughput, Breakwater");
+    let search = &settings.throughput;
+    let (per_s, steps) = mesh::sustained_rate(
+        System::Breakwater,
+        search,
+        &settings.mesh,
+        seed,
+        phase,
+        progress,
+    )
+    .await?;
+    say("mesh throughput, raw gossipsub");
+    let (raw_per_s, raw_steps) = mesh::sustained_rate(
+        System::Raw(payload),
+        search,
+        &settings.mesh,
+        seed,
+        phase,
+        progress,
+    )
+    .await?;
+
+    say("ingest, not a recipient");
+    let (amber, _) = node::transfer(
+        &root.path().join("ingest-amber"),
+        settings.ingest_envelopes,
+        Tlp::Amber,
+        seed,
+    )
+    .await?;
+    say("ingest, a recipient");
+    let (green, _) = node::transfer(
+        &root.path().join("ingest-green"),
+        settings.ingest_envelopes,
+        Tlp::Green,
+        seed,
+    )
+    .await?;
+    say("catch-up");
+    let (catchup, caught_up) = node::transfer(
+        &root.path().join("catchup"),
+        settings.catchup_envelopes,
+        Tlp::Green,
+        seed,
+    )
+    .await?;
+    say("in-sync round");
+    let in_sync = node::in_sync(&root.path().join("in-sync"), settings.in_sync_members).await?;
+
+    say("storage and cold start");
+    let store_bytes = node::dir_bytes(&caught_up.join("store"));
+    let cold = node::cold_start(&caught_up).await?;
+    let empty = node::cold_start(&root.path().join("in-sync").join("node-001")).await?;
+
+    let duplicates = mesh_latency
+        .iter()
+        .filter_map(|m| m.breakwater.duplicates)
+        .fold(0.0f64, f64::max);
+    let duplicates_raw = mesh_latency
+        .iter()
+        .filter_map(|m| m.raw.duplicates)
+        .fold(0.0f64, f64::max);
+    let bytes_per_envelope = store_bytes as f64 / (catchup.envelopes.max(1)) as f64;
+    let report = BenchReport {
+        machine: machine::machine(),
+        seed,
+        settings: settings.clone(),
+        mesh_throughput: MeshThroughput {
+            per_s,
+            raw_per_s,
+            ratio: ratio(per_s, raw_per_s),
+            nodes: search.nodes,
+            p99_bound_ms: search.p99_bound_ms,
+            steps,
+            raw_steps,
+        },
+        ingest: Ingest {
+            per_s: round(amber.ingest_per_s),
+            raw_verify_per_s: round(verify.one_core),
+            ratio: ratio(amber.ingest_per_s, verify.one_core),
+            opened_per_s: round(green.ingest_per_s),
+            opened_ratio: ratio(green.ingest_per_s, verify.one_core),
+            raw_verify_all_cores_per_s: round(verify.all_cores),
+            envelopes: amber.envelopes,
+            envelope_bytes: amber.envelope_bytes,
+        },
+        catchup: Catchup {
+            per_s: round(catchup.from_start_per_s),
+            envelopes: catchup.envelopes,
+            seconds: round(catchup.envelopes as f64 / catchup.from_start_per_s.max(1e-9)),
+            raw_verify_per_s: round(verify.one_core),
+            ratio: ratio(catchup.from_start_per_s, verify.one_core),
+            in_sync_bytes: in_sync.bytes,
+            in_sync_round_trips: in_sync.round_trips,
+            in_sync,
+        },
+        duplicates_per_envelope: duplicates,
+        duplicates_raw_per_envelope: duplicates_raw,
+        storage: Storage {
+            bytes_per_envelope: round(bytes_per_envelope),
+            envelope_bytes: catchup.envelope_bytes,
+            ratio: ratio(bytes_per_envelope, catchup.envelope_bytes as f64),
+            cold_start_ms: round(cold.cold_start_ms),
+            rss_mb: round(cold.rss_mb),
+            empty,
+            envelopes: cold.envelopes,
+        },
+        goals: Vec::new(),
+        wall_s: 0.0,
+        mesh_latency,
+    };
+    let mut report = report;
+    report.goals = goals(&report);
+    report.wall_s = round(started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+fn goals(r: &BenchReport) -> Vec<Goal> {
+    let mut goals = Vec::new();
+    for m in &r.mesh_latency {
+        goals.push(Goal {
+            figure: format!("mesh latency p50 ratio, {} nodes", m.nodes),
+            value: m.ratio_p50,
+            goal: "<= 1.3x raw gossipsub".into(),
+            met: m.ratio_p50 <= 1.3,
+        });
+        goals.push(Goal {
+            figure: format!("mesh latency p99 ratio, {} nodes", m.nodes),
+            value: m.ratio_p99,
+            goal: "<= 1.3x raw gossipsub".into(),
+            met: m.ratio_p99 <= 1.3,
+        });
+    }
+    goals.push(Goal {
+        figure: "ingest, envelopes/s".into(),
+        value: r.ingest.per_s,
+        goal: ">= 10000/s".into(),
+        met: r.ingest.per_s >= 10_000.0,
+    });
+    goals.push(Goal {
+        figure: "ingest / raw verify".into(),
+        value: r.ingest.ratio,
+        goal: ">= 0.4".into(),
+        met: r.ingest.ratio >= 0.4,
+    });
+    goals.push(Goal {
+        figure: format!("catch-up of {}, envelopes/s", r.catchup.envelopes),
+        value: r.catchup.per_s,
+        goal: ">= 10000/s".into(),
+        met: r.catchup.per_s >= 10_000.0,
+    });
+    goals.push(Goal {
+        figure: "duplicates per envelope per node".into(),
+        value: r.duplicates_per_envelope,
+        goal: "<= 2".into(),
+        met: r.duplicates_per_envelope <= 2.0,
+    });
+    goals
+}
+
+/// `bench.md`: the figures against their goals and with their baselines.
+pub fn markdown(r: &BenchReport) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    s.push_str(&format!(
+        "# Breakwater bench ({} mode)\n\n{} ({} cores, {} MiB), kernel {}; seed {}; {:.0} s wall.\n\n",
+        r.settings.mode, m.model, m.cores, m.memory_mb, m.kernel, r.seed, r.wall_s
+    ));
+    s.push_str("## Goals\n\n| figure | measured | goal | met |\n|---|---|---|---|\n");
+    for g in &r.goals {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            g.figure,
+            g.value,
+            g.goal,
+            if g.met { "yes" } else { "**no**" }
+        ));
+    }
+    s.push_str("\n## Mesh latency: publish -> stored at every intended recipient\n\n");
+    s.push_str("| nodes | envelopes | p50 ms | p99 ms | raw p50 ms | raw p99 ms | ratio p50 | ratio p99 | delivery | raw delivery | duplicates | raw duplicates | CPU s | raw CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for l in &r.mesh_latency {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {} | {} | {} | {} |\n",
+            l.nodes,
+            l.breakwater.envelopes,
+            l.p50_ms,
+            l.p99_ms,
+            l.raw_p50_ms,
+            l.raw_p99_ms,
+            l.ratio_p50,
+            l.ratio_p99,
+            l.breakwater.delivery,
+            l.raw.delivery,
+            opt(l.breakwater.duplicates),
+            opt(l.raw.duplicates),
+            l.breakwater.cpu_s,
+            l.raw.cpu_s,
+        ));
+    }
+    let t = &r.mesh_throughput;
+    s.push_str(&format!(
+        "\n## Mesh throughput ({} nodes, p99 <= {} ms, every copy delivered)\n\nBreakwater {}/s, raw gossipsub {}/s, ratio {}.\n\n| system | offered /s | p99 ms | delivery | sustained |\n|---|---|---|---|---|\n",
+        t.nodes, t.p99_bound_ms, t.per_s, t.raw_per_s, t.ratio
+    ));
+    for (name, steps) in [("Breakwater", &t.steps), ("raw", &t.raw_steps)] {
+        for step in steps {
+            s.push_str(&format!(
+                "| {name} | {} | {} | {:.4} | {} |\n",
+                step.rate_per_s, step.side.p99_ms, step.side.delivery, step.sustained
+            ));
+        }
+    }
+    let i = &r.ingest;
+    let c = &r.catchup;
+    let st = &r.storage;
+    s.push_str(&format!(
+        "\n## One node\n\n| figure | value | baseline | ratio |\n|---|---|---|---|\n\
+         | ingest, validated and stored ({} envelopes of {} B) | {}/s | raw verify {}/s (one core) | {} |\n\
+         | ingest, validated, opened and stored | {}/s | raw verify {}/s | {} |\n\
+         | raw verify, all {} cores | {}/s | | |\n\
+         | catch-up of {} missed (opened), from node start | {}/s ({} s) | raw verify {}/s | {} |\n\
+         | one sync when in sync ({}-member roster) | {} B, {} round trip(s) | payload {} B | |\n\
+         | store bytes per envelope | {} | envelope {} B | {} |\n\
+         | cold start with {} envelopes | {} ms, {} MiB peak RSS | empty store: {} ms, {} MiB | |\n\
+         | duplicates per envelope per node (worst run) | {} | raw gossipsub {} | |\n",
+        i.envelopes,
+        i.envelope_bytes,
+        i.per_s,
+        i.raw_verify_per_s,
+        i.ratio,
+        i.opened_per_s,
+        i.raw_verify_per_s,
+        i.opened_ratio,
+        r.machine.cores,
+        i.raw_verify_all_cores_per_s,
+        c.envelopes,
+        c.per_s,
+        c.seconds,
+        c.raw_verify_per_s,
+        c.ratio,
+        c.in_sync.roster_members,
+        c.in_sync_bytes,
+        c.in_sync_round_trips,
+        c.in_sync.payload_bytes,
+        st.bytes_per_envelope,
+        st.envelope_bytes,
+        st.ratio,
+        st.envelopes,
+        st.cold_start_ms,
+        st.rss_mb,
+        round(st.empty.cold_start_ms),
+        round(st.empty.rss_mb),
+        r.duplicates_per_envelope,
+        r.duplicates_raw_per_envelope,
+    ));
+    s
+}
+
+fn opt(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{v:.2}"))
+}
+
+/// Writes `bench.json` and `bench.md` into `dir`.
+pub fn write(report: &BenchReport, dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let json = dir.join("bench.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let md = dir.join("bench.md");
+    std::fs::write(&md, markdown(report))
+        .with_context(|| format!("cannot write {}", md.display()))?;
+    Ok(md)
+}
