@@ -305,13 +305,13 @@ pub async fn bench(
     phase: &PhaseOptions,
 ) -> anyhow::Result<BenchReport> {
     let started = std::time::Instant::now();
+    // The phases stay quiet; the bench reports its own progress.
+    let progress = phase.verbose;
     let say = |what: &str| {
         if progress {
             eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
         }
     };
-    // The phases stay quiet; the bench reports its own progress.
-    let progress = phase.verbose;
     let phase = &PhaseOptions {
         work_dir: phase.work_dir.clone(),
         verbose: false,
