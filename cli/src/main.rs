@@ -843,6 +843,17 @@ fn show_status(status: &Status) -> String {
     );
     field("evidence", status.evidence.to_string());
     field("disk", format!("{} bytes", status.disk_bytes));
+    let t = &status.traffic;
+    field(
+        "received",
+        format!(
+            "{} new from peers, {} by gossip and {} by sync ({} duplicates)",
+            t.stored_from_peers,
+            t.gossip_received,
+            t.sync_received,
+            t.duplicates()
+        ),
+    );
     table.render(colour())
 }
 

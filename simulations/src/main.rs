@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use breakwater_simulations::bench::{self, BenchSettings};
+use breakwater_simulations::bench::{self, BenchSettings, Section};
 use breakwater_simulations::run::PhaseOptions;
 use breakwater_simulations::scenario::Scenario;
 use breakwater_simulations::{Options, report, simulate, write_outputs};
@@ -60,6 +60,12 @@ enum Command {
         /// Toy sizes that only exercise every path (seconds).
         #[arg(long, hide = true)]
         tiny: bool,
+        /// Runs only these parts (comma-separated); the others are null in bench.json.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<Section>,
+        /// Mesh sizes for the latency part, e.g. 50,100,300.
+        #[arg(long, value_delimiter = ',')]
+        latency_nodes: Vec<usize>,
         /// Makes every plan repeatable.
         #[arg(long, default_value_t = 7)]
         seed: u64,
@@ -130,17 +136,28 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<()> {
             out,
             quick,
             tiny,
+            only,
+            latency_nodes,
             seed,
             work_dir,
             verbose,
         } => {
-            let settings = if tiny {
+            let mut settings = if tiny {
                 BenchSettings::tiny()
             } else if quick {
                 BenchSettings::quick()
             } else {
                 BenchSettings::full()
             };
+            if !only.is_empty() {
+                settings.sections = only;
+            }
+            if latency_nodes.iter().any(|&n| n < 2) {
+                anyhow::bail!("--latency-nodes: a mesh needs at least 2 nodes");
+            }
+            if !latency_nodes.is_empty() {
+                settings.latency_nodes = latency_nodes;
+            }
             let mut options = Options::new(seed);
             if let Some(dir) = work_dir {
                 options.work_dir = dir;

@@ -140,17 +140,47 @@ pub struct Search {
 
 /// Which system a search measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum System {
+enum System {
     /// Breakwater nodes.
     Breakwater,
     /// Raw gossipsub with payloads of this many bytes.
     Raw(usize),
 }
 
+/// Breakwater's highest sustained rate (see [`search`]) and the mean envelope
+/// size it published, for the raw search to carry.
+pub async fn sustained_rate(
+    search: &Search,
+    mesh: &MeshSettings,
+    seed: u64,
+    phase: &PhaseOptions,
+    verbose: bool,
+) -> anyhow::Result<(f64, Vec<Step>, usize)> {
+    let (best, steps) = run_search(System::Breakwater, search, mesh, seed, phase, verbose).await?;
+    let sizes: Vec<f64> = steps.iter().map(|s| s.side.message_bytes).collect();
+    let payload = (sizes.iter().sum::<f64>() / sizes.len().max(1) as f64).round() as usize;
+    Ok((best, steps, payload.max(16)))
+}
+
+/// Raw gossipsub's highest sustained rate with `payload`-byte messages.
+pub async fn raw_sustained_rate(
+    payload: usize,
+    search: &Search,
+    mesh: &MeshSettings,
+    seed: u64,
+    verbose: bool,
+) -> anyhow::Result<(f64, Vec<Step>)> {
+    let phase = PhaseOptions {
+        work_dir: std::env::temp_dir(),
+        verbose: false,
+    };
+    run_search(System::Raw(payload), search, mesh, seed, &phase, verbose).await
+}
+
 /// Doubles the offered rate until a step misses the bound (or `max_per_s`),
 /// then tries the midpoint once. Returns the highest sustained rate and
 /// every step. Each step is a fresh mesh.
-pub async fn sustained_rate(
+async fn run_search(
     system: System,
     search: &Search,
     mesh: &MeshSettings,

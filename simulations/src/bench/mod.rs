@@ -19,14 +19,28 @@ use crate::machine::{self, Machine};
 use crate::run::PhaseOptions;
 use crate::scenario::{LinkSettings, NodeSettings, Plan};
 
-use self::mesh::{MeshSettings, Search, Side, Step, System};
+use self::mesh::{MeshSettings, Search, Side, Step};
 use self::node::{ColdStart, InSync};
+
+/// A part of the bench that can run alone (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Section {
+    /// Mesh latency against raw gossipsub (and duplicates).
+    Latency,
+    /// Sustained mesh throughput against raw gossipsub.
+    Throughput,
+    /// Ingest, catch-up, the in-sync round and storage.
+    Node,
+}
 
 /// What a bench run measures and at what size.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchSettings {
     /// `full`, `quick` or `tiny`.
     pub mode: String,
+    /// The parts that run.
+    pub sections: Vec<Section>,
     /// Mesh sizes for the latency comparison.
     pub latency_nodes: Vec<usize>,
     /// Publish rate during the latency runs, bulletins per second.
@@ -46,6 +60,9 @@ pub struct BenchSettings {
     /// How long each raw verify measurement runs, s.
     pub verify_s: f64,
 }
+
+/// Every section.
+pub const ALL: [Section; 3] = [Section::Latency, Section::Throughput, Section::Node];
 
 impl BenchSettings {
     fn mesh() -> MeshSettings {
@@ -69,6 +86,7 @@ impl BenchSettings {
     pub fn full() -> BenchSettings {
         BenchSettings {
             mode: "full".into(),
+            sections: ALL.to_vec(),
             latency_nodes: vec![50, 100, 300],
             latency_rate_per_s: 4.0,
             latency_publish_s: 15.0,
@@ -91,6 +109,7 @@ impl BenchSettings {
     pub fn quick() -> BenchSettings {
         BenchSettings {
             mode: "quick".into(),
+            sections: ALL.to_vec(),
             latency_nodes: vec![50],
             latency_rate_per_s: 4.0,
             latency_publish_s: 5.0,
@@ -117,6 +136,7 @@ impl BenchSettings {
     pub fn tiny() -> BenchSettings {
         BenchSettings {
             mode: "tiny".into(),
+            sections: ALL.to_vec(),
             latency_nodes: vec![8],
             latency_rate_per_s: 4.0,
             latency_publish_s: 2.0,
@@ -268,18 +288,18 @@ pub struct BenchReport {
     pub settings: BenchSettings,
     /// Mesh latency per size.
     pub mesh_latency: Vec<MeshLatency>,
-    /// Sustained throughput.
-    pub mesh_throughput: MeshThroughput,
-    /// Ingest.
-    pub ingest: Ingest,
-    /// Catch-up.
-    pub catchup: Catchup,
+    /// Sustained throughput (`null` when not run).
+    pub mesh_throughput: Option<MeshThroughput>,
+    /// Ingest (`null` when not run).
+    pub ingest: Option<Ingest>,
+    /// Catch-up (`null` when not run).
+    pub catchup: Option<Catchup>,
     /// Redundant copies per (envelope, node): the worst mesh-latency run.
-    pub duplicates_per_envelope: f64,
-    /// The same for raw gossipsub on that run.
-    pub duplicates_raw_per_envelope: f64,
-    /// Storage.
-    pub storage: Storage,
+    pub duplicates_per_envelope: Option<f64>,
+    /// The worst raw gossipsub run.
+    pub duplicates_raw_per_envelope: Option<f64>,
+    /// Storage (`null` when not run).
+    pub storage: Option<Storage>,
     /// The goals.
     pub goals: Vec<Goal>,
     /// Wall time of the whole run, s.
@@ -320,6 +340,7 @@ pub async fn bench(
         .prefix("breakwater-bench-")
         .tempdir_in(&phase.work_dir)
         .with_context(|| format!("cannot create a temp dir in {}", phase.work_dir.display()))?;
+    let wants = |section: Section| settings.sections.contains(&section);
 
     say("raw ed25519 verify");
     let verify = tokio::task::spawn_blocking({
@@ -329,100 +350,40 @@ pub async fn bench(
     .await?;
 
     let mut mesh_latency = Vec::new();
-    for &nodes in &settings.latency_nodes {
-        say(&format!("mesh latency, {nodes} nodes"));
-        let scenario = settings.mesh.scenario(
-            "bench-latency",
-            nodes,
-            settings.latency_rate_per_s,
-            settings.latency_publish_s,
-        );
-        let plan = Plan::new(&scenario, seed)?;
-        let (breakwater, raw) = mesh::both(&plan, phase).await?;
-        mesh_latency.push(MeshLatency {
-            nodes,
-            p50_ms: breakwater.p50_ms,
-            p99_ms: breakwater.p99_ms,
-            raw_p50_ms: raw.p50_ms,
-            raw_p99_ms: raw.p99_ms,
-            ratio_p50: ratio(breakwater.p50_ms, raw.p50_ms),
-            ratio_p99: ratio(breakwater.p99_ms, raw.p99_ms),
-            breakwater,
-            raw,
-        });
+    if wants(Section::Latency) {
+        for &nodes in &settings.latency_nodes {
+            say(&format!("mesh latency, {nodes} nodes"));
+            let scenario = settings.mesh.scenario(
+                "bench-latency",
+                nodes,
+                settings.latency_rate_per_s,
+                settings.latency_publish_s,
+            );
+            let plan = Plan::new(&scenario, seed)?;
+            let (breakwater, raw) = mesh::both(&plan, phase).await?;
+            mesh_latency.push(MeshLatency {
+                nodes,
+                p50_ms: breakwater.p50_ms,
+                p99_ms: breakwater.p99_ms,
+                raw_p50_ms: raw.p50_ms,
+                raw_p99_ms: raw.p99_ms,
+                ratio_p50: ratio(breakwater.p50_ms, raw.p50_ms),
+                ratio_p99: ratio(breakwater.p99_ms, raw.p99_ms),
+                breakwater,
+                raw,
+            });
+        }
     }
-    let payload = mesh_latency
-        .first()
-        .map_or(1024, |m| m.breakwater.message_bytes.round() as usize);
 
-    say("mesh throughput, Breakwater");
-    let search = &settings.throughput;
-    let (per_s, steps) = mesh::sustained_rate(
-        System::Breakwater,
-        search,
-        &settings.mesh,
-        seed,
-        phase,
-        progress,
-    )
-    .await?;
-    say("mesh throughput, raw gossipsub");
-    let (raw_per_s, raw_steps) = mesh::sustained_rate(
-        System::Raw(payload),
-        search,
-        &settings.mesh,
-        seed,
-        phase,
-        progress,
-    )
-    .await?;
-
-    say("ingest, not a recipient");
-    let (amber, _) = node::transfer(
-        &root.path().join("ingest-amber"),
-        settings.ingest_envelopes,
-        Tlp::Amber,
-        seed,
-    )
-    .await?;
-    say("ingest, a recipient");
-    let (green, _) = node::transfer(
-        &root.path().join("ingest-green"),
-        settings.ingest_envelopes,
-        Tlp::Green,
-        seed,
-    )
-    .await?;
-    say("catch-up");
-    let (catchup, caught_up) = node::transfer(
-        &root.path().join("catchup"),
-        settings.catchup_envelopes,
-        Tlp::Green,
-        seed,
-    )
-    .await?;
-    say("in-sync round");
-    let in_sync = node::in_sync(&root.path().join("in-sync"), settings.in_sync_members).await?;
-
-    say("storage and cold start");
-    let store_bytes = node::dir_bytes(&caught_up.join("store"));
-    let cold = node::cold_start(&caught_up).await?;
-    let empty = node::cold_start(&root.path().join("in-sync").join("node-001")).await?;
-
-    let duplicates = mesh_latency
-        .iter()
-        .filter_map(|m| m.breakwater.duplicates)
-        .fold(0.0f64, f64::max);
-    let duplicates_raw = mesh_latency
-        .iter()
-        .filter_map(|m| m.raw.duplicates)
-        .fold(0.0f64, f64::max);
-    let bytes_per_envelope = store_bytes as f64 / (catchup.envelopes.max(1)) as f64;
-    let report = BenchReport {
-        machine: machine::machine(),
-        seed,
-        settings: settings.clone(),
-        mesh_throughput: MeshThroughput {
+    let mesh_throughput = if wants(Section::Throughput) {
+        let search = &settings.throughput;
+        say("mesh throughput, Breakwater");
+        let (per_s, steps, payload) =
+            mesh::sustained_rate(search, &settings.mesh, seed, phase, progress).await?;
+        say("mesh throughput, raw gossipsub");
+        let (raw_per_s, raw_steps) =
+            mesh::raw_sustained_rate(payload, search, &settings.mesh, seed, progress).await?;
+        Some(MeshThroughput {
             per_s,
             raw_per_s,
             ratio: ratio(per_s, raw_per_s),
@@ -430,8 +391,83 @@ pub async fn bench(
             p99_bound_ms: search.p99_bound_ms,
             steps,
             raw_steps,
-        },
-        ingest: Ingest {
+        })
+    } else {
+        None
+    };
+
+    let (ingest, catchup, storage) = if wants(Section::Node) {
+        let (i, c, s) = node_figures(settings, seed, root.path(), verify, &say).await?;
+        (Some(i), Some(c), Some(s))
+    } else {
+        (None, None, None)
+    };
+
+    let worst = |side: fn(&MeshLatency) -> Option<f64>| {
+        mesh_latency.iter().filter_map(side).reduce(f64::max)
+    };
+    let mut report = BenchReport {
+        machine: machine::machine(),
+        seed,
+        settings: settings.clone(),
+        duplicates_per_envelope: worst(|m| m.breakwater.duplicates),
+        duplicates_raw_per_envelope: worst(|m| m.raw.duplicates),
+        mesh_latency,
+        mesh_throughput,
+        ingest,
+        catchup,
+        storage,
+        goals: Vec::new(),
+        wall_s: 0.0,
+    };
+    report.goals = goals(&report);
+    report.wall_s = round(started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// Ingest (not a recipient, then a recipient), catch-up, the in-sync round,
+/// and storage of the caught-up store.
+async fn node_figures(
+    settings: &BenchSettings,
+    seed: u64,
+    root: &Path,
+    verify: node::VerifyRate,
+    say: &impl Fn(&str),
+) -> anyhow::Result<(Ingest, Catchup, Storage)> {
+    say("ingest, not a recipient");
+    let (amber, _) = node::transfer(
+        &root.join("ingest-amber"),
+        settings.ingest_envelopes,
+        Tlp::Amber,
+        seed,
+    )
+    .await?;
+    say("ingest, a recipient");
+    let (green, _) = node::transfer(
+        &root.join("ingest-green"),
+        settings.ingest_envelopes,
+        Tlp::Green,
+        seed,
+    )
+    .await?;
+    say("catch-up");
+    let (catchup, caught_up) = node::transfer(
+        &root.join("catchup"),
+        settings.catchup_envelopes,
+        Tlp::Green,
+        seed,
+    )
+    .await?;
+    say("in-sync round");
+    let in_sync = node::in_sync(&root.join("in-sync"), settings.in_sync_members).await?;
+
+    say("storage and cold start");
+    let store_bytes = node::dir_bytes(&caught_up.join("store"));
+    let cold = node::cold_start(&caught_up).await?;
+    let empty = node::cold_start(&root.join("in-sync").join("node-001")).await?;
+    let bytes_per_envelope = store_bytes as f64 / (catchup.envelopes.max(1)) as f64;
+    Ok((
+        Ingest {
             per_s: round(amber.ingest_per_s),
             raw_verify_per_s: round(verify.one_core),
             ratio: ratio(amber.ingest_per_s, verify.one_core),
@@ -441,7 +477,7 @@ pub async fn bench(
             envelopes: amber.envelopes,
             envelope_bytes: amber.envelope_bytes,
         },
-        catchup: Catchup {
+        Catchup {
             per_s: round(catchup.from_start_per_s),
             envelopes: catchup.envelopes,
             seconds: round(catchup.envelopes as f64 / catchup.from_start_per_s.max(1e-9)),
@@ -451,9 +487,7 @@ pub async fn bench(
             in_sync_round_trips: in_sync.round_trips,
             in_sync,
         },
-        duplicates_per_envelope: duplicates,
-        duplicates_raw_per_envelope: duplicates_raw,
-        storage: Storage {
+        Storage {
             bytes_per_envelope: round(bytes_per_envelope),
             envelope_bytes: catchup.envelope_bytes,
             ratio: ratio(bytes_per_envelope, catchup.envelope_bytes as f64),
@@ -462,56 +496,61 @@ pub async fn bench(
             empty,
             envelopes: cold.envelopes,
         },
-        goals: Vec::new(),
-        wall_s: 0.0,
-        mesh_latency,
-    };
-    let mut report = report;
-    report.goals = goals(&report);
-    report.wall_s = round(started.elapsed().as_secs_f64());
-    Ok(report)
+    ))
 }
 
 fn goals(r: &BenchReport) -> Vec<Goal> {
     let mut goals = Vec::new();
+    let mut goal = |figure: String, value: f64, goal: &str, met: bool| {
+        goals.push(Goal {
+            figure,
+            value,
+            goal: goal.into(),
+            met,
+        })
+    };
     for m in &r.mesh_latency {
-        goals.push(Goal {
-            figure: format!("mesh latency p50 ratio, {} nodes", m.nodes),
-            value: m.ratio_p50,
-            goal: "<= 1.3x raw gossipsub".into(),
-            met: m.ratio_p50 <= 1.3,
-        });
-        goals.push(Goal {
-            figure: format!("mesh latency p99 ratio, {} nodes", m.nodes),
-            value: m.ratio_p99,
-            goal: "<= 1.3x raw gossipsub".into(),
-            met: m.ratio_p99 <= 1.3,
-        });
+        let n = m.nodes;
+        let bound = "<= 1.3x raw gossipsub";
+        goal(
+            format!("mesh latency p50 ratio, {n} nodes"),
+            m.ratio_p50,
+            bound,
+            m.ratio_p50 <= 1.3,
+        );
+        goal(
+            format!("mesh latency p99 ratio, {n} nodes"),
+            m.ratio_p99,
+            bound,
+            m.ratio_p99 <= 1.3,
+        );
     }
-    goals.push(Goal {
-        figure: "ingest, envelopes/s".into(),
-        value: r.ingest.per_s,
-        goal: ">= 10000/s".into(),
-        met: r.ingest.per_s >= 10_000.0,
-    });
-    goals.push(Goal {
-        figure: "ingest / raw verify".into(),
-        value: r.ingest.ratio,
-        goal: ">= 0.4".into(),
-        met: r.ingest.ratio >= 0.4,
-    });
-    goals.push(Goal {
-        figure: format!("catch-up of {}, envelopes/s", r.catchup.envelopes),
-        value: r.catchup.per_s,
-        goal: ">= 10000/s".into(),
-        met: r.catchup.per_s >= 10_000.0,
-    });
-    goals.push(Goal {
-        figure: "duplicates per envelope per node".into(),
-        value: r.duplicates_per_envelope,
-        goal: "<= 2".into(),
-        met: r.duplicates_per_envelope <= 2.0,
-    });
+    if let Some(i) = &r.ingest {
+        goal(
+            "ingest, envelopes/s".into(),
+            i.per_s,
+            ">= 10000/s",
+            i.per_s >= 10_000.0,
+        );
+        goal(
+            "ingest / raw verify".into(),
+            i.ratio,
+            ">= 0.4",
+            i.ratio >= 0.4,
+        );
+    }
+    if let Some(c) = &r.catchup {
+        let figure = format!("catch-up of {}, envelopes/s", c.envelopes);
+        goal(figure, c.per_s, ">= 10000/s", c.per_s >= 10_000.0);
+    }
+    if let Some(d) = r.duplicates_per_envelope {
+        goal(
+            "duplicates per envelope per node".into(),
+            d,
+            "<= 2",
+            d <= 2.0,
+        );
+    }
     goals
 }
 
@@ -525,16 +564,16 @@ pub fn markdown(r: &BenchReport) -> String {
     ));
     s.push_str("## Goals\n\n| figure | measured | goal | met |\n|---|---|---|---|\n");
     for g in &r.goals {
+        let met = if g.met { "yes" } else { "**no**" };
         s.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            g.figure,
-            g.value,
-            g.goal,
-            if g.met { "yes" } else { "**no**" }
+            "| {} | {} | {} | {met} |\n",
+            g.figure, g.value, g.goal
         ));
     }
-    s.push_str("\n## Mesh latency: publish -> stored at every intended recipient\n\n");
-    s.push_str("| nodes | envelopes | p50 ms | p99 ms | raw p50 ms | raw p99 ms | ratio p50 | ratio p99 | delivery | raw delivery | duplicates | raw duplicates | CPU s | raw CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    if !r.mesh_latency.is_empty() {
+        s.push_str("\n## Mesh latency: publish -> stored at every intended recipient\n\n");
+        s.push_str("| nodes | envelopes | p50 ms | p99 ms | raw p50 ms | raw p99 ms | ratio p50 | ratio p99 | delivery | raw delivery | duplicates | raw duplicates | CPU s | raw CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    }
     for l in &r.mesh_latency {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {} | {} | {} | {} |\n",
@@ -554,62 +593,65 @@ pub fn markdown(r: &BenchReport) -> String {
             l.raw.cpu_s,
         ));
     }
-    let t = &r.mesh_throughput;
-    s.push_str(&format!(
-        "\n## Mesh throughput ({} nodes, p99 <= {} ms, every copy delivered)\n\nBreakwater {}/s, raw gossipsub {}/s, ratio {}.\n\n| system | offered /s | p99 ms | delivery | sustained |\n|---|---|---|---|---|\n",
-        t.nodes, t.p99_bound_ms, t.per_s, t.raw_per_s, t.ratio
-    ));
-    for (name, steps) in [("Breakwater", &t.steps), ("raw", &t.raw_steps)] {
-        for step in steps {
-            s.push_str(&format!(
-                "| {name} | {} | {} | {:.4} | {} |\n",
-                step.rate_per_s, step.side.p99_ms, step.side.delivery, step.sustained
-            ));
+    if let Some(t) = &r.mesh_throughput {
+        s.push_str(&format!(
+            "\n## Mesh throughput ({} nodes, p99 <= {} ms, every copy delivered)\n\nBreakwater {}/s, raw gossipsub {}/s, ratio {}.\n\n| system | offered /s | p99 ms | delivery | sustained |\n|---|---|---|---|---|\n",
+            t.nodes, t.p99_bound_ms, t.per_s, t.raw_per_s, t.ratio
+        ));
+        for (name, steps) in [("Breakwater", &t.steps), ("raw", &t.raw_steps)] {
+            for step in steps {
+                s.push_str(&format!(
+                    "| {name} | {} | {} | {:.4} | {} |\n",
+                    step.rate_per_s, step.side.p99_ms, step.side.delivery, step.sustained
+                ));
+            }
         }
     }
-    let i = &r.ingest;
-    let c = &r.catchup;
-    let st = &r.storage;
-    s.push_str(&format!(
-        "\n## One node\n\n| figure | value | baseline | ratio |\n|---|---|---|---|\n\
-         | ingest, validated and stored ({} envelopes of {} B) | {}/s | raw verify {}/s (one core) | {} |\n\
-         | ingest, validated, opened and stored | {}/s | raw verify {}/s | {} |\n\
-         | raw verify, all {} cores | {}/s | | |\n\
-         | catch-up of {} missed (opened), from node start | {}/s ({} s) | raw verify {}/s | {} |\n\
-         | one sync when in sync ({}-member roster) | {} B, {} round trip(s) | payload {} B | |\n\
-         | store bytes per envelope | {} | envelope {} B | {} |\n\
-         | cold start with {} envelopes | {} ms, {} MiB peak RSS | empty store: {} ms, {} MiB | |\n\
-         | duplicates per envelope per node (worst run) | {} | raw gossipsub {} | |\n",
-        i.envelopes,
-        i.envelope_bytes,
-        i.per_s,
-        i.raw_verify_per_s,
-        i.ratio,
-        i.opened_per_s,
-        i.raw_verify_per_s,
-        i.opened_ratio,
-        r.machine.cores,
-        i.raw_verify_all_cores_per_s,
-        c.envelopes,
-        c.per_s,
-        c.seconds,
-        c.raw_verify_per_s,
-        c.ratio,
-        c.in_sync.roster_members,
-        c.in_sync_bytes,
-        c.in_sync_round_trips,
-        c.in_sync.payload_bytes,
-        st.bytes_per_envelope,
-        st.envelope_bytes,
-        st.ratio,
-        st.envelopes,
-        st.cold_start_ms,
-        st.rss_mb,
-        round(st.empty.cold_start_ms),
-        round(st.empty.rss_mb),
-        r.duplicates_per_envelope,
-        r.duplicates_raw_per_envelope,
-    ));
+    if let (Some(i), Some(c), Some(st)) = (&r.ingest, &r.catchup, &r.storage) {
+        s.push_str(&format!(
+            "\n## One node\n\n| figure | value | baseline | ratio |\n|---|---|---|---|\n\
+             | ingest, validated and stored ({} envelopes of {} B) | {}/s | raw verify {}/s (one core) | {} |\n\
+             | ingest, validated, opened and stored | {}/s | raw verify {}/s | {} |\n\
+             | raw verify, all {} cores | {}/s | | |\n\
+             | catch-up of {} missed (opened), from node start | {}/s ({} s) | raw verify {}/s | {} |\n\
+             | one sync when in sync ({}-member roster) | {} B, {} round trip(s) | payload {} B | |\n\
+             | store bytes per envelope | {} | envelope {} B | {} |\n\
+             | cold start with {} envelopes | {} ms, {} MiB peak RSS | empty store: {} ms, {} MiB | |\n",
+            i.envelopes,
+            i.envelope_bytes,
+            i.per_s,
+            i.raw_verify_per_s,
+            i.ratio,
+            i.opened_per_s,
+            i.raw_verify_per_s,
+            i.opened_ratio,
+            r.machine.cores,
+            i.raw_verify_all_cores_per_s,
+            c.envelopes,
+            c.per_s,
+            c.seconds,
+            c.raw_verify_per_s,
+            c.ratio,
+            c.in_sync.roster_members,
+            c.in_sync_bytes,
+            c.in_sync_round_trips,
+            c.in_sync.payload_bytes,
+            st.bytes_per_envelope,
+            st.envelope_bytes,
+            st.ratio,
+            st.envelopes,
+            st.cold_start_ms,
+            st.rss_mb,
+            round(st.empty.cold_start_ms),
+            round(st.empty.rss_mb),
+        ));
+    }
+    if let Some(d) = r.duplicates_per_envelope {
+        s.push_str(&format!(
+            "\nDuplicates per envelope per node (worst mesh-latency run): {d:.2}; raw gossipsub {}.\n",
+            opt(r.duplicates_raw_per_envelope)
+        ));
+    }
     s
 }
 

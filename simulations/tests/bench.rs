@@ -1,0 +1,153 @@
+//! `breakwater-simulations bench` end to end at toy sizes (`--tiny`): the real
+//! binary runs every figure, Breakwater and raw gossipsub side by side, and
+//! writes a `bench.json` whose keys, baselines and ratios hold together.
+//! Speed itself is not asserted here; BENCHMARKS.md records the figures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use breakwater_simulations::raw::run_raw_phase;
+use breakwater_simulations::scenario::{Plan, Publishing, Scenario};
+use serde_json::Value;
+
+fn bench_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_breakwater-simulations"))
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    let mut at = v;
+    for key in path.split('.') {
+        at = match key.parse::<usize>() {
+            Ok(i) => &at[i],
+            Err(_) => &at[key],
+        };
+    }
+    at.as_f64()
+        .unwrap_or_else(|| panic!("bench.json has no number at {path}: {at}"))
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 0.01 * b.abs().max(1e-9) + 1e-3
+}
+
+#[test]
+fn tiny_bench_writes_every_figure_with_its_baseline() {
+    let out = tempfile::tempdir().unwrap();
+    let output = bench_bin()
+        .args(["bench", "--tiny", "--seed", "7", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
+    let md = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
+    assert!(md.contains("## Goals"), "{md}");
+
+    // Mesh latency: both sides delivered everything, the ratios are theirs,
+    // and nothing beat the 20 ± 5 ms links.
+    let latency = json["mesh_latency"].as_array().unwrap();
+    assert_eq!(latency.len(), 1);
+    assert_eq!(num(&json, "mesh_latency.0.nodes"), 8.0);
+    for side in ["breakwater", "raw"] {
+        assert_eq!(num(&json, &format!("mesh_latency.0.{side}.delivery")), 1.0);
+        assert!(num(&json, &format!("mesh_latency.0.{side}.envelopes")) > 0.0);
+    }
+    let (p50, raw_p50) = (
+        num(&json, "mesh_latency.0.p50_ms"),
+        num(&json, "mesh_latency.0.raw_p50_ms"),
+    );
+    let (p99, raw_p99) = (
+        num(&json, "mesh_latency.0.p99_ms"),
+        num(&json, "mesh_latency.0.raw_p99_ms"),
+    );
+    assert!(raw_p50 >= 15.0 && p50 >= 15.0, "{p50} {raw_p50}");
+    assert!(p99 >= p50 && raw_p99 >= raw_p50);
+    assert!(close(num(&json, "mesh_latency.0.ratio_p50"), p50 / raw_p50));
+    assert!(close(num(&json, "mesh_latency.0.ratio_p99"), p99 / raw_p99));
+    // Same payload size on both sides.
+    assert_eq!(
+        num(&json, "mesh_latency.0.breakwater.message_bytes").round(),
+        num(&json, "mesh_latency.0.raw.message_bytes").round()
+    );
+
+    // Throughput: both sustained the first step; the ratio is theirs.
+    let (per_s, raw_per_s) = (
+        num(&json, "mesh_throughput.per_s"),
+        num(&json, "mesh_throughput.raw_per_s"),
+    );
+    assert!(per_s >= 4.0 && raw_per_s >= 4.0, "{per_s} {raw_per_s}");
+    assert!(close(
+        num(&json, "mesh_throughput.ratio"),
+        per_s / raw_per_s
+    ));
+
+    // Ingest against raw verify measured in the same run.
+    let ingest = num(&json, "ingest.per_s");
+    let verify = num(&json, "ingest.raw_verify_per_s");
+    assert!(ingest > 0.0 && verify > 0.0);
+    assert!(close(num(&json, "ingest.ratio"), ingest / verify));
+    assert!(num(&json, "ingest.opened_per_s") > 0.0);
+
+    // Catch-up; one in-sync round is one round trip of well under 1 KB.
+    assert_eq!(num(&json, "catchup.envelopes"), 400.0);
+    assert!(num(&json, "catchup.per_s") > 0.0);
+    assert_eq!(num(&json, "catchup.in_sync_round_trips"), 1.0);
+    let in_sync = num(&json, "catchup.in_sync_bytes");
+    assert!(in_sync > 0.0 && in_sync < 1024.0, "{in_sync}");
+
+    // Duplicates are counted, not estimated: a non-negative number.
+    assert!(num(&json, "duplicates_per_envelope") >= 0.0);
+
+    // Storage: the caught-up store, reopened in a fresh process.
+    assert_eq!(num(&json, "storage.envelopes"), 400.0);
+    assert!(num(&json, "storage.bytes_per_envelope") > num(&json, "storage.envelope_bytes"));
+    assert!(num(&json, "storage.cold_start_ms") > 0.0);
+    assert!(num(&json, "storage.rss_mb") > 0.0);
+    assert_eq!(num(&json, "storage.empty.envelopes"), 0.0);
+
+    // Every goal is listed with its verdict.
+    let goals = json["goals"].as_array().unwrap();
+    assert_eq!(goals.len(), 6, "{goals:?}");
+    assert!(goals.iter().all(|g| g["met"].is_boolean()));
+}
+
+#[test]
+fn bench_rejects_bad_flags_with_one_line() {
+    for args in [
+        vec!["bench"],
+        vec!["bench", "--out", "/tmp/x", "--quick", "--tiny"],
+        vec!["bench", "--out", "/tmp/x", "--seed", "many"],
+        vec!["bench", "--out", "/tmp/x", "--only", "everything"],
+        vec!["bench", "--out", "/tmp/x", "--latency-nodes", "1"],
+    ] {
+        let output = bench_bin().args(&args).output().unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn raw_baseline_refuses_sealed_traffic() {
+    let mut scenario: Scenario = toml::from_str(
+        r#"
+        name = "amber"
+        nodes = 4
+        duration_s = 2
+        "#,
+    )
+    .unwrap();
+    scenario.publish = Some(Publishing {
+        start_s: 0.0,
+        end_s: None,
+        rate_per_s: 10.0,
+        amber_fraction: 1.0,
+        amber_orgs: 1,
+    });
+    let plan = Plan::new(&scenario, 1).unwrap();
+    let error = run_raw_phase(&plan, 512).await.unwrap_err().to_string();
+    assert!(error.contains("only publishes GREEN"), "{error}");
+}
