@@ -26,6 +26,9 @@ use crate::network::Network;
 use crate::run::prepare_consortium;
 use crate::scenario::NodeSettings;
 
+/// A sealed backlog entry: id, author key, seq, encoding.
+type Sealed = (Digest, [u8; 32], u64, Vec<u8>);
+
 /// Members whose feeds make up a backlog.
 const AUTHORS: usize = 4;
 
@@ -147,28 +150,21 @@ impl Pair {
             let threads: Vec<_> = (0..AUTHORS)
                 .map(|a| {
                     let to = to.clone();
-                    scope.spawn(
-                        move || -> anyhow::Result<Vec<(Digest, [u8; 32], u64, Vec<u8>)>> {
-                            let keys = fixture.keys(a + 2, 0).context("no author keys")?;
-                            let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed ^ a as u64);
-                            let mut prev = Digest::ZERO;
-                            let mut feed = Vec::with_capacity(per_author);
-                            for seq in 1..=per_author as u64 {
-                                let draft = bulletin_draft(
-                                    seq,
-                                    prev,
-                                    tlp,
-                                    &format!("bulletin {a}/{seq}"),
-                                    now,
-                                );
-                                let envelope = seal(keys, fixture.roster(), draft, &to, &mut rng)
-                                    .map_err(|e| anyhow::anyhow!("seal: {e}"))?;
-                                prev = envelope.id();
-                                feed.push((prev, keys.node_public().0, seq, envelope.encode()));
-                            }
-                            Ok(feed)
-                        },
-                    )
+                    scope.spawn(move || -> anyhow::Result<Vec<Sealed>> {
+                        let keys = fixture.keys(a + 2, 0).context("no author keys")?;
+                        let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed ^ a as u64);
+                        let mut prev = Digest::ZERO;
+                        let mut feed = Vec::with_capacity(per_author);
+                        for seq in 1..=per_author as u64 {
+                            let draft =
+                                bulletin_draft(seq, prev, tlp, &format!("bulletin {a}/{seq}"), now);
+                            let envelope = seal(keys, fixture.roster(), draft, &to, &mut rng)
+                                .map_err(|e| anyhow::anyhow!("seal: {e}"))?;
+                            prev = envelope.id();
+                            feed.push((prev, keys.node_public().0, seq, envelope.encode()));
+                        }
+                        Ok(feed)
+                    })
                 })
                 .collect();
             threads
