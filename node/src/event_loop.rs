@@ -415,9 +415,8 @@ impl EventLoop {
                 // A round cut short (a connection replaced during a
                 // simultaneous dial, a busy peer) starts again at once rather
                 // than waiting a whole sync interval.
-                if self.connected.contains_key(&peer) && self.retried.insert(peer) {
-                    self.to_worker(Job::StartSync { peer });
-                }
+                let retry = self.connected.contains_key(&peer) && self.retried.insert(peer);
+                self.to_worker(Job::SyncFailed { peer, retry });
             }
             BehaviourEvent::Sync(request_response::Event::InboundFailure {
                 peer, error, ..

@@ -49,7 +49,7 @@ const META_USER_PREFIX: &[u8] = b"user/";
 
 /// Default sled page-cache size for [`Store::open`]: enough for the working
 /// set of a busy node, small enough to run dozens of nodes in one simulation.
-pub const DEFAULT_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

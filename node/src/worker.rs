@@ -5,7 +5,7 @@
 //! requests. It talks to the event loop only through bounded channels.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use breakwater_protocol::sync::{MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RANGES, MAX_ROSTERS};
 use breakwater_protocol::{
@@ -54,6 +54,11 @@ pub(crate) enum Job {
     SyncAnswer {
         peer: PeerId,
         response: Vec<u8>,
+    },
+    /// Our sync request to a peer failed; `retry` starts the round again.
+    SyncFailed {
+        peer: PeerId,
+        retry: bool,
     },
     /// Drop expired plaintext.
     Prune,
@@ -139,12 +144,25 @@ struct Record {
     body: Body,
 }
 
-/// Per-peer state of an outgoing sync round.
-#[derive(Debug, Default)]
+/// Per-peer state of an outgoing sync round: a single chain of request and
+/// answer.
+#[derive(Debug)]
 struct Round {
-    theirs: Frontier,
+    /// Their frontier, once they answered the Hello.
+    theirs: Option<Frontier>,
+    /// Our frontier digest when the last ranges went out.
     last_digest: Option<Digest>,
+    /// Last request or answer; a round quiet for [`ROUND_STALE`] is dead
+    /// (an answer dropped on a full queue) and may be replaced.
+    active_at: Instant,
+    /// Another round was asked for meanwhile (a gossip gap, a tick): start
+    /// it when this one ends, since their frontier has moved on.
+    again: bool,
 }
+
+/// How long a round may go without an answer before a new one replaces it
+/// (twice the sync request timeout).
+const ROUND_STALE: Duration = Duration::from_secs(60);
 
 pub(crate) struct Worker {
     pub store: Store,
@@ -336,6 +354,12 @@ impl Worker {
                 });
             }
             Job::SyncAnswer { peer, response } => self.on_sync_answer(peer, &response),
+            Job::SyncFailed { peer, retry } => {
+                self.rounds.remove(&peer);
+                if retry {
+                    self.start_sync(peer);
+                }
+            }
             Job::Prune => {
                 if let Err(e) = self.prune() {
                     warn!("pruning expired plaintext failed: {e}");
@@ -756,17 +780,41 @@ impl Worker {
         )
     }
 
+    /// Starts a round with `peer`, unless one is under way: one chain of
+    /// requests per peer, so two rounds never fetch the same ranges. A start
+    /// asked for during a round runs when it ends.
     fn start_sync(&mut self, peer: PeerId) {
+        if let Some(round) = self.rounds.get_mut(&peer)
+            && round.active_at.elapsed() < ROUND_STALE
+        {
+            round.again = true;
+            return;
+        }
         let request = SyncRequest::Hello {
             digest: self.frontier().digest(),
             roster_version: self.roster.roster.version,
         };
-        self.rounds.remove(&peer);
+        self.rounds.insert(
+            peer,
+            Round {
+                theirs: None,
+                last_digest: None,
+                active_at: Instant::now(),
+                again: false,
+            },
+        );
         self.traffic.sync_requests += 1;
         self.send(Outcome::SyncRequest {
             peer,
             request: request.encode(),
         });
+    }
+
+    /// Ends the round with `peer`, starting the next one if it was asked for.
+    fn end_round(&mut self, peer: PeerId) {
+        if self.rounds.remove(&peer).is_some_and(|r| r.again) {
+            self.start_sync(peer);
+        }
     }
 
     fn serve_sync(&self, request: &[u8]) -> SyncResponse {
@@ -838,28 +886,28 @@ impl Worker {
     }
 
     fn on_sync_answer(&mut self, peer: PeerId, response: &[u8]) {
+        if let Some(round) = self.rounds.get_mut(&peer) {
+            round.active_at = Instant::now();
+        }
         let response = match SyncResponse::decode(response) {
             Ok(r) => r,
             Err(e) => {
                 debug!(%peer, "bad sync response: {e}");
+                self.end_round(peer);
                 return;
             }
         };
         match response {
-            SyncResponse::InSync | SyncResponse::Refused(_) => {
-                self.rounds.remove(&peer);
-            }
+            SyncResponse::InSync | SyncResponse::Refused(_) => self.end_round(peer),
             SyncResponse::Frontier {
                 frontier,
                 roster_version,
             } => {
-                self.rounds.insert(
-                    peer,
-                    Round {
-                        theirs: frontier,
-                        last_digest: None,
-                    },
-                );
+                let Some(round) = self.rounds.get_mut(&peer) else {
+                    // The round was replaced or failed meanwhile.
+                    return;
+                };
+                round.theirs = Some(frontier);
                 if roster_version > self.roster.roster.version {
                     let request = SyncRequest::Rosters {
                         after: self.roster.roster.version,
@@ -906,24 +954,28 @@ impl Worker {
         let Some(round) = self.rounds.get_mut(&peer) else {
             return;
         };
+        let Some(theirs) = &round.theirs else {
+            return;
+        };
         if round.last_digest == Some(digest) {
             // The last batch moved nothing forward: stop rather than loop.
-            self.rounds.remove(&peer);
+            self.end_round(peer);
             return;
         }
         // Feeds of authors we would reject (revoked, unknown) are never
         // requested: they could never advance and would starve the rest.
         let roster = &self.roster.roster;
         let mut missing: Vec<_> = mine
-            .missing_from(&round.theirs)
+            .missing_from(theirs)
             .into_iter()
             .filter(|r| roster.org_of(&r.author).is_some())
             .collect();
         if missing.is_empty() {
-            self.rounds.remove(&peer);
+            self.end_round(peer);
             return;
         }
         round.last_digest = Some(digest);
+        round.active_at = Instant::now();
         missing.truncate(MAX_RANGES);
         self.traffic.sync_requests += 1;
         self.send(Outcome::SyncRequest {
