@@ -11,7 +11,7 @@ use breakwater_protocol::sync::{MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RANGES, MA
 use breakwater_protocol::{
     AuthorState, Body, Digest, Draft, Envelope, Frontier, IgnoreReason, Indicator, Kind, NodeKeys,
     NodePublicKey, OrgId, Prechecked, Rejection, SealingPublicKey, SignedRoster, SyncRequest,
-    SyncResponse, Tlp, Verdict, open, precheck, seal, seal_to, validate_prechecked,
+    SyncResponse, Tlp, Verdict, open, precheck_in, seal, seal_to, validate_prechecked,
 };
 use libp2p::PeerId;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
@@ -175,6 +175,9 @@ pub(crate) struct Worker {
     rng: rand::rngs::ThreadRng,
     /// Sync-received and newly stored counts for `Status::traffic`.
     traffic: Traffic,
+    /// The consortium id, the same in every roster version (for a genesis
+    /// roster it is a hash of the whole roster, so it is computed once).
+    consortium: Digest,
 }
 
 /// Unix ms now.
@@ -283,6 +286,7 @@ impl Worker {
         outcomes: mpsc::Sender<Outcome>,
     ) -> Worker {
         Worker {
+            consortium: roster.roster.consortium_id(),
             store,
             keys,
             roster,
@@ -468,6 +472,18 @@ impl Worker {
                 }
             }
         }
+        // A valid gossip message is forwarded as soon as it is validated:
+        // storing it cannot change the verdict, and the next hop need not wait
+        // on this node's disk.
+        if let Origin::Gossip { message_id, source } = &origin {
+            for acceptance in acceptances {
+                self.send(Outcome::Verdict {
+                    message_id: message_id.clone(),
+                    source: *source,
+                    acceptance,
+                });
+            }
+        }
         let batch: Vec<NewEnvelope<'_>> = accepted
             .iter()
             .map(|(index, id, author, seq, _)| NewEnvelope {
@@ -486,36 +502,19 @@ impl Worker {
                     .iter()
                     .filter(|r| r.as_ref().is_ok_and(|i| i.new))
                     .count() as u64;
-                for ((index, id, _, _, envelope), result) in accepted.into_iter().zip(results) {
-                    match (result, envelope) {
-                        (Ok(inserted), Some((envelope, body))) if inserted.new => {
-                            if let Err(e) = self.after_insert(envelope, id, body) {
-                                warn!("indexing envelope failed: {e}");
-                            }
-                        }
-                        (Err(_), _) => acceptances[index] = MessageAcceptance::Ignore,
-                        _ => {}
+                for ((_, id, _, _, envelope), result) in accepted.into_iter().zip(results) {
+                    if let (Ok(inserted), Some((envelope, body))) = (result, envelope)
+                        && inserted.new
+                        && let Err(e) = self.after_insert(envelope, id, body)
+                    {
+                        warn!("indexing envelope failed: {e}");
                     }
                 }
             }
-            Err(e) => {
-                warn!("storing envelopes failed: {e}");
-                acceptances
-                    .iter_mut()
-                    .for_each(|a| *a = MessageAcceptance::Ignore);
-            }
+            Err(e) => warn!("storing envelopes failed: {e}"),
         }
-        if let Origin::Gossip { message_id, source } = &origin {
-            for acceptance in acceptances {
-                self.send(Outcome::Verdict {
-                    message_id: message_id.clone(),
-                    source: *source,
-                    acceptance,
-                });
-            }
-            if gap {
-                self.start_sync(*source);
-            }
+        if let (Origin::Gossip { source, .. }, true) = (&origin, gap) {
+            self.start_sync(*source);
         }
     }
 
@@ -527,9 +526,9 @@ impl Worker {
         &self,
         items: &[Vec<u8>],
     ) -> Vec<Result<(Prechecked, Option<Body>), Rejection>> {
-        let (roster, keys) = (&self.roster.roster, &self.keys);
+        let (roster, keys, consortium) = (&self.roster.roster, &self.keys, self.consortium);
         let one = |bytes: &Vec<u8>| {
-            precheck(bytes, roster).map(|pre| {
+            precheck_in(bytes, roster, consortium).map(|pre| {
                 let body = open_as(pre.envelope(), keys);
                 (pre, body)
             })

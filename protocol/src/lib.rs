@@ -32,7 +32,7 @@ pub use sync::{Frontier, SeqRange, SyncRequest, SyncResponse};
 pub use tlp::Tlp;
 pub use validate::{
     Accepted, AuthorState, Equivocation, IgnoreReason, Prechecked, Rejection, Verdict, precheck,
-    validate, validate_prechecked,
+    precheck_in, validate, validate_prechecked,
 };
 
 /// Version byte that leads every encoding this crate puts on the wire or on disk.

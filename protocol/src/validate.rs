@@ -180,9 +180,19 @@ pub fn validate(bytes: &[u8], now: u64, roster: &Roster, state: &impl AuthorStat
 
 /// The store-free half of [`validate`]: decode, consortium, author, signature.
 pub fn precheck(bytes: &[u8], roster: &Roster) -> Result<Prechecked, Rejection> {
+    precheck_in(bytes, roster, roster.consortium_id())
+}
+
+/// [`precheck`] with `roster`'s consortium id computed once by the caller:
+/// for a genesis roster it is the hash of the whole roster, which a node
+/// checking thousands of envelopes should not recompute for each.
+pub fn precheck_in(
+    bytes: &[u8],
+    roster: &Roster,
+    consortium: Digest,
+) -> Result<Prechecked, Rejection> {
     let envelope = Envelope::decode(bytes)?;
     let header = &envelope.header;
-    let consortium = roster.consortium_id();
     if header.consortium != consortium {
         return Err(Rejection::WrongConsortium {
             expected: consortium,

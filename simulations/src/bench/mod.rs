@@ -72,12 +72,15 @@ impl BenchSettings {
                 latency_ms: 20.0,
                 jitter_ms: 5.0,
             },
+            // Production intervals (`Config::default`): the bench measures
+            // the gossip fast path as deployed; simulations scale these down
+            // only to show recovery in short runs.
             node: NodeSettings {
-                sync_interval_ms: 2000,
-                heartbeat_ms: 500,
+                sync_interval_ms: 15_000,
+                heartbeat_ms: 1000,
                 max_redial_backoff_ms: 2000,
             },
-            warmup_s: 2.0,
+            warmup_s: 3.0,
             drain_s: 20.0,
         }
     }
