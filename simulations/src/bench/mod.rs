@@ -85,7 +85,7 @@ impl BenchSettings {
         }
     }
 
-    /// Everything at the sizes the issue names (about 10 minutes on 2 cores).
+    /// Everything at the sizes the issue names (about 6 minutes on 2 cores).
     pub fn full() -> BenchSettings {
         BenchSettings {
             mode: "full".into(),
