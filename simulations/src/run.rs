@@ -302,17 +302,8 @@ impl Sim<'_> {
         if self.running(i).is_some() || self.plan.hostile.contains(&i) {
             return Ok(());
         }
-        let (stop, stopped) = oneshot::channel::<()>();
-        let mut node = spawn(
-            &self.dirs[i],
-            self.configs[i].clone(),
-            self.network.transport(i),
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .with_context(|| format!("node {i} did not start"))?;
+        let (mut node, stop) =
+            start_node(&self.dirs[i], &self.configs[i], &self.network, i).await?;
         let fresh = node.handle.subscribe();
         let events = std::mem::replace(&mut node.events, fresh);
         let recorder = tokio::spawn(self.recorder.clone().record(i, events));
@@ -705,6 +696,23 @@ pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<Ph
     data.peak_rss_mb = machine::peak_rss_mb();
     drop(root);
     Ok(data)
+}
+
+/// Starts node `i` of `network` from `dir`; it runs until the returned
+/// sender fires (or is dropped).
+pub async fn start_node(
+    dir: &DataDir,
+    config: &Config,
+    network: &Network,
+    i: usize,
+) -> anyhow::Result<(Node, oneshot::Sender<()>)> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let node = spawn(dir, config.clone(), network.transport(i), async move {
+        let _ = stopped.await;
+    })
+    .await
+    .with_context(|| format!("node {i} did not start"))?;
+    Ok((node, stop))
 }
 
 /// A consortium of one-node organisations, one per entry of `neighbours`,

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::network::Network;
-use crate::run::prepare_consortium;
+use crate::run::{prepare_consortium, start_node};
 use crate::scenario::NodeSettings;
 
 /// A sealed backlog entry: id, author key, seq, encoding.
@@ -110,17 +110,7 @@ impl Pair {
     }
 
     async fn start(&self, i: usize) -> anyhow::Result<Running> {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let node = spawn(
-            &self.dirs[i],
-            self.configs[i].clone(),
-            self.network.transport(i),
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .with_context(|| format!("node {i} did not start"))?;
+        let (node, stop) = start_node(&self.dirs[i], &self.configs[i], &self.network, i).await?;
         Ok(Running { node, stop })
     }
 
