@@ -4,10 +4,13 @@
 //! retractions and rosters, seals local publications, and answers sync
 //! requests. It talks to the event loop only through bounded channels.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use breakwater_protocol::sync::{MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RANGES, MAX_ROSTERS};
+use breakwater_protocol::sync::{
+    MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_RANGES, MAX_ROSTERS, SeqRange,
+};
 use breakwater_protocol::{
     AuthorState, Body, Digest, Draft, Envelope, Frontier, IgnoreReason, Indicator, Kind, NodeKeys,
     NodePublicKey, OrgId, Prechecked, Rejection, SealingPublicKey, SignedRoster, SyncRequest,
@@ -158,6 +161,8 @@ struct Round {
     /// Another round was asked for meanwhile (a gossip gap, a tick): start
     /// it when this one ends, since their frontier has moved on.
     again: bool,
+    /// The ranges of the last request.
+    asked: Vec<SeqRange>,
 }
 
 /// How long a round may go without an answer before a new one replaces it
@@ -225,6 +230,47 @@ fn open_as(envelope: &Envelope, keys: &NodeKeys) -> Option<Body> {
             .iter()
             .any(|r| r.key_id == key_id);
     recipient.then(|| open(envelope, keys).ok()).flatten()
+}
+
+/// Items a sync answer is checked and written in, as a pipeline.
+const PIPELINE_CHUNK: usize = 256;
+
+/// A precheck and, where this node is a recipient, the opened body.
+type Checked = Result<(Prechecked, Option<Body>), Rejection>;
+
+/// A validated item to write: index in the batch, id, author, seq, and the
+/// envelope with its body (`None` for an expired one kept for its feed
+/// position).
+type AcceptedItem = (
+    usize,
+    Digest,
+    NodePublicKey,
+    u64,
+    Option<(Envelope, Option<Body>)>,
+);
+
+/// The store-free checks of one item (decode, membership, signature) and,
+/// where `keys` is a recipient, opening: they dominate ingest, and items are
+/// independent of one another, so they run on every core.
+fn precheck_one(
+    bytes: &[u8],
+    roster: &breakwater_protocol::Roster,
+    consortium: Digest,
+    keys: &NodeKeys,
+) -> Checked {
+    precheck_in(bytes, roster, consortium).map(|pre| {
+        let body = open_as(pre.envelope(), keys);
+        (pre, body)
+    })
+}
+
+/// A batch being ingested.
+struct Ingest<'a> {
+    now: u64,
+    origin: &'a Origin,
+    overlay: BatchView<'a>,
+    acceptances: Vec<MessageAcceptance>,
+    gap: bool,
 }
 
 /// The store as seen by a batch being validated: what is stored plus what
@@ -419,84 +465,165 @@ impl Worker {
     // ------------------------------------------------------------------ ingest
 
     /// Validates a batch exactly as gossip and sync both require, stores the
-    /// valid ones in one batched write, then opens and indexes the new ones.
+    /// valid ones with batched writes, then opens and indexes the new ones.
+    ///
+    /// A large batch (a sync answer) is a pipeline: every core prechecks
+    /// chunks (decode, membership, signature, opening) while this thread
+    /// validates and writes the chunks already checked, in order, so the
+    /// sequential store work overlaps the crypto of the chunks after it.
     fn ingest(&mut self, items: Vec<Vec<u8>>, origin: Origin) {
         let now = now_ms();
-        let mut gap = false;
-        let mut acceptances = vec![MessageAcceptance::Ignore; items.len()];
         let store = self.store.clone();
-        let mut overlay = BatchView {
-            store: &store,
-            items: &items,
-            by_seq: HashMap::new(),
-            by_id: HashMap::new(),
-            frontiers: HashMap::new(),
+        let mut batch = Ingest {
+            now,
+            origin: &origin,
+            overlay: BatchView {
+                store: &store,
+                items: &items,
+                by_seq: HashMap::new(),
+                by_id: HashMap::new(),
+                frontiers: HashMap::new(),
+            },
+            acceptances: vec![MessageAcceptance::Ignore; items.len()],
+            gap: false,
         };
-        // (item index, id, author, seq, envelope to open; None for an expired one kept for its feed position)
-        // (item index, id, author, seq, envelope and opened body; None for an
-        // expired one kept only for its feed position)
-        #[allow(clippy::type_complexity)]
-        let mut accepted: Vec<(
-            usize,
-            Digest,
-            NodePublicKey,
-            u64,
-            Option<(Envelope, Option<Body>)>,
-        )> = Vec::new();
-        let prechecked = self.precheck_all(&items);
-        for (index, (bytes, pre)) in items.iter().zip(prechecked).enumerate() {
+        if let Origin::Sync { .. } = origin {
+            self.traffic.sync_received += items.len() as u64;
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if items.len() < 2 * PIPELINE_CHUNK || threads < 2 {
+            let checked = self.precheck_all(&items);
+            let accepted = self.validate_part(&items, 0, checked, &mut batch);
+            // A valid gossip message is forwarded as soon as it is validated:
+            // storing it cannot change the verdict, and the next hop need not
+            // wait on this node's disk.
+            if let Origin::Gossip { message_id, source } = &origin {
+                for acceptance in &batch.acceptances {
+                    self.send(Outcome::Verdict {
+                        message_id: message_id.clone(),
+                        source: *source,
+                        acceptance: *acceptance,
+                    });
+                }
+            }
+            self.write_part(&items, accepted);
+        } else {
+            let (roster, keys, consortium) = (
+                self.roster.roster.clone(),
+                self.keys.clone(),
+                self.consortium,
+            );
+            let chunks: Vec<&[Vec<u8>]> = items.chunks(PIPELINE_CHUNK).collect();
+            let next = AtomicUsize::new(0);
+            std::thread::scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                for _ in 0..threads {
+                    let (tx, next, chunks) = (tx.clone(), &next, &chunks);
+                    let (roster, keys) = (&roster, &keys);
+                    scope.spawn(move || {
+                        loop {
+                            let c = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(part) = chunks.get(c) else { break };
+                            let checked: Vec<_> = part
+                                .iter()
+                                .map(|b| precheck_one(b, roster, consortium, keys))
+                                .collect();
+                            if tx.send((c, checked)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                drop(tx);
+                let mut ready = BTreeMap::new();
+                let mut want = 0;
+                for (c, checked) in rx {
+                    ready.insert(c, checked);
+                    while let Some(checked) = ready.remove(&want) {
+                        let accepted =
+                            self.validate_part(&items, want * PIPELINE_CHUNK, checked, &mut batch);
+                        self.write_part(&items, accepted);
+                        want += 1;
+                    }
+                }
+                // A checking thread that panicked (a bug) left chunks behind:
+                // check them here.
+                while let Some(part) = chunks.get(want) {
+                    let checked = ready.remove(&want).unwrap_or_else(|| {
+                        part.iter()
+                            .map(|b| precheck_one(b, &roster, consortium, &keys))
+                            .collect()
+                    });
+                    let accepted =
+                        self.validate_part(&items, want * PIPELINE_CHUNK, checked, &mut batch);
+                    self.write_part(&items, accepted);
+                    want += 1;
+                }
+            });
+        }
+        if let (Origin::Gossip { source, .. }, true) = (&origin, batch.gap) {
+            self.start_sync(*source);
+        }
+    }
+
+    /// Validates prechecked items `offset..` of a batch in order against the
+    /// store plus what the batch accepted so far; returns what to write.
+    fn validate_part(
+        &mut self,
+        items: &[Vec<u8>],
+        offset: usize,
+        checked: Vec<Checked>,
+        batch: &mut Ingest<'_>,
+    ) -> Vec<AcceptedItem> {
+        let mut accepted = Vec::new();
+        for (k, pre) in checked.into_iter().enumerate() {
+            let index = offset + k;
+            let Some(bytes) = items.get(index) else { break };
             let (pre, body) = match pre {
                 Ok(pre) => pre,
                 Err(rejection) => {
-                    acceptances[index] = self.on_rejection(rejection, &origin);
+                    batch.acceptances[index] = self.on_rejection(rejection, batch.origin);
                     continue;
                 }
             };
-            match validate_prechecked(pre, bytes, now, &self.roster.roster, &overlay) {
+            match validate_prechecked(pre, bytes, batch.now, &self.roster.roster, &batch.overlay) {
                 Verdict::Accept(a) => {
-                    gap |= a.gap.is_some();
+                    batch.gap |= a.gap.is_some();
                     let (author, seq) = (a.envelope.header.author, a.envelope.header.seq);
-                    overlay.add(index, a.id, author, seq);
+                    batch.overlay.add(index, a.id, author, seq);
                     accepted.push((index, a.id, author, seq, Some((a.envelope, body))));
-                    acceptances[index] = MessageAcceptance::Accept;
+                    batch.acceptances[index] = MessageAcceptance::Accept;
                 }
                 Verdict::Ignore(IgnoreReason::Expired {
                     id, author, seq, ..
                 }) => {
-                    overlay.add(index, id, author, seq);
+                    batch.overlay.add(index, id, author, seq);
                     accepted.push((index, id, author, seq, None));
                 }
                 Verdict::Ignore(IgnoreReason::Duplicate) => {}
                 Verdict::Reject(rejection) => {
-                    acceptances[index] = self.on_rejection(rejection, &origin);
+                    batch.acceptances[index] = self.on_rejection(rejection, batch.origin);
                 }
             }
         }
-        // A valid gossip message is forwarded as soon as it is validated:
-        // storing it cannot change the verdict, and the next hop need not wait
-        // on this node's disk.
-        if let Origin::Gossip { message_id, source } = &origin {
-            for acceptance in acceptances {
-                self.send(Outcome::Verdict {
-                    message_id: message_id.clone(),
-                    source: *source,
-                    acceptance,
-                });
-            }
-        }
-        let batch: Vec<NewEnvelope<'_>> = accepted
+        accepted
+    }
+
+    /// Writes validated items in one batched write, then opens and indexes
+    /// the new ones.
+    fn write_part(&mut self, items: &[Vec<u8>], accepted: Vec<AcceptedItem>) {
+        let writes: Vec<NewEnvelope<'_>> = accepted
             .iter()
-            .map(|(index, id, author, seq, _)| NewEnvelope {
-                id: id.0,
-                author: author.0,
-                seq: *seq,
-                bytes: &items[*index],
+            .filter_map(|(index, id, author, seq, _)| {
+                Some(NewEnvelope {
+                    id: id.0,
+                    author: author.0,
+                    seq: *seq,
+                    bytes: items.get(*index)?,
+                })
             })
             .collect();
-        if let Origin::Sync { .. } = origin {
-            self.traffic.sync_received += items.len() as u64;
-        }
-        match self.store.insert_envelopes(&batch) {
+        match self.store.insert_envelopes(&writes) {
             Ok(results) => {
                 self.traffic.stored_from_peers += results
                     .iter()
@@ -513,26 +640,13 @@ impl Worker {
             }
             Err(e) => warn!("storing envelopes failed: {e}"),
         }
-        if let (Origin::Gossip { source, .. }, true) = (&origin, gap) {
-            self.start_sync(*source);
-        }
     }
 
-    /// The store-free checks (decode, membership, signature) and, where this
-    /// node is a recipient, opening, spread over the machine's cores: they
-    /// dominate ingest and each item is independent of the others.
-    #[allow(clippy::type_complexity)]
-    fn precheck_all(
-        &self,
-        items: &[Vec<u8>],
-    ) -> Vec<Result<(Prechecked, Option<Body>), Rejection>> {
+    /// The store-free checks of small batches, spread over the machine's
+    /// cores when there are enough items to pay for the threads.
+    fn precheck_all(&self, items: &[Vec<u8>]) -> Vec<Checked> {
         let (roster, keys, consortium) = (&self.roster.roster, &self.keys, self.consortium);
-        let one = |bytes: &Vec<u8>| {
-            precheck_in(bytes, roster, consortium).map(|pre| {
-                let body = open_as(pre.envelope(), keys);
-                (pre, body)
-            })
-        };
+        let one = |bytes: &Vec<u8>| precheck_one(bytes, roster, consortium, keys);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if items.len() < 16 || threads < 2 {
             return items.iter().map(one).collect();
@@ -800,6 +914,7 @@ impl Worker {
                 last_digest: None,
                 active_at: Instant::now(),
                 again: false,
+                asked: Vec::new(),
             },
         );
         self.traffic.sync_requests += 1;
@@ -939,11 +1054,59 @@ impl Worker {
                 }
                 self.request_missing(peer);
             }
-            SyncResponse::Envelopes { items, .. } => {
+            SyncResponse::Envelopes { items, more } => {
+                // The rest is asked for before this batch is checked, so the
+                // peer serves it while this node works.
+                let asked_ahead = more && self.ask_for_the_rest(peer, items.last());
                 self.ingest(items, Origin::Sync { peer });
-                self.request_missing(peer);
+                if !asked_ahead {
+                    self.request_missing(peer);
+                }
             }
         }
+    }
+
+    /// After a batch that `peer` cut short, asks at once for what it did not
+    /// send of the ranges last asked: ranges are served in order, so the last
+    /// item says where the batch stopped. Returns whether it asked; when the
+    /// last item matches no asked range, the frontier decides after ingest.
+    fn ask_for_the_rest(&mut self, peer: PeerId, last: Option<&Vec<u8>>) -> bool {
+        let Some(last) = last.and_then(|bytes| Envelope::decode(bytes).ok()) else {
+            return false;
+        };
+        let (author, seq) = (last.header.author, last.header.seq);
+        let Some(round) = self.rounds.get_mut(&peer) else {
+            return false;
+        };
+        let Some(at) = round
+            .asked
+            .iter()
+            .position(|r| r.author == author && r.from <= seq && seq <= r.to)
+        else {
+            return false;
+        };
+        let mut rest = Vec::with_capacity(round.asked.len() - at);
+        if let Some(range) = round.asked.get(at)
+            && seq < range.to
+        {
+            rest.push(SeqRange {
+                author,
+                from: seq + 1,
+                to: range.to,
+            });
+        }
+        rest.extend_from_slice(round.asked.get(at + 1..).unwrap_or_default());
+        if rest.is_empty() {
+            return false;
+        }
+        round.asked = rest.clone();
+        round.active_at = Instant::now();
+        self.traffic.sync_requests += 1;
+        self.send(Outcome::SyncRequest {
+            peer,
+            request: SyncRequest::Ranges(rest).encode(),
+        });
+        true
     }
 
     /// Asks `peer` for the ranges it has and we lack, while that makes progress.
@@ -976,6 +1139,7 @@ impl Worker {
         round.last_digest = Some(digest);
         round.active_at = Instant::now();
         missing.truncate(MAX_RANGES);
+        round.asked = missing.clone();
         self.traffic.sync_requests += 1;
         self.send(Outcome::SyncRequest {
             peer,

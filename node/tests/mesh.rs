@@ -402,6 +402,30 @@ async fn offline_node_catches_up_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_catch_up_is_checked_and_written_in_order() {
+    // 700 envelopes come in one sync answer, which the node checks on every
+    // core and writes chunk by chunk: all must land, readable, in feed order.
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::new(2, |_| true).await;
+    mesh.start(0).await;
+    for k in 0..700 {
+        mesh.publish(0, Tlp::Green, &[], &format!("bulletin {k}"))
+            .await;
+    }
+    mesh.start(1).await;
+    wait_count(&mesh, 1, false, 700).await;
+    let status = mesh.node(1).handle.status().await.unwrap();
+    assert_eq!(status.envelopes, 700);
+    assert_eq!(status.readable, 700);
+    assert_eq!(status.traffic.stored_from_peers, 700);
+    let author = mesh.node(0).handle.status().await.unwrap().node_key;
+    assert_eq!(status.frontier, vec![(author, 700)]);
+    for i in 0..2 {
+        mesh.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_heals_to_the_union() {
     let _serial = SERIAL.lock().await;
     let mut mesh = Mesh::new(4, |_| true).await;
