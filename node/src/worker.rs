@@ -264,6 +264,27 @@ fn precheck_one(
     })
 }
 
+/// What is left of `asked` (served in order) once a batch ended with
+/// `author`'s `seq`; `None` when that matches no asked range or nothing is
+/// left.
+fn rest_of(asked: &[SeqRange], author: NodePublicKey, seq: u64) -> Option<Vec<SeqRange>> {
+    let at = asked
+        .iter()
+        .position(|r| r.author == author && r.from <= seq && seq <= r.to)?;
+    let mut rest = Vec::with_capacity(asked.len() - at);
+    if let Some(range) = asked.get(at)
+        && seq < range.to
+    {
+        rest.push(SeqRange {
+            author,
+            from: seq + 1,
+            to: range.to,
+        });
+    }
+    rest.extend_from_slice(asked.get(at + 1..).unwrap_or_default());
+    (!rest.is_empty()).then_some(rest)
+}
+
 /// A batch being ingested.
 struct Ingest<'a> {
     now: u64,
@@ -1074,31 +1095,12 @@ impl Worker {
         let Some(last) = last.and_then(|bytes| Envelope::decode(bytes).ok()) else {
             return false;
         };
-        let (author, seq) = (last.header.author, last.header.seq);
         let Some(round) = self.rounds.get_mut(&peer) else {
             return false;
         };
-        let Some(at) = round
-            .asked
-            .iter()
-            .position(|r| r.author == author && r.from <= seq && seq <= r.to)
-        else {
+        let Some(rest) = rest_of(&round.asked, last.header.author, last.header.seq) else {
             return false;
         };
-        let mut rest = Vec::with_capacity(round.asked.len() - at);
-        if let Some(range) = round.asked.get(at)
-            && seq < range.to
-        {
-            rest.push(SeqRange {
-                author,
-                from: seq + 1,
-                to: range.to,
-            });
-        }
-        rest.extend_from_slice(round.asked.get(at + 1..).unwrap_or_default());
-        if rest.is_empty() {
-            return false;
-        }
         round.asked = rest.clone();
         round.active_at = Instant::now();
         self.traffic.sync_requests += 1;
@@ -1517,5 +1519,49 @@ impl Worker {
             self.store.remove_plaintext(&id)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn range(author: u8, from: u64, to: u64) -> SeqRange {
+        SeqRange {
+            author: NodePublicKey([author; 32]),
+            from,
+            to,
+        }
+    }
+
+    #[test]
+    fn the_rest_of_a_cut_batch_starts_after_its_last_item() {
+        let asked = [range(1, 1, 100), range(2, 5, 9), range(3, 1, 1)];
+        let a = NodePublicKey([1; 32]);
+        let b = NodePublicKey([2; 32]);
+        // Cut inside the first range: the rest of it, then the others.
+        assert_eq!(
+            rest_of(&asked, a, 40),
+            Some(vec![range(1, 41, 100), range(2, 5, 9), range(3, 1, 1)])
+        );
+        // Cut at the end of a range: the ranges after it.
+        assert_eq!(
+            rest_of(&asked, a, 100),
+            Some(vec![range(2, 5, 9), range(3, 1, 1)])
+        );
+        assert_eq!(
+            rest_of(&asked, b, 7),
+            Some(vec![range(2, 8, 9), range(3, 1, 1)])
+        );
+        // Nothing left.
+        assert_eq!(rest_of(&asked, NodePublicKey([3; 32]), 1), None);
+        // An item outside every asked range (a confused or hostile peer)
+        // asks for nothing: the frontier decides after ingest.
+        assert_eq!(rest_of(&asked, a, 101), None);
+        assert_eq!(rest_of(&asked, b, 4), None);
+        assert_eq!(rest_of(&asked, NodePublicKey([9; 32]), 1), None);
+        assert_eq!(rest_of(&[], a, 1), None);
     }
 }
