@@ -429,15 +429,33 @@ impl Store {
         max_bytes: usize,
         max_items: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .range_limited(author, from_seq, to_seq, max_bytes, max_items)?
+            .0)
+    }
+
+    /// [`Store::range`], and whether a limit cut it short (the range may hold
+    /// more envelopes after the last one returned).
+    pub fn range_limited(
+        &self,
+        author: &AuthorKey,
+        from_seq: u64,
+        to_seq: u64,
+        max_bytes: usize,
+        max_items: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
         let mut batch = Vec::new();
         if from_seq > to_seq || max_items == 0 {
-            return Ok(batch);
+            return Ok((batch, false));
         }
         let mut total = 0usize;
         let feed = self
             .feeds
             .range(feed_key(author, from_seq)..=feed_key(author, to_seq));
         for entry in feed {
+            if batch.len() >= max_items {
+                return Ok((batch, true));
+            }
             let (_, id) = entry?;
             let id = decode_id("feeds", &id)?;
             let bytes = self.envelopes.get(id)?.ok_or_else(|| StoreError::Corrupt {
@@ -446,15 +464,12 @@ impl Store {
             })?;
             let size = total.saturating_add(bytes.len());
             if !batch.is_empty() && size > max_bytes {
-                break;
+                return Ok((batch, true));
             }
             total = size;
             batch.push(bytes.to_vec());
-            if batch.len() >= max_items {
-                break;
-            }
         }
-        Ok(batch)
+        Ok((batch, false))
     }
 
     // -------------------------------------------------------------- plaintext

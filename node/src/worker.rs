@@ -426,8 +426,8 @@ impl Worker {
             }
             Job::SyncAnswer { peer, response } => self.on_sync_answer(peer, &response),
             Job::SyncFailed { peer, retry } => {
-                self.rounds.remove(&peer);
-                if retry {
+                let again = self.rounds.remove(&peer).is_some_and(|r| r.again);
+                if retry || again {
                     self.start_sync(peer);
                 }
             }
@@ -516,8 +516,9 @@ impl Worker {
             let checked = self.precheck_all(&items);
             let accepted = self.validate_part(&items, 0, checked, &mut batch);
             // A valid gossip message is forwarded as soon as it is validated:
-            // storing it cannot change the verdict, and the next hop need not
-            // wait on this node's disk.
+            // the next hop need not wait on this node's disk. Should the write
+            // then fail, a valid envelope went on that this node lacks; sync
+            // brings it back.
             if let Origin::Gossip { message_id, source } = &origin {
                 for acceptance in &batch.acceptances {
                     self.send(Outcome::Verdict {
@@ -538,10 +539,11 @@ impl Worker {
             let next = AtomicUsize::new(0);
             std::thread::scope(|scope| {
                 let (tx, rx) = std::sync::mpsc::channel();
+                let mut checkers = Vec::with_capacity(threads);
                 for _ in 0..threads {
                     let (tx, next, chunks) = (tx.clone(), &next, &chunks);
                     let (roster, keys) = (&roster, &keys);
-                    scope.spawn(move || {
+                    checkers.push(scope.spawn(move || {
                         loop {
                             let c = next.fetch_add(1, Ordering::Relaxed);
                             let Some(part) = chunks.get(c) else { break };
@@ -553,7 +555,7 @@ impl Worker {
                                 break;
                             }
                         }
-                    });
+                    }));
                 }
                 drop(tx);
                 let mut ready = BTreeMap::new();
@@ -568,7 +570,11 @@ impl Worker {
                     }
                 }
                 // A checking thread that panicked (a bug) left chunks behind:
-                // check them here.
+                // joined here, so its panic ends with it, and its chunks are
+                // checked in place.
+                for checker in checkers {
+                    let _ = checker.join();
+                }
                 while let Some(part) = chunks.get(want) {
                     let checked = ready.remove(&want).unwrap_or_else(|| {
                         part.iter()
@@ -982,16 +988,22 @@ impl Worker {
                         more = true;
                         break;
                     }
-                    match self.store.range(
+                    match self.store.range_limited(
                         &range.author.0,
                         range.from,
                         range.to,
                         MAX_BATCH_BYTES - bytes,
                         MAX_BATCH_ITEMS - items.len(),
                     ) {
-                        Ok(found) => {
+                        Ok((found, cut)) => {
                             bytes += found.iter().map(Vec::len).sum::<usize>();
                             items.extend(found);
+                            // A batch ends with the range it cut, so the
+                            // asker can tell from its last item where to go on.
+                            if cut {
+                                more = true;
+                                break;
+                            }
                         }
                         Err(e) => return SyncResponse::Refused(format!("store: {e}")),
                     }
@@ -1080,10 +1092,27 @@ impl Worker {
                 // peer serves it while this node works.
                 let asked_ahead = more && self.ask_for_the_rest(peer, items.last());
                 self.ingest(items, Origin::Sync { peer });
-                if !asked_ahead {
+                if asked_ahead {
+                    self.check_progress(peer);
+                } else {
                     self.request_missing(peer);
                 }
             }
+        }
+    }
+
+    /// Ends the round with `peer` if the batch just taken moved nothing
+    /// forward (a peer answering with junk, or envelopes it cannot prove):
+    /// the request already sent ahead then finds no round and stops.
+    fn check_progress(&mut self, peer: PeerId) {
+        let digest = self.frontier().digest();
+        let Some(round) = self.rounds.get_mut(&peer) else {
+            return;
+        };
+        if round.last_digest == Some(digest) {
+            self.end_round(peer);
+        } else {
+            round.last_digest = Some(digest);
         }
     }
 

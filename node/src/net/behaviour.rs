@@ -304,7 +304,7 @@ pub fn gossipsub_config_builder(config: &NetConfig) -> gossipsub::ConfigBuilder 
         .validation_mode(ValidationMode::Anonymous)
         .message_id_fn(move |message| message_id_fn(message))
         .flood_publish(true)
-        // A mesh of 4 (3..=6) instead of gossipsub's 6 (5..=12): each node receives an envelope
+        // A mesh of 3 (2..=4) instead of gossipsub's 6 (5..=12): each node receives an envelope
         // from about as many mesh peers as forward it, so the mesh degree sets the duplicates.
         // Lazy gossip (IHAVE to 6 more peers) and anti-entropy cover what a thinner mesh misses.
         .mesh_n(MESH_N)

@@ -219,6 +219,16 @@ fn range_is_ordered_and_respects_limits() -> anyhow::Result<()> {
     assert_eq!(seqs(&store.range(&ALICE, 5, 7, 10, usize::MAX)?), vec![5]);
     assert_eq!(seqs(&store.range(&ALICE, 1, 7, usize::MAX, 2)?), vec![1, 2]);
     assert!(store.range(&ALICE, 1, 7, usize::MAX, 0)?.is_empty());
+    // Whether a limit cut the range short: only when more remains in it.
+    let cut = |from, to, bytes, items| -> anyhow::Result<(Vec<u64>, bool)> {
+        let (batch, cut) = store.range_limited(&ALICE, from, to, bytes, items)?;
+        Ok((seqs(&batch), cut))
+    };
+    assert_eq!(cut(1, 7, 350, usize::MAX)?, (vec![1, 2, 3], true));
+    assert_eq!(cut(1, 7, usize::MAX, 2)?, (vec![1, 2], true));
+    assert_eq!(cut(1, 3, usize::MAX, 3)?, (vec![1, 2, 3], false));
+    assert_eq!(cut(5, 7, 300, usize::MAX)?, (vec![5, 6, 7], false));
+    assert_eq!(cut(8, 299, usize::MAX, usize::MAX)?, (vec![], false));
     assert!(
         store
             .range(&ALICE, 8, 299, usize::MAX, usize::MAX)?
