@@ -417,26 +417,12 @@ impl Store {
     }
 
     /// Stored envelopes of `author` with `from_seq <= seq <= to_seq`, in seq
-    /// order, skipping seqs not stored. Stops at `max_items` envelopes, and
-    /// before the total size would exceed `max_bytes` — but returns at least
-    /// one envelope if any is in range (and `max_items > 0`), so a peer can
-    /// always make progress.
+    /// order, skipping seqs not stored, and whether a limit cut the range
+    /// short (it may hold more after the last one returned). Stops at
+    /// `max_items` envelopes, and before the total size would exceed
+    /// `max_bytes` — but returns at least one envelope if any is in range
+    /// (and `max_items > 0`), so a peer can always make progress.
     pub fn range(
-        &self,
-        author: &AuthorKey,
-        from_seq: u64,
-        to_seq: u64,
-        max_bytes: usize,
-        max_items: usize,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(self
-            .range_limited(author, from_seq, to_seq, max_bytes, max_items)?
-            .0)
-    }
-
-    /// [`Store::range`], and whether a limit cut it short (the range may hold
-    /// more envelopes after the last one returned).
-    pub fn range_limited(
         &self,
         author: &AuthorKey,
         from_seq: u64,

@@ -153,7 +153,7 @@ struct Record {
 struct Round {
     /// Their frontier, once they answered the Hello.
     theirs: Option<Frontier>,
-    /// Our frontier digest when the last ranges went out.
+    /// Our frontier digest after the last batch (see [`Round::advanced`]).
     last_digest: Option<Digest>,
     /// Last request or answer; a round quiet for [`ROUND_STALE`] is dead
     /// (an answer dropped on a full queue) and may be replaced.
@@ -163,6 +163,16 @@ struct Round {
     again: bool,
     /// The ranges of the last request.
     asked: Vec<SeqRange>,
+}
+
+impl Round {
+    /// Records `digest`, our frontier after a batch; false when the batch
+    /// moved it nothing since the last one.
+    fn advanced(&mut self, digest: Digest) -> bool {
+        let moved = self.last_digest != Some(digest);
+        self.last_digest = Some(digest);
+        moved
+    }
 }
 
 /// How long a round may go without an answer before a new one replaces it
@@ -232,7 +242,11 @@ fn open_as(envelope: &Envelope, keys: &NodeKeys) -> Option<Body> {
     recipient.then(|| open(envelope, keys).ok()).flatten()
 }
 
-/// Items a sync answer is checked and written in, as a pipeline.
+/// Batches this large are checked on every core, as a pipeline.
+const MIN_PARALLEL: usize = 16;
+
+/// Most items in a pipeline chunk: small enough that writing overlaps the
+/// checks of the chunks after it.
 const PIPELINE_CHUNK: usize = 256;
 
 /// A precheck and, where this node is a recipient, the opened body.
@@ -488,10 +502,10 @@ impl Worker {
     /// Validates a batch exactly as gossip and sync both require, stores the
     /// valid ones with batched writes, then opens and indexes the new ones.
     ///
-    /// A large batch (a sync answer) is a pipeline: every core prechecks
-    /// chunks (decode, membership, signature, opening) while this thread
-    /// validates and writes the chunks already checked, in order, so the
-    /// sequential store work overlaps the crypto of the chunks after it.
+    /// A batch of [`MIN_PARALLEL`] or more (a sync answer) is a pipeline:
+    /// every core prechecks chunks while this thread validates and writes the
+    /// chunks already checked, in order, so the sequential store work
+    /// overlaps the crypto of the chunks after it.
     fn ingest(&mut self, items: Vec<Vec<u8>>, origin: Origin) {
         let now = now_ms();
         let store = self.store.clone();
@@ -512,81 +526,22 @@ impl Worker {
             self.traffic.sync_received += items.len() as u64;
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if items.len() < 2 * PIPELINE_CHUNK || threads < 2 {
-            let checked = self.precheck_all(&items);
+        if items.len() < MIN_PARALLEL || threads < 2 {
+            let (roster, keys) = (&self.roster.roster, &self.keys);
+            let checked = items
+                .iter()
+                .map(|b| precheck_one(b, roster, self.consortium, keys))
+                .collect();
             let accepted = self.validate_part(&items, 0, checked, &mut batch);
             // A valid gossip message is forwarded as soon as it is validated:
             // the next hop need not wait on this node's disk. Should the write
             // then fail, a valid envelope went on that this node lacks; sync
             // brings it back.
-            if let Origin::Gossip { message_id, source } = &origin {
-                for acceptance in &batch.acceptances {
-                    self.send(Outcome::Verdict {
-                        message_id: message_id.clone(),
-                        source: *source,
-                        acceptance: *acceptance,
-                    });
-                }
-            }
+            self.report_gossip(&origin, &batch.acceptances);
             self.write_part(&items, accepted);
         } else {
-            let (roster, keys, consortium) = (
-                self.roster.roster.clone(),
-                self.keys.clone(),
-                self.consortium,
-            );
-            let chunks: Vec<&[Vec<u8>]> = items.chunks(PIPELINE_CHUNK).collect();
-            let next = AtomicUsize::new(0);
-            std::thread::scope(|scope| {
-                let (tx, rx) = std::sync::mpsc::channel();
-                let mut checkers = Vec::with_capacity(threads);
-                for _ in 0..threads {
-                    let (tx, next, chunks) = (tx.clone(), &next, &chunks);
-                    let (roster, keys) = (&roster, &keys);
-                    checkers.push(scope.spawn(move || {
-                        loop {
-                            let c = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(part) = chunks.get(c) else { break };
-                            let checked: Vec<_> = part
-                                .iter()
-                                .map(|b| precheck_one(b, roster, consortium, keys))
-                                .collect();
-                            if tx.send((c, checked)).is_err() {
-                                break;
-                            }
-                        }
-                    }));
-                }
-                drop(tx);
-                let mut ready = BTreeMap::new();
-                let mut want = 0;
-                for (c, checked) in rx {
-                    ready.insert(c, checked);
-                    while let Some(checked) = ready.remove(&want) {
-                        let accepted =
-                            self.validate_part(&items, want * PIPELINE_CHUNK, checked, &mut batch);
-                        self.write_part(&items, accepted);
-                        want += 1;
-                    }
-                }
-                // A checking thread that panicked (a bug) left chunks behind:
-                // joined here, so its panic ends with it, and its chunks are
-                // checked in place.
-                for checker in checkers {
-                    let _ = checker.join();
-                }
-                while let Some(part) = chunks.get(want) {
-                    let checked = ready.remove(&want).unwrap_or_else(|| {
-                        part.iter()
-                            .map(|b| precheck_one(b, &roster, consortium, &keys))
-                            .collect()
-                    });
-                    let accepted =
-                        self.validate_part(&items, want * PIPELINE_CHUNK, checked, &mut batch);
-                    self.write_part(&items, accepted);
-                    want += 1;
-                }
-            });
+            self.pipeline(&items, threads, &mut batch);
+            self.report_gossip(&origin, &batch.acceptances);
         }
         if let (Origin::Gossip { source, .. }, true) = (&origin, batch.gap) {
             self.start_sync(*source);
@@ -669,31 +624,80 @@ impl Worker {
         }
     }
 
-    /// The store-free checks of small batches, spread over the machine's
-    /// cores when there are enough items to pay for the threads.
-    fn precheck_all(&self, items: &[Vec<u8>]) -> Vec<Checked> {
-        let (roster, keys, consortium) = (&self.roster.roster, &self.keys, self.consortium);
-        let one = |bytes: &Vec<u8>| precheck_one(bytes, roster, consortium, keys);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if items.len() < 16 || threads < 2 {
-            return items.iter().map(one).collect();
-        }
-        let chunk = items.len().div_ceil(threads);
+    /// Checks and writes a batch as a pipeline: `threads` threads precheck
+    /// chunks (decode, membership, signature, opening) while this thread
+    /// validates and writes the chunks already checked, in order.
+    fn pipeline(&mut self, items: &[Vec<u8>], threads: usize, batch: &mut Ingest<'_>) {
+        let (roster, keys, consortium) = (
+            self.roster.roster.clone(),
+            self.keys.clone(),
+            self.consortium,
+        );
+        let chunk = PIPELINE_CHUNK.min(items.len().div_ceil(threads)).max(1);
+        let chunks: Vec<&[Vec<u8>]> = items.chunks(chunk).collect();
+        let next = AtomicUsize::new(0);
         std::thread::scope(|scope| {
-            let workers: Vec<_> = items
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
-                .collect();
-            let mut out = Vec::with_capacity(items.len());
-            for (worker, part) in workers.into_iter().zip(items.chunks(chunk)) {
-                match worker.join() {
-                    Ok(results) => out.extend(results),
-                    // A panicking check is a bug; fall back to checking in place.
-                    Err(_) => out.extend(part.iter().map(one)),
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut checkers = Vec::with_capacity(threads);
+            for _ in 0..threads {
+                let (tx, next, chunks) = (tx.clone(), &next, &chunks);
+                let (roster, keys) = (&roster, &keys);
+                checkers.push(scope.spawn(move || {
+                    loop {
+                        let c = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(part) = chunks.get(c) else { break };
+                        let checked: Vec<_> = part
+                            .iter()
+                            .map(|b| precheck_one(b, roster, consortium, keys))
+                            .collect();
+                        if tx.send((c, checked)).is_err() {
+                            break;
+                        }
+                    }
+                }));
+            }
+            drop(tx);
+            let mut ready = BTreeMap::new();
+            let mut want = 0;
+            for (c, checked) in rx {
+                ready.insert(c, checked);
+                while let Some(checked) = ready.remove(&want) {
+                    let accepted = self.validate_part(items, want * chunk, checked, batch);
+                    self.write_part(items, accepted);
+                    want += 1;
                 }
             }
-            out
-        })
+            // A checking thread that panicked (a bug) left chunks behind:
+            // joined here, so its panic ends with it, and its chunks are
+            // checked in place.
+            for checker in checkers {
+                let _ = checker.join();
+            }
+            while let Some(part) = chunks.get(want) {
+                let checked = ready.remove(&want).unwrap_or_else(|| {
+                    part.iter()
+                        .map(|b| precheck_one(b, &roster, consortium, &keys))
+                        .collect()
+                });
+                let accepted = self.validate_part(items, want * chunk, checked, batch);
+                self.write_part(items, accepted);
+                want += 1;
+            }
+        });
+    }
+
+    /// Reports gossip verdicts (forward, drop, or drop and score down); sync
+    /// batches have none.
+    fn report_gossip(&self, origin: &Origin, acceptances: &[MessageAcceptance]) {
+        if let Origin::Gossip { message_id, source } = origin {
+            for acceptance in acceptances {
+                self.send(Outcome::Verdict {
+                    message_id: message_id.clone(),
+                    source: *source,
+                    acceptance: *acceptance,
+                });
+            }
+        }
     }
 
     /// Records what a rejection calls for and says how gossip should score
@@ -988,7 +992,7 @@ impl Worker {
                         more = true;
                         break;
                     }
-                    match self.store.range_limited(
+                    match self.store.range(
                         &range.author.0,
                         range.from,
                         range.to,
@@ -1109,10 +1113,8 @@ impl Worker {
         let Some(round) = self.rounds.get_mut(&peer) else {
             return;
         };
-        if round.last_digest == Some(digest) {
+        if !round.advanced(digest) {
             self.end_round(peer);
-        } else {
-            round.last_digest = Some(digest);
         }
     }
 
@@ -1147,14 +1149,17 @@ impl Worker {
         let Some(round) = self.rounds.get_mut(&peer) else {
             return;
         };
-        let Some(theirs) = &round.theirs else {
+        if round.theirs.is_none() {
             return;
-        };
-        if round.last_digest == Some(digest) {
+        }
+        if !round.advanced(digest) {
             // The last batch moved nothing forward: stop rather than loop.
             self.end_round(peer);
             return;
         }
+        let Some(theirs) = &round.theirs else {
+            return;
+        };
         // Feeds of authors we would reject (revoked, unknown) are never
         // requested: they could never advance and would starve the rest.
         let roster = &self.roster.roster;
@@ -1167,7 +1172,6 @@ impl Worker {
             self.end_round(peer);
             return;
         }
-        round.last_digest = Some(digest);
         round.active_at = Instant::now();
         missing.truncate(MAX_RANGES);
         round.asked = missing.clone();

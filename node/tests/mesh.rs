@@ -297,6 +297,25 @@ async fn wait_count(mesh: &Mesh, i: usize, all: bool, expected: usize) {
     assert_eq!(mesh.count(i, all).await, expected, "node {i}");
 }
 
+/// Drives a raw peer's swarm until a node event `pick` accepts arrives.
+async fn drive_until<T>(
+    swarm: &mut libp2p::Swarm<net::Behaviour>,
+    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    what: &str,
+    mut pick: impl FnMut(NodeEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            tokio::select! {
+                _ = swarm.select_next_some() => {}
+                event = events.recv() => if let Some(found) = event.ok().and_then(&mut pick) { break found },
+            }
+        }
+    })
+    .await
+    .expect(what)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_orgs_green_to_all_amber_to_two() {
     let _serial = SERIAL.lock().await;
@@ -552,16 +571,16 @@ async fn hostile_member_cannot_plant_bad_envelopes() {
         .behaviour_mut()
         .gossipsub
         .publish(topic.clone(), good.encode());
-    let evidence = tokio::time::timeout(DEADLINE, async {
-        loop {
-            tokio::select! {
-                _ = swarm.select_next_some() => {}
-                event = events.recv() => if let Ok(NodeEvent::Equivocation { seq, .. }) = event { break seq },
-            }
-        }
-    })
-    .await
-    .expect("equivocation surfaced as an event");
+    let evidence = drive_until(
+        &mut swarm,
+        &mut events,
+        "equivocation surfaced as an event",
+        |e| match e {
+            NodeEvent::Equivocation { seq, .. } => Some(seq),
+            _ => None,
+        },
+    )
+    .await;
     assert_eq!(evidence, 1);
     for i in 0..2 {
         wait_count(&mesh, i, false, 1).await;
@@ -830,16 +849,16 @@ async fn retraction_before_its_target_applies_only_from_the_owner_org() {
     push(&mut swarm, &topic, genuine.encode()).await;
     push(&mut swarm, &topic, target.encode()).await;
 
-    let by = tokio::time::timeout(DEADLINE, async {
-        loop {
-            tokio::select! {
-                _ = swarm.select_next_some() => {}
-                event = events.recv() => if let Ok(NodeEvent::Retracted { by, .. }) = event { break by },
-            }
-        }
-    })
-    .await
-    .expect("the retraction took effect once its target arrived");
+    let by = drive_until(
+        &mut swarm,
+        &mut events,
+        "the retraction took effect once its target arrived",
+        |e| match e {
+            NodeEvent::Retracted { by, .. } => Some(by),
+            _ => None,
+        },
+    )
+    .await;
     assert_eq!(by, genuine.id());
     let detail = mesh.node(1).handle.get(target.id().to_hex()).await.unwrap();
     assert!(detail.summary.retracted);

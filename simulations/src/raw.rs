@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::machine;
 use crate::network::{Network, addr_of};
-use crate::run::{CONNECT_DEADLINE, CopyCounts, PhaseData, Publication, StoredRecord};
+use crate::run::{CONNECT_DEADLINE, CopyCounts, PhaseData, Publication, StoredRecord, lock};
 use crate::scenario::{Action, Plan};
 
 /// How often a swarm redials neighbours it is not connected to.
@@ -61,10 +61,6 @@ struct RawNode {
 }
 
 type Arrivals = Arc<Mutex<Vec<StoredRecord>>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The identity of raw node `i` under `seed`.
 fn keypair(seed: u64, i: usize) -> anyhow::Result<Keypair> {

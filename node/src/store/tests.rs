@@ -194,7 +194,7 @@ fn range_is_ordered_and_respects_limits() -> anyhow::Result<()> {
     let seqs =
         |batch: &[Vec<u8>]| -> Vec<u64> { batch.iter().map(|bytes| u64::from(bytes[1])).collect() };
 
-    let all = store.range(&ALICE, 1, u64::MAX, usize::MAX, usize::MAX)?;
+    let all = store.range(&ALICE, 1, u64::MAX, usize::MAX, usize::MAX)?.0;
     assert_eq!(seqs(&all), vec![1, 2, 3, 5, 6, 7, 300 % 251]);
     assert!(
         all.iter().all(|bytes| bytes[0] == ALICE[0]),
@@ -203,25 +203,28 @@ fn range_is_ordered_and_respects_limits() -> anyhow::Result<()> {
 
     // Inclusive bounds, gaps skipped, Bob's seq 4 not included.
     assert_eq!(
-        seqs(&store.range(&ALICE, 2, 6, usize::MAX, usize::MAX)?),
+        seqs(&store.range(&ALICE, 2, 6, usize::MAX, usize::MAX)?.0),
         vec![2, 3, 5, 6]
     );
     // 350 bytes fit three 100-byte envelopes, not four.
     assert_eq!(
-        seqs(&store.range(&ALICE, 1, 7, 350, usize::MAX)?),
+        seqs(&store.range(&ALICE, 1, 7, 350, usize::MAX)?.0),
         vec![1, 2, 3]
     );
     assert_eq!(
-        seqs(&store.range(&ALICE, 1, 7, 300, usize::MAX)?),
+        seqs(&store.range(&ALICE, 1, 7, 300, usize::MAX)?.0),
         vec![1, 2, 3]
     );
     // Always at least one, even if it alone exceeds max_bytes.
-    assert_eq!(seqs(&store.range(&ALICE, 5, 7, 10, usize::MAX)?), vec![5]);
-    assert_eq!(seqs(&store.range(&ALICE, 1, 7, usize::MAX, 2)?), vec![1, 2]);
-    assert!(store.range(&ALICE, 1, 7, usize::MAX, 0)?.is_empty());
+    assert_eq!(seqs(&store.range(&ALICE, 5, 7, 10, usize::MAX)?.0), vec![5]);
+    assert_eq!(
+        seqs(&store.range(&ALICE, 1, 7, usize::MAX, 2)?.0),
+        vec![1, 2]
+    );
+    assert!(store.range(&ALICE, 1, 7, usize::MAX, 0)?.0.is_empty());
     // Whether a limit cut the range short: only when more remains in it.
     let cut = |from, to, bytes, items| -> anyhow::Result<(Vec<u64>, bool)> {
-        let (batch, cut) = store.range_limited(&ALICE, from, to, bytes, items)?;
+        let (batch, cut) = store.range(&ALICE, from, to, bytes, items)?;
         Ok((seqs(&batch), cut))
     };
     assert_eq!(cut(1, 7, 350, usize::MAX)?, (vec![1, 2, 3], true));
@@ -232,16 +235,19 @@ fn range_is_ordered_and_respects_limits() -> anyhow::Result<()> {
     assert!(
         store
             .range(&ALICE, 8, 299, usize::MAX, usize::MAX)?
+            .0
             .is_empty()
     );
     assert!(
         store
             .range(&ALICE, 7, 1, usize::MAX, usize::MAX)?
+            .0
             .is_empty()
     );
     assert!(
         store
             .range(&[0x77; 32], 1, u64::MAX, usize::MAX, usize::MAX)?
+            .0
             .is_empty()
     );
     Ok(())
@@ -352,7 +358,10 @@ fn data_survives_reopen() -> anyhow::Result<()> {
     let store = open(dir.path());
     assert_eq!(store.frontier()?, BTreeMap::from([(ALICE, 2)]));
     assert_eq!(store.id_at(&ALICE, 4)?, Some(id_of(&ALICE, 4, 0)));
-    assert_eq!(store.range(&ALICE, 1, 10, usize::MAX, usize::MAX)?.len(), 3);
+    assert_eq!(
+        store.range(&ALICE, 1, 10, usize::MAX, usize::MAX)?.0.len(),
+        3
+    );
     assert_eq!(
         store.plaintext(&id_of(&ALICE, 1, 0))?.as_deref(),
         Some(&b"opened"[..])
@@ -615,7 +624,9 @@ fn twenty_thousand_one_kib_envelopes() -> anyhow::Result<()> {
     let frontier = store.frontier()?;
     assert_eq!(frontier.len(), authors.len());
     assert!(frontier.values().all(|&seq| seq == per_author));
-    let batch = store.range(&authors[3], 1, per_author, 64 * 1024, usize::MAX)?;
+    let batch = store
+        .range(&authors[3], 1, per_author, 64 * 1024, usize::MAX)?
+        .0;
     assert_eq!(batch.len(), 64);
     Ok(())
 }
