@@ -51,6 +51,9 @@ const META_USER_PREFIX: &[u8] = b"user/";
 /// set of a busy node, small enough to run dozens of nodes in one simulation.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
 
+/// How long [`Store::open`] waits for a lock this process just released.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -187,12 +190,32 @@ impl Store {
 
     /// Opens (or creates) the store in the directory `path` with a sled page
     /// cache of at most `cache_capacity` bytes.
+    ///
+    /// sled releases a dropped store's file lock from a background thread a
+    /// moment later, so a store closed and reopened by one process (an
+    /// offline `join` reads the roster, then writes it) may find the lock
+    /// still held: the open is retried for up to [`LOCK_WAIT`]. A lock that
+    /// another process holds (a running node) still fails, then.
     pub fn open_with_cache_capacity(path: &Path, cache_capacity: u64) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity)
-            .open()?;
-        Store::from_db(db)
+        let started = std::time::Instant::now();
+        loop {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_capacity)
+                .open()
+            {
+                Ok(db) => return Store::from_db(db),
+                // sled reports a held lock only in the message of an
+                // `ErrorKind::Other`.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Opens a store that lives only as long as its last handle; its files

@@ -630,3 +630,25 @@ fn twenty_thousand_one_kib_envelopes() -> anyhow::Result<()> {
     assert_eq!(batch.len(), 64);
     Ok(())
 }
+
+#[test]
+fn a_store_reopens_at_once_but_not_while_held() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Closed and reopened by one process, as an offline join does.
+    for _ in 0..20 {
+        let store = Store::open(dir.path())?;
+        store.flush()?;
+    }
+    let held = Store::open(dir.path())?;
+    let started = std::time::Instant::now();
+    let Err(error) = Store::open(dir.path()) else {
+        panic!("a held store opened twice");
+    };
+    assert!(
+        format!("{error:?}").contains("could not acquire lock"),
+        "{error:?}"
+    );
+    assert!(started.elapsed() >= LOCK_WAIT);
+    drop(held);
+    Ok(())
+}
