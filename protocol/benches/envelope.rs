@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the envelope hot paths: sealing and signing for
-//! 1/10/100 recipients, decode + verify, open, full validation, and a raw
+//! 1/10/100 recipient nodes, GREEN under the epoch key at 6/50/300 nodes,
+//! decode + verify, open (per-node and epoch), full validation, and a raw
 //! ed25519 verify as the crypto baseline.
 
 // Benchmarks are test code: a failed setup should abort loudly, so unwrap and
@@ -12,8 +13,8 @@ use std::time::Duration;
 use breakwater_protocol::body::{Body, Bulletin, Severity};
 use breakwater_protocol::fixture::Fixture;
 use breakwater_protocol::{
-    AuthorState, Digest, Draft, Envelope, Kind, NodePublicKey, SealingPublicKey, Tlp, Verdict,
-    open, seal_to, validate,
+    AuthorState, Digest, Draft, Envelope, EpochKeys, Kind, NodePublicKey, SealingPublicKey, Tlp,
+    Verdict, open, open_epoch_key, open_with, seal_to, seal_with, validate,
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
@@ -83,10 +84,72 @@ fn config() -> Criterion {
         .sample_size(30)
 }
 
+/// The bench bulletin of `simulations bench`: a title, one indicator.
+fn bench_bulletin() -> Draft {
+    let mut bulletin = Bulletin::new("Ransomware at berth 4", Severity::High);
+    bulletin
+        .indicators
+        .push(breakwater_protocol::Indicator::parse("ipv4:203.0.113.7").expect("indicator"));
+    Draft {
+        tlp: Tlp::Green,
+        body: Body::Bulletin(bulletin),
+        ..draft_4k()
+    }
+}
+
+fn green_benches(c: &mut Criterion) {
+    // Seal GREEN under the epoch key: the cost must not grow with the
+    // consortium.
+    let mut group = c.benchmark_group("seal_green");
+    for n in [6usize, 50, 300] {
+        let f = Fixture::new(n, 1).expect("fixture");
+        let author = f.keys(0, 0).expect("author keys");
+        let key = open_epoch_key(f.roster(), author).expect("epoch key");
+        let draft = bench_bulletin();
+        let mut rng = rng();
+        let env = seal_with(author, f.roster(), Some(&key), draft.clone(), &[], &mut rng).unwrap();
+        println!("GREEN envelope at {n} nodes: {} bytes", env.encoded_len());
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter_batched(
+                || draft.clone(),
+                |d| seal_with(author, f.roster(), Some(&key), d, &[], &mut rng).unwrap(),
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+
+    // Decode + verify + open a GREEN envelope as a member holding the key.
+    let f = Fixture::new(50, 1).expect("fixture");
+    let author = f.keys(0, 0).expect("author keys");
+    let reader = f.keys(7, 0).expect("reader keys");
+    let key = open_epoch_key(f.roster(), author).expect("epoch key");
+    let env = seal_with(
+        author,
+        f.roster(),
+        Some(&key),
+        bench_bulletin(),
+        &[],
+        &mut rng(),
+    )
+    .unwrap();
+    let bytes = env.encode();
+    let reader_key = open_epoch_key(f.roster(), reader).expect("reader key");
+    let keys = EpochKeys::from([(reader_key.epoch, reader_key)]);
+    c.bench_function("open_green", |b| {
+        b.iter(|| {
+            let env = Envelope::decode(black_box(&bytes)).unwrap();
+            env.verify().unwrap();
+            open_with(&env, reader, &keys).unwrap()
+        });
+    });
+}
+
 fn benches(c: &mut Criterion) {
+    green_benches(c);
     let f = Fixture::new(100, 1).expect("fixture");
     let author = f.keys(0, 0).expect("author keys");
-    let consortium = f.roster().consortium_id();
+    let roster = f.roster();
     let draft = draft_4k();
 
     // 1. Seal + sign for N recipients.
@@ -99,7 +162,7 @@ fn benches(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(n), &to, |b, to| {
             b.iter_batched(
                 || draft.clone(),
-                |d| seal_to(author, consortium, d, black_box(to), &mut rng).unwrap(),
+                |d| seal_to(author, roster, None, d, black_box(to), &mut rng).unwrap(),
                 BatchSize::SmallInput,
             );
         });
@@ -108,7 +171,7 @@ fn benches(c: &mut Criterion) {
 
     // The envelope the read-side benchmarks work on.
     let to = recipients(&f, READ_RECIPIENTS);
-    let env = seal_to(author, consortium, draft.clone(), &to, &mut rng()).unwrap();
+    let env = seal_to(author, roster, None, draft.clone(), &to, &mut rng()).unwrap();
     let bytes = env.encode();
     let reader = f.keys(READ_RECIPIENTS - 1, 0).expect("reader keys");
     assert!(matches!(

@@ -1,6 +1,12 @@
 //! The envelope: the signed unit that travels and is stored. A header (all
 //! fields signed), a payload (plaintext body for CLEAR, ciphertext otherwise)
 //! and an ed25519 signature. The id is the hash of the complete encoding.
+//!
+//! Two header versions exist. Version 1 lists one wrap per recipient node
+//! (`recipients`); version 2 has a [`Seal`] instead, which for GREEN is one
+//! 48-byte wrap under the roster's epoch key. Both decode forever, and a v1
+//! envelope keeps its bytes, id and signature; the header version is the
+//! byte after the format byte, so decoding dispatches on it before parsing.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,12 +21,21 @@ pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
 pub const MAX_RECIPIENTS: usize = 2048;
 /// Length of one content-key wrap (Noise_N message: e ‖ AEAD(key)).
 pub const WRAP_LEN: usize = 80;
-/// Header format version.
-pub const HEADER_VERSION: u8 = 1;
+/// Length of the content-key wrap of an epoch-sealed envelope
+/// (ChaCha20-Poly1305 of a 32-byte key: 32 + 16).
+pub const EPOCH_WRAP_LEN: usize = 48;
+/// The original header version: one wrap per recipient node.
+pub const HEADER_V1: u8 = 1;
+/// The current header version: a [`Seal`] (clear, per-node or epoch).
+pub const HEADER_V2: u8 = 2;
+/// Header version that new envelopes of a consortium with a GREEN key
+/// package carry (consortia without one keep writing [`HEADER_V1`]).
+pub const HEADER_VERSION: u8 = HEADER_V2;
 
 const SIGN_DOMAIN: &str = "breakwater/envelope/v1";
 const ID_DOMAIN: &str = "breakwater/envelope-id/v1";
 const HEADER_DOMAIN: &str = "breakwater/header/v1";
+const HEADER_DOMAIN_V2: &str = "breakwater/header/v2";
 
 /// Why bytes are not a well-formed envelope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +60,26 @@ pub enum DecodeError {
         tlp: Tlp,
         /// How many recipients.
         recipients: usize,
+    },
+    /// A seal that the label does not take: clear for a sealed label, a
+    /// per-node or epoch seal for CLEAR, an epoch seal for anything but
+    /// GREEN, or an epoch seal in a v1 header.
+    #[error("tlp {tlp} cannot be sealed as {seal}")]
+    TlpSeal {
+        /// The label.
+        tlp: Tlp,
+        /// The seal's kind.
+        seal: &'static str,
+    },
+    /// An epoch seal names epoch 0 or has a wrap that is not 48 bytes.
+    #[error(
+        "epoch seal for epoch {epoch} with a {wrap_len}-byte wrap (epochs start at 1, wraps are {EPOCH_WRAP_LEN} bytes)"
+    )]
+    EpochSeal {
+        /// The epoch.
+        epoch: u64,
+        /// The wrap's length.
+        wrap_len: usize,
     },
     /// `seq` is zero, or `prev` is not zero exactly when `seq` is 1.
     #[error("seq {seq} does not fit prev {prev}")]
@@ -110,8 +145,76 @@ pub struct Recipient {
     pub wrap: Vec<u8>,
 }
 
-/// The signed header.
+/// How the content key of a sealed envelope travels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seal {
+    /// TLP:CLEAR: nothing is sealed.
+    Clear,
+    /// One Noise_N wrap per recipient node (AMBER, AMBER+STRICT, RED; and
+    /// GREEN when the author has no epoch key).
+    Nodes(Vec<Recipient>),
+    /// TLP:GREEN under the epoch key of roster version `epoch`: the content
+    /// key, encrypted under a key derived from the epoch key and the header.
+    Epoch {
+        /// Roster version whose GREEN key seals this envelope.
+        epoch: u64,
+        /// First 8 bytes of that key's commitment.
+        key_id: KeyId,
+        /// ChaCha20-Poly1305 of the content key (48 bytes).
+        wrap: Vec<u8>,
+    },
+}
+
+impl Seal {
+    /// `clear`, `nodes` or `epoch`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Seal::Clear => "clear",
+            Seal::Nodes(_) => "nodes",
+            Seal::Epoch { .. } => "epoch",
+        }
+    }
+
+    /// The per-node wraps (empty unless [`Seal::Nodes`]).
+    pub fn recipients(&self) -> &[Recipient] {
+        match self {
+            Seal::Nodes(recipients) => recipients,
+            Seal::Clear | Seal::Epoch { .. } => &[],
+        }
+    }
+
+    /// The epoch of an epoch seal.
+    pub fn epoch(&self) -> Option<u64> {
+        match self {
+            Seal::Epoch { epoch, .. } => Some(*epoch),
+            Seal::Clear | Seal::Nodes(_) => None,
+        }
+    }
+
+    /// The part of the seal the header hash covers: the variant and, for an
+    /// epoch seal, the epoch and key id; never the wraps, which are bound to
+    /// the header hash instead.
+    fn core(&self) -> SealCore {
+        match self {
+            Seal::Clear => SealCore::Clear,
+            Seal::Nodes(_) => SealCore::Nodes,
+            Seal::Epoch { epoch, key_id, .. } => SealCore::Epoch {
+                epoch: *epoch,
+                key_id: *key_id,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+enum SealCore {
+    Clear,
+    Nodes,
+    Epoch { epoch: u64, key_id: KeyId },
+}
+
+/// The signed header.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// Header format version.
     pub version: u8,
@@ -131,8 +234,119 @@ pub struct Header {
     pub tlp: Tlp,
     /// Kind (and target).
     pub kind: Kind,
-    /// Recipient nodes with their wraps; empty for CLEAR.
-    pub recipients: Vec<Recipient>,
+    /// How the content key travels. A v1 header holds only `Clear` or
+    /// `Nodes` (its `recipients` list on the wire).
+    pub seal: Seal,
+}
+
+/// A v1 header as it is on the wire.
+#[derive(Serialize, Deserialize)]
+struct HeaderV1Wire<R> {
+    version: u8,
+    consortium: Digest,
+    author: NodePublicKey,
+    seq: u64,
+    prev: Digest,
+    created_at: u64,
+    expires_at: u64,
+    tlp: Tlp,
+    kind: Kind,
+    recipients: R,
+}
+
+/// A v2 header as it is on the wire.
+#[derive(Serialize, Deserialize)]
+struct HeaderV2Wire<S> {
+    version: u8,
+    consortium: Digest,
+    author: NodePublicKey,
+    seq: u64,
+    prev: Digest,
+    created_at: u64,
+    expires_at: u64,
+    tlp: Tlp,
+    kind: Kind,
+    seal: S,
+}
+
+impl Serialize for Header {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.version == HEADER_V1 {
+            HeaderV1Wire {
+                version: self.version,
+                consortium: self.consortium,
+                author: self.author,
+                seq: self.seq,
+                prev: self.prev,
+                created_at: self.created_at,
+                expires_at: self.expires_at,
+                tlp: self.tlp,
+                kind: self.kind,
+                recipients: self.seal.recipients(),
+            }
+            .serialize(s)
+        } else {
+            HeaderV2Wire {
+                version: self.version,
+                consortium: self.consortium,
+                author: self.author,
+                seq: self.seq,
+                prev: self.prev,
+                created_at: self.created_at,
+                expires_at: self.expires_at,
+                tlp: self.tlp,
+                kind: self.kind,
+                seal: &self.seal,
+            }
+            .serialize(s)
+        }
+    }
+}
+
+impl From<HeaderV1Wire<Vec<Recipient>>> for Header {
+    fn from(h: HeaderV1Wire<Vec<Recipient>>) -> Header {
+        Header {
+            version: h.version,
+            consortium: h.consortium,
+            author: h.author,
+            seq: h.seq,
+            prev: h.prev,
+            created_at: h.created_at,
+            expires_at: h.expires_at,
+            tlp: h.tlp,
+            kind: h.kind,
+            seal: if h.recipients.is_empty() && !h.tlp.is_sealed() {
+                Seal::Clear
+            } else {
+                Seal::Nodes(h.recipients)
+            },
+        }
+    }
+}
+
+impl From<HeaderV2Wire<Seal>> for Header {
+    fn from(h: HeaderV2Wire<Seal>) -> Header {
+        Header {
+            version: h.version,
+            consortium: h.consortium,
+            author: h.author,
+            seq: h.seq,
+            prev: h.prev,
+            created_at: h.created_at,
+            expires_at: h.expires_at,
+            tlp: h.tlp,
+            kind: h.kind,
+            seal: h.seal,
+        }
+    }
+}
+
+/// An envelope as it is on the wire, for one header layout.
+#[derive(Serialize, Deserialize)]
+struct EnvelopeWire<H> {
+    header: H,
+    payload: Vec<u8>,
+    signature: Signature,
 }
 
 /// The header fields that the wraps and the body encryption are bound to:
@@ -150,10 +364,18 @@ struct HeaderCore<'a> {
     kind: &'a Kind,
 }
 
+/// The v2 header core: the v1 fields plus the seal without its wraps.
+#[derive(Serialize)]
+struct HeaderCoreV2<'a> {
+    core: HeaderCore<'a>,
+    seal: SealCore,
+}
+
 impl Header {
     /// The header hash: a domain-separated hash of every header field except
-    /// the recipient list. It is the AAD of the body encryption and part of
-    /// every wrap's Noise prologue, so neither can move to another envelope.
+    /// the wraps (in v2: including the seal's variant, epoch and key id). It
+    /// is the AAD of the body encryption and of every wrap, and part of every
+    /// Noise wrap's prologue, so none of them can move to another envelope.
     pub fn core_hash(&self) -> Digest {
         let core = HeaderCore {
             version: self.version,
@@ -166,12 +388,20 @@ impl Header {
             tlp: self.tlp,
             kind: &self.kind,
         };
-        Digest(wire::hash(HEADER_DOMAIN, &[&wire::encode(&core)]))
+        if self.version == HEADER_V1 {
+            Digest(wire::hash(HEADER_DOMAIN, &[&wire::encode(&core)]))
+        } else {
+            let core = HeaderCoreV2 {
+                core,
+                seal: self.seal.core(),
+            };
+            Digest(wire::hash(HEADER_DOMAIN_V2, &[&wire::encode(&core)]))
+        }
     }
 }
 
 /// A complete envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Envelope {
     /// Signed header.
     pub header: Header,
@@ -212,27 +442,79 @@ impl Envelope {
 
     /// Decodes and checks the structure (not the signature). Never panics.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
-        let envelope: Envelope = wire::decode(bytes, MAX_ENVELOPE_BYTES, true)?;
+        wire::peek_format(bytes, MAX_ENVELOPE_BYTES)?;
+        // postcard writes a u8 as one byte, so the header version is the byte
+        // after the format byte.
+        let envelope = match bytes.get(1).copied() {
+            Some(HEADER_V1) => {
+                let w: EnvelopeWire<HeaderV1Wire<Vec<Recipient>>> =
+                    wire::decode(bytes, MAX_ENVELOPE_BYTES, false)?;
+                Envelope {
+                    header: w.header.into(),
+                    payload: w.payload,
+                    signature: w.signature,
+                }
+            }
+            Some(HEADER_V2) => {
+                let w: EnvelopeWire<HeaderV2Wire<Seal>> =
+                    wire::decode(bytes, MAX_ENVELOPE_BYTES, false)?;
+                Envelope {
+                    header: w.header.into(),
+                    payload: w.payload,
+                    signature: w.signature,
+                }
+            }
+            Some(version) => return Err(DecodeError::HeaderVersion(version)),
+            None => return Err(FrameError::Malformed("missing header".into()).into()),
+        };
+        if envelope.encode() != bytes {
+            return Err(FrameError::NonCanonical.into());
+        }
         envelope.check_structure()?;
         Ok(envelope)
     }
 
     fn check_structure(&self) -> Result<(), DecodeError> {
         let h = &self.header;
-        if h.version != HEADER_VERSION {
+        if h.version != HEADER_V1 && h.version != HEADER_V2 {
             return Err(DecodeError::HeaderVersion(h.version));
         }
-        if h.recipients.len() > MAX_RECIPIENTS {
-            return Err(DecodeError::TooManyRecipients(h.recipients.len()));
-        }
-        if let Some(r) = h.recipients.iter().find(|r| r.wrap.len() != WRAP_LEN) {
-            return Err(DecodeError::WrapLength(r.wrap.len()));
-        }
-        if h.tlp.is_sealed() == h.recipients.is_empty() {
-            return Err(DecodeError::TlpRecipients {
-                tlp: h.tlp,
-                recipients: h.recipients.len(),
-            });
+        match &h.seal {
+            Seal::Nodes(recipients) => {
+                if recipients.len() > MAX_RECIPIENTS {
+                    return Err(DecodeError::TooManyRecipients(recipients.len()));
+                }
+                if let Some(r) = recipients.iter().find(|r| r.wrap.len() != WRAP_LEN) {
+                    return Err(DecodeError::WrapLength(r.wrap.len()));
+                }
+                if !h.tlp.is_sealed() || recipients.is_empty() {
+                    return Err(DecodeError::TlpRecipients {
+                        tlp: h.tlp,
+                        recipients: recipients.len(),
+                    });
+                }
+            }
+            Seal::Clear if h.tlp.is_sealed() => {
+                return Err(DecodeError::TlpRecipients {
+                    tlp: h.tlp,
+                    recipients: 0,
+                });
+            }
+            Seal::Clear => {}
+            Seal::Epoch { epoch, wrap, .. } => {
+                if h.version == HEADER_V1 || h.tlp != Tlp::Green {
+                    return Err(DecodeError::TlpSeal {
+                        tlp: h.tlp,
+                        seal: h.seal.as_str(),
+                    });
+                }
+                if *epoch == 0 || wrap.len() != EPOCH_WRAP_LEN {
+                    return Err(DecodeError::EpochSeal {
+                        epoch: *epoch,
+                        wrap_len: wrap.len(),
+                    });
+                }
+            }
         }
         if h.seq == 0 || (h.seq == 1) != h.prev.is_zero() {
             return Err(DecodeError::SeqPrev {

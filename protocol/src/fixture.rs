@@ -94,10 +94,24 @@ fn fallback_org() -> OrgId {
     "member".parse().expect("static slug is valid") // ok: constant input
 }
 
+/// The fixed GREEN key fixtures use for roster version `version` (tests
+/// only: a real consortium draws each key from the OS).
+pub fn fixture_green_key(version: u64) -> [u8; 32] {
+    crate::wire::hash("breakwater/fixture/green-key/v1", &[&version.to_be_bytes()])
+}
+
 impl Fixture {
-    /// `n_orgs` organisations with `nodes_per_org` nodes each.
+    /// `n_orgs` organisations with `nodes_per_org` nodes each, under a
+    /// genesis roster with a GREEN key package ([`fixture_green_key`]), as
+    /// `consortium create` makes one.
     pub fn new(n_orgs: usize, nodes_per_org: usize) -> Result<Fixture, RosterError> {
         Fixture::with_cards(n_orgs, nodes_per_org, |_| {})
+    }
+
+    /// Like [`Fixture::new`], but with a format-1 genesis roster (no GREEN
+    /// key package), as consortia made before protocol v2 have one.
+    pub fn legacy(n_orgs: usize, nodes_per_org: usize) -> Result<Fixture, RosterError> {
+        Fixture::build(n_orgs, nodes_per_org, false, |_| {})
     }
 
     /// Like [`Fixture::new`], letting the caller edit each card (e.g. to set
@@ -105,6 +119,15 @@ impl Fixture {
     pub fn with_cards(
         n_orgs: usize,
         nodes_per_org: usize,
+        edit: impl FnMut(&mut FixtureOrg),
+    ) -> Result<Fixture, RosterError> {
+        Fixture::build(n_orgs, nodes_per_org, true, edit)
+    }
+
+    fn build(
+        n_orgs: usize,
+        nodes_per_org: usize,
+        keyed: bool,
         mut edit: impl FnMut(&mut FixtureOrg),
     ) -> Result<Fixture, RosterError> {
         let mut orgs: Vec<FixtureOrg> =
@@ -117,6 +140,11 @@ impl Fixture {
             admin,
             1,
         )?;
+        let roster = if keyed {
+            roster.with_green_key(&fixture_green_key(1))?
+        } else {
+            roster
+        };
         let mut signed = SignedRoster::unsigned(roster);
         if let Some(key) = orgs.first().and_then(|o| o.keys.first()) {
             signed.sign(key);

@@ -13,6 +13,7 @@ pub mod bytes;
 pub mod card;
 pub mod envelope;
 pub mod fixture;
+pub mod green;
 pub mod keys;
 pub mod roster;
 pub mod seal;
@@ -24,10 +25,13 @@ mod wire;
 pub use body::{Body, BodyError, Bulletin, Indicator, IndicatorError, IndicatorKind, Severity};
 pub use bytes::{Digest, KeyId, NodePublicKey, SealingPublicKey, Signature};
 pub use card::{CardError, MemberCard, NodeEntry, OrgId};
-pub use envelope::{DecodeError, Envelope, Header, Kind, MAX_ENVELOPE_BYTES, Recipient};
+pub use envelope::{DecodeError, Envelope, Header, Kind, MAX_ENVELOPE_BYTES, Recipient, Seal};
+pub use green::{EpochKey, EpochKeyError, EpochKeys, audit_package, open_epoch_key};
 pub use keys::{KeyError, NodeKeys};
-pub use roster::{Member, Roster, RosterError, SignedRoster};
-pub use seal::{Draft, OpenError, SealError, open, recipients_for, seal, seal_to};
+pub use roster::{GreenKeyPackage, Member, Roster, RosterError, SignedRoster};
+pub use seal::{
+    Draft, OpenError, SealError, open, open_with, recipients_for, seal, seal_to, seal_with,
+};
 pub use sync::{Frontier, SeqRange, SyncRequest, SyncResponse};
 pub use tlp::Tlp;
 pub use validate::{

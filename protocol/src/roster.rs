@@ -9,8 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::bytes::{Digest, NodePublicKey, SealingPublicKey, Signature};
 use crate::card::{CardError, MemberCard, NodeEntry, OrgId};
+use crate::envelope::{MAX_RECIPIENTS, Recipient, WRAP_LEN};
 use crate::keys::NodeKeys;
 use crate::wire::{self, FrameError};
+
+/// Format byte of a roster without a GREEN key package (the original layout).
+pub const ROSTER_FORMAT_V1: u8 = 1;
+/// Format byte of a roster with a GREEN key package.
+pub const ROSTER_FORMAT_V2: u8 = 2;
 
 /// Largest encoded signed roster accepted.
 pub const MAX_ROSTER_BYTES: usize = 1024 * 1024;
@@ -96,6 +102,26 @@ pub enum RosterError {
     /// The JSON form is malformed.
     #[error("malformed roster file: {0}")]
     Json(String),
+    /// The previous version carried a GREEN key package and this one does not.
+    #[error("roster version {0} has no GREEN key package, but the version before it had one")]
+    GreenKeyMissing(u64),
+    /// The GREEN key package does not wrap the key exactly once to every
+    /// active node.
+    #[error("GREEN key package: {0}")]
+    GreenPackage(String),
+}
+
+/// The GREEN epoch key of one roster version, wrapped to every active node
+/// of that version. It is part of the roster, so the admins' signatures
+/// cover it. See [`crate::green`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GreenKeyPackage {
+    /// Commitment to the key: `derive_key("breakwater/green-key-commit/v1",
+    /// K ‖ core hash)`. Its first 8 bytes are the key id envelopes name.
+    pub commit: Digest,
+    /// One deterministic Noise_N wrap of the key per active node, sorted by
+    /// key id: exactly the active nodes' sealing keys.
+    pub wraps: Vec<Recipient>,
 }
 
 /// One organisation in the roster.
@@ -125,6 +151,30 @@ pub struct Roster {
     pub admins: Vec<OrgId>,
     /// Distinct admins whose signatures an update needs.
     pub threshold: u32,
+    /// The GREEN epoch key of this version, from the first version that
+    /// carries one; every later version must carry a fresh one. A roster
+    /// without it encodes exactly as format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub green: Option<GreenKeyPackage>,
+}
+
+/// A format-1 roster as it is on the wire (no `green` field at all).
+#[derive(Serialize, Deserialize)]
+struct RosterV1Wire {
+    version: u64,
+    prev: Digest,
+    consortium: Digest,
+    name: String,
+    members: Vec<Member>,
+    admins: Vec<OrgId>,
+    threshold: u32,
+}
+
+/// A format-1 signed roster as it is on the wire.
+#[derive(Serialize, Deserialize)]
+struct SignedRosterV1Wire {
+    roster: RosterV1Wire,
+    signatures: Vec<RosterSignature>,
 }
 
 /// An admin node's signature over a roster version.
@@ -167,6 +217,7 @@ impl Roster {
                 .collect(),
             admins,
             threshold,
+            green: None,
         };
         roster.normalise();
         roster.check()?;
@@ -212,12 +263,86 @@ impl Roster {
                 admins: self.admins.len(),
             });
         }
+        if let Some(package) = &self.green {
+            self.check_package(package)?;
+        }
         Ok(())
+    }
+
+    /// The package's wraps name exactly the active nodes' sealing keys, once
+    /// each, sorted, each 80 bytes.
+    fn check_package(&self, package: &GreenKeyPackage) -> Result<(), RosterError> {
+        let bad = |why: String| Err(RosterError::GreenPackage(why));
+        if package.wraps.len() > MAX_RECIPIENTS {
+            return bad(format!(
+                "{} wraps, more than {MAX_RECIPIENTS}",
+                package.wraps.len()
+            ));
+        }
+        if let Some(w) = package.wraps.iter().find(|w| w.wrap.len() != WRAP_LEN) {
+            return bad(format!(
+                "a wrap of {} bytes, expected {WRAP_LEN}",
+                w.wrap.len()
+            ));
+        }
+        if !package.wraps.windows(2).all(|p| p[0].key_id < p[1].key_id) {
+            return bad("wraps are not sorted by key id without duplicates".into());
+        }
+        let mut expected: Vec<_> = self
+            .active_nodes()
+            .map(|(_, node)| node.sealing_key.key_id())
+            .collect();
+        expected.sort();
+        if expected.windows(2).any(|p| p[0] == p[1]) {
+            return bad("two active nodes share a sealing key id".into());
+        }
+        let found: Vec<_> = package.wraps.iter().map(|w| w.key_id).collect();
+        if found != expected {
+            return bad("wraps do not name exactly the active nodes' sealing keys".into());
+        }
+        Ok(())
+    }
+
+    /// The format byte this version encodes with: 2 with a GREEN key package,
+    /// else 1 (so rosters without one keep their bytes and hashes).
+    pub fn format(&self) -> u8 {
+        if self.green.is_some() {
+            ROSTER_FORMAT_V2
+        } else {
+            ROSTER_FORMAT_V1
+        }
     }
 
     /// Hash of this version (what `prev` of the next version names).
     pub fn hash(&self) -> Digest {
-        Digest(wire::hash(ROSTER_HASH_DOMAIN, &[&wire::encode(self)]))
+        Digest(wire::hash(
+            ROSTER_HASH_DOMAIN,
+            &[&wire::encode_as(self.format(), self)],
+        ))
+    }
+
+    /// The hash of this version without its GREEN key package: what the
+    /// package is bound to (the package cannot cover itself).
+    pub fn core_hash(&self) -> Digest {
+        if self.green.is_none() {
+            return self.hash();
+        }
+        let core = Roster {
+            green: None,
+            ..self.clone()
+        };
+        core.hash()
+    }
+
+    /// This version with a GREEN key package for `key`: the key wrapped to
+    /// every active node with deterministic wraps (see [`crate::green`]).
+    /// The caller draws `key` fresh for every version.
+    pub fn with_green_key(mut self, key: &[u8; 32]) -> Result<Roster, RosterError> {
+        self.green = None;
+        let package = crate::green::package(&self, key)?;
+        self.green = Some(package);
+        self.check()?;
+        Ok(self)
     }
 
     /// The consortium id: the hash of the genesis roster.
@@ -229,13 +354,22 @@ impl Roster {
         }
     }
 
-    /// The skeleton of the next version: version + 1, `prev` = this hash.
+    /// The skeleton of the next version: version + 1, `prev` = this hash,
+    /// and no GREEN key package (each version needs a fresh key: see
+    /// [`Roster::with_green_key`]).
     pub fn next(&self) -> Roster {
         let mut next = self.clone();
         next.version = self.version + 1;
         next.prev = self.hash();
         next.consortium = self.consortium_id();
+        next.green = None;
         next
+    }
+
+    /// The next version with the same members, admins and threshold, for a
+    /// fresh GREEN key ([`Roster::with_green_key`]).
+    pub fn rekeyed(&self) -> Roster {
+        self.next()
     }
 
     /// The next version with `card` added as a member.
@@ -436,18 +570,50 @@ impl SignedRoster {
                 found: roster.prev,
             });
         }
+        if current.green.is_some() && roster.green.is_none() {
+            return Err(RosterError::GreenKeyMissing(roster.version));
+        }
         roster.check()?;
         next.check_threshold(current)
     }
 
-    /// Binary encoding (format byte + postcard).
+    /// Binary encoding (format byte + postcard): format 1 without a GREEN key
+    /// package, 2 with one.
     pub fn encode(&self) -> Vec<u8> {
-        wire::encode(self)
+        wire::encode_as(self.roster.format(), self)
     }
 
     /// Decodes a binary signed roster (structure only; verify separately).
     pub fn decode(bytes: &[u8]) -> Result<SignedRoster, RosterError> {
-        Ok(wire::decode(bytes, MAX_ROSTER_BYTES, true)?)
+        match wire::peek_format(bytes, MAX_ROSTER_BYTES)? {
+            ROSTER_FORMAT_V1 => {
+                let w: SignedRosterV1Wire =
+                    wire::decode_as(ROSTER_FORMAT_V1, bytes, MAX_ROSTER_BYTES, true)?;
+                let r = w.roster;
+                Ok(SignedRoster {
+                    roster: Roster {
+                        version: r.version,
+                        prev: r.prev,
+                        consortium: r.consortium,
+                        name: r.name,
+                        members: r.members,
+                        admins: r.admins,
+                        threshold: r.threshold,
+                        green: None,
+                    },
+                    signatures: w.signatures,
+                })
+            }
+            // A format-2 roster without a package re-encodes as format 1, so
+            // the canonical check refuses it.
+            ROSTER_FORMAT_V2 => Ok(wire::decode_as(
+                ROSTER_FORMAT_V2,
+                bytes,
+                MAX_ROSTER_BYTES,
+                true,
+            )?),
+            other => Err(FrameError::UnknownVersion(other).into()),
+        }
     }
 
     /// Pretty JSON for roster files.

@@ -1,7 +1,9 @@
 //! Sealing by TLP 2.0: the body is encrypted with a fresh content key
-//! (ChaCha20-Poly1305, AAD = header hash) and the key is wrapped once per
+//! (ChaCha20-Poly1305, AAD = header hash). The key is wrapped once per
 //! recipient node with a one-way Noise handshake
-//! (`Noise_N_25519_ChaChaPoly_BLAKE2s`, prologue = domain tag ‖ header hash).
+//! (`Noise_N_25519_ChaChaPoly_BLAKE2s`, prologue = domain tag ‖ header hash),
+//! or, for GREEN in a consortium whose roster carries a GREEN key package,
+//! once under the roster's epoch key ([`crate::green`]).
 
 use std::collections::BTreeSet;
 
@@ -18,8 +20,10 @@ use crate::body::{Body, BodyError};
 use crate::bytes::{Digest, SealingPublicKey};
 use crate::card::OrgId;
 use crate::envelope::{
-    Envelope, HEADER_VERSION, Header, Kind, MAX_ENVELOPE_BYTES, MAX_RECIPIENTS, Recipient,
+    Envelope, HEADER_V1, HEADER_V2, Header, Kind, MAX_ENVELOPE_BYTES, MAX_RECIPIENTS, Recipient,
+    Seal,
 };
+use crate::green::{EpochKey, EpochKeys, open_epoch_key};
 use crate::keys::NodeKeys;
 use crate::roster::{Roster, RosterError};
 use crate::tlp::Tlp;
@@ -77,6 +81,14 @@ pub enum OpenError {
     /// The plaintext is not a valid body.
     #[error("malformed body: {0}")]
     Body(String),
+    /// Sealed under the GREEN key of a roster version this node does not
+    /// hold a key for (yet: the roster may still be on its way).
+    #[error("no GREEN key for epoch {0}")]
+    NoEpochKey(u64),
+    /// The envelope names a key id that is not the one this node holds for
+    /// its epoch: the author used a forked roster.
+    #[error("GREEN key id of epoch {0} differs from the roster's")]
+    EpochKeyMismatch(u64),
 }
 
 /// What the author wants to send; [`seal`] turns it into an envelope.
@@ -127,6 +139,9 @@ pub fn recipients_for(
 }
 
 /// Seals `draft` for the recipients its TLP and `to` imply under `roster`.
+/// GREEN goes under the roster's epoch key when it has one (opened here from
+/// `keys`: one X25519; a node that seals often keeps the key and calls
+/// [`seal_with`]).
 pub fn seal<R: CryptoRng + ?Sized>(
     keys: &NodeKeys,
     roster: &Roster,
@@ -134,15 +149,45 @@ pub fn seal<R: CryptoRng + ?Sized>(
     to: &[OrgId],
     rng: &mut R,
 ) -> Result<Envelope, SealError> {
-    let recipients = recipients_for(roster, &keys.node_public(), draft.tlp, to)?;
-    seal_to(keys, roster.consortium_id(), draft, &recipients, rng)
+    let epoch_key = if draft.tlp == Tlp::Green {
+        open_epoch_key(roster, keys).ok()
+    } else {
+        None
+    };
+    seal_with(keys, roster, epoch_key.as_ref(), draft, to, rng)
+}
+
+/// [`seal`] with the author's GREEN key of `roster` already at hand (`None`
+/// when the roster has no package, or this node's wrap is unusable: GREEN
+/// then falls back to one wrap per node).
+pub fn seal_with<R: CryptoRng + ?Sized>(
+    keys: &NodeKeys,
+    roster: &Roster,
+    epoch_key: Option<&EpochKey>,
+    draft: Draft,
+    to: &[OrgId],
+    rng: &mut R,
+) -> Result<Envelope, SealError> {
+    let epoch_key = epoch_key.filter(|_| draft.tlp == Tlp::Green && roster.green.is_some());
+    let recipients = match epoch_key {
+        // Only the membership check is needed: the epoch key covers everyone.
+        Some(_) => {
+            recipients_for(roster, &keys.node_public(), Tlp::Clear, to).map(|_| Vec::new())?
+        }
+        None => recipients_for(roster, &keys.node_public(), draft.tlp, to)?,
+    };
+    seal_to(keys, roster, epoch_key, draft, &recipients, rng)
 }
 
 /// Seals `draft` for exactly `recipients` (used for retractions and
-/// sightings, which go to the recipients of their target).
+/// sightings, which go to the recipients of their target), or, for GREEN
+/// with an `epoch_key`, under that key. The header is v2 when `roster`
+/// carries a GREEN key package (the consortium is past its flag day), v1
+/// otherwise.
 pub fn seal_to<R: CryptoRng + ?Sized>(
     keys: &NodeKeys,
-    consortium: Digest,
+    roster: &Roster,
+    epoch_key: Option<&EpochKey>,
     draft: Draft,
     recipients: &[SealingPublicKey],
     rng: &mut R,
@@ -162,9 +207,11 @@ pub fn seal_to<R: CryptoRng + ?Sized>(
     if recipients.len() > MAX_RECIPIENTS {
         return Err(SealError::TooManyRecipients(recipients.len()));
     }
+    let keyed = roster.green.is_some();
+    let epoch_key = epoch_key.filter(|_| keyed && draft.tlp == Tlp::Green);
     let mut header = Header {
-        version: HEADER_VERSION,
-        consortium,
+        version: if keyed { HEADER_V2 } else { HEADER_V1 },
+        consortium: roster.consortium_id(),
         author: keys.node_public(),
         seq: draft.seq,
         prev: draft.prev,
@@ -172,24 +219,42 @@ pub fn seal_to<R: CryptoRng + ?Sized>(
         expires_at: draft.expires_at,
         tlp: draft.tlp,
         kind: draft.kind,
-        recipients: Vec::new(),
+        seal: match (draft.tlp.is_sealed(), epoch_key) {
+            (false, _) => Seal::Clear,
+            (true, None) => Seal::Nodes(Vec::new()),
+            (true, Some(key)) => Seal::Epoch {
+                epoch: key.epoch,
+                key_id: key.key_id,
+                wrap: Vec::new(),
+            },
+        },
     };
     let plaintext = Zeroizing::new(draft.body.encode());
     let payload = if draft.tlp.is_sealed() {
         let header_hash = header.core_hash();
         let mut content_key = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(content_key.as_mut());
-        let mut wraps = Vec::with_capacity(recipients.len());
-        for recipient in recipients {
-            let mut ephemeral = Zeroizing::new([0u8; 32]);
-            rng.fill_bytes(ephemeral.as_mut());
-            let wrap = wrap_key(&content_key, recipient, &header_hash, *ephemeral)?;
-            wraps.push(Recipient {
-                key_id: recipient.key_id(),
-                wrap,
-            });
+        match (&mut header.seal, epoch_key) {
+            (Seal::Epoch { wrap, .. }, Some(key)) => {
+                *wrap = key
+                    .wrap_content_key(&header_hash, &content_key)
+                    .ok_or_else(|| SealError::Crypto("epoch wrap failed".into()))?;
+            }
+            (seal, _) => {
+                let prologue = prologue(&header_hash);
+                let mut wraps = Vec::with_capacity(recipients.len());
+                for recipient in recipients {
+                    let mut ephemeral = Zeroizing::new([0u8; 32]);
+                    rng.fill_bytes(ephemeral.as_mut());
+                    let wrap = wrap_key(&content_key, recipient, &prologue, *ephemeral)?;
+                    wraps.push(Recipient {
+                        key_id: recipient.key_id(),
+                        wrap,
+                    });
+                }
+                *seal = Seal::Nodes(wraps);
+            }
         }
-        header.recipients = wraps;
         let cipher = ChaCha20Poly1305::new(Key::from_slice(content_key.as_ref()));
         cipher
             .encrypt(
@@ -211,35 +276,70 @@ pub fn seal_to<R: CryptoRng + ?Sized>(
     Ok(envelope)
 }
 
-/// Opens an envelope as the node holding `keys`. For CLEAR it just decodes
-/// the body. Does not verify the signature: validate first.
+/// Opens an envelope as the node holding `keys`, without epoch keys: an
+/// epoch-sealed envelope gives [`OpenError::NoEpochKey`]. Does not verify the
+/// signature: validate first.
 pub fn open(envelope: &Envelope, keys: &NodeKeys) -> Result<Body, OpenError> {
+    open_with(envelope, keys, &EpochKeys::new())
+}
+
+/// Opens an envelope as the node holding `keys` and the GREEN keys
+/// `epoch_keys`. For CLEAR it just decodes the body. Does not verify the
+/// signature: validate first.
+pub fn open_with(
+    envelope: &Envelope,
+    keys: &NodeKeys,
+    epoch_keys: &EpochKeys,
+) -> Result<Body, OpenError> {
     let header = &envelope.header;
-    let plaintext = if header.tlp.is_sealed() {
-        let public = keys.sealing_public();
-        let key_id = public.key_id();
-        let header_hash = header.core_hash();
-        let secret = Zeroizing::new(keys.sealing_secret().to_bytes());
-        let content_key = header
-            .recipients
-            .iter()
-            .filter(|r| r.key_id == key_id)
-            .find_map(|r| unwrap_key(&r.wrap, &secret, &public, &header_hash))
-            .ok_or(OpenError::NotARecipient)?;
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(content_key.as_ref()));
-        Zeroizing::new(
-            cipher
-                .decrypt(
-                    Nonce::from_slice(&[0u8; 12]),
-                    Payload {
-                        msg: &envelope.payload,
-                        aad: header_hash.as_bytes(),
-                    },
-                )
-                .map_err(|_| OpenError::Decrypt)?,
-        )
-    } else {
-        Zeroizing::new(envelope.payload.clone())
+    let header_hash = || header.core_hash();
+    let content_key = match &header.seal {
+        Seal::Clear => None,
+        Seal::Nodes(recipients) => {
+            let public = keys.sealing_public();
+            let key_id = public.key_id();
+            let header_hash = header_hash();
+            let prologue = prologue(&header_hash);
+            let secret = Zeroizing::new(keys.sealing_secret().to_bytes());
+            let key = recipients
+                .iter()
+                .filter(|r| r.key_id == key_id)
+                .find_map(|r| unwrap_key(&r.wrap, &secret, &public, &prologue))
+                .ok_or(OpenError::NotARecipient)?;
+            Some((key, header_hash))
+        }
+        Seal::Epoch {
+            epoch,
+            key_id,
+            wrap,
+        } => {
+            let epoch_key = epoch_keys.get(epoch).ok_or(OpenError::NoEpochKey(*epoch))?;
+            if epoch_key.key_id != *key_id {
+                return Err(OpenError::EpochKeyMismatch(*epoch));
+            }
+            let header_hash = header_hash();
+            let key = epoch_key
+                .unwrap_content_key(&header_hash, wrap)
+                .ok_or(OpenError::Decrypt)?;
+            Some((key, header_hash))
+        }
+    };
+    let plaintext = match content_key {
+        Some((content_key, header_hash)) => {
+            let cipher = ChaCha20Poly1305::new(Key::from_slice(content_key.as_ref()));
+            Zeroizing::new(
+                cipher
+                    .decrypt(
+                        Nonce::from_slice(&[0u8; 12]),
+                        Payload {
+                            msg: &envelope.payload,
+                            aad: header_hash.as_bytes(),
+                        },
+                    )
+                    .map_err(|_| OpenError::Decrypt)?,
+            )
+        }
+        None => Zeroizing::new(envelope.payload.clone()),
     };
     Body::decode_for(&plaintext, &header.kind).map_err(OpenError::Body)
 }
@@ -252,14 +352,15 @@ fn prologue(header_hash: &Digest) -> Vec<u8> {
     [WRAP_PROLOGUE, header_hash.as_bytes().as_slice()].concat()
 }
 
-fn wrap_key(
+/// One Noise_N message carrying `content_key` to `recipient`, with the
+/// initiator's ephemeral secret `ephemeral`.
+pub(crate) fn wrap_key(
     content_key: &[u8; 32],
     recipient: &SealingPublicKey,
-    header_hash: &Digest,
+    prologue: &[u8],
     ephemeral: [u8; 32],
 ) -> Result<Vec<u8>, SealError> {
     let crypto = |e: snow::Error| SealError::Crypto(e.to_string());
-    let prologue = prologue(header_hash);
     let resolver: BoxedCryptoResolver = Box::new(Resolver {
         ephemeral: Some(Zeroizing::new(ephemeral)),
         own: None,
@@ -267,7 +368,7 @@ fn wrap_key(
     let mut handshake = snow::Builder::with_resolver(noise_params().map_err(crypto)?, resolver)
         .remote_public_key(recipient.as_bytes())
         .map_err(crypto)?
-        .prologue(&prologue)
+        .prologue(prologue)
         .map_err(crypto)?
         .build_initiator()
         .map_err(crypto)?;
@@ -279,13 +380,13 @@ fn wrap_key(
     Ok(wrap)
 }
 
-fn unwrap_key(
+/// Reads a wrap made by [`wrap_key`] with the recipient's secret.
+pub(crate) fn unwrap_key(
     wrap: &[u8],
     secret: &[u8; 32],
     public: &SealingPublicKey,
-    header_hash: &Digest,
+    prologue: &[u8],
 ) -> Option<Zeroizing<[u8; 32]>> {
-    let prologue = prologue(header_hash);
     let resolver: BoxedCryptoResolver = Box::new(Resolver {
         ephemeral: None,
         own: Some((Zeroizing::new(*secret), public.0)),
@@ -293,7 +394,7 @@ fn unwrap_key(
     let mut handshake = snow::Builder::with_resolver(noise_params().ok()?, resolver)
         .local_private_key(secret)
         .ok()?
-        .prologue(&prologue)
+        .prologue(prologue)
         .ok()?
         .build_responder()
         .ok()?;

@@ -22,6 +22,13 @@ pub trait AuthorState {
     fn author_of(&self, id: &Digest) -> Option<NodePublicKey>;
     /// Highest contiguous seq stored for `author` (0 if none).
     fn frontier(&self, author: &NodePublicKey) -> u64;
+    /// The GREEN epoch of the stored envelope `id`, if it is epoch-sealed.
+    /// The default decodes the stored envelope; a store that keeps the epoch
+    /// elsewhere may answer faster.
+    fn epoch_of(&self, id: &Digest) -> Option<u64> {
+        let bytes = self.envelope(id)?;
+        Envelope::decode(&bytes).ok()?.header.seal.epoch()
+    }
 }
 
 /// The outcome of [`validate`].
@@ -144,6 +151,19 @@ pub enum Rejection {
     /// A CLEAR payload that is not a body of the header's kind.
     #[error("clear payload is not a valid body: {0}")]
     ClearBody(String),
+    /// An epoch-sealed envelope under an older epoch than the author's
+    /// envelope before it: an author never goes back to an older roster's
+    /// GREEN key (a node restored from an old backup would, and keep sealing
+    /// to members revoked since).
+    #[error("seq {seq} is sealed under epoch {epoch}, older than epoch {previous} of seq {}", .seq - 1)]
+    EpochRegression {
+        /// Seq of this envelope.
+        seq: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// The epoch of the author's envelope at `seq - 1`.
+        previous: u64,
+    },
 }
 
 /// An envelope that passed every check that needs no store: it decodes,
@@ -280,14 +300,28 @@ fn check(
             now,
         }));
     }
-    if header.seq > 1
-        && let Some(expected) = state.id_at(&author, header.seq - 1)
+    let previous = if header.seq > 1 {
+        state.id_at(&author, header.seq - 1)
+    } else {
+        None
+    };
+    if let Some(expected) = previous
         && expected != header.prev
     {
         return Err(Rejection::PrevMismatch {
             seq: header.seq,
             expected,
             found: header.prev,
+        });
+    }
+    if let (Some(epoch), Some(previous)) = (header.seal.epoch(), previous)
+        && let Some(previous_epoch) = state.epoch_of(&previous)
+        && epoch < previous_epoch
+    {
+        return Err(Rejection::EpochRegression {
+            seq: header.seq,
+            epoch,
+            previous: previous_epoch,
         });
     }
     if let Kind::Retraction { target } = header.kind

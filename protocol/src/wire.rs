@@ -35,11 +35,28 @@ pub enum FrameError {
 
 /// Encodes `value` behind the format-version byte.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let out = vec![FORMAT_VERSION];
+    encode_as(FORMAT_VERSION, value)
+}
+
+/// Encodes `value` behind an explicit format byte (rosters with a GREEN key
+/// package use format 2, so that format-1 rosters keep their bytes and hashes).
+pub(crate) fn encode_as<T: Serialize + ?Sized>(format: u8, value: &T) -> Vec<u8> {
+    let out = vec![format];
     // postcard only fails to serialize into a Vec for types of unknown length,
     // which none of this crate's wire types are.
     #[allow(clippy::expect_used)]
     postcard::to_extend(value, out).expect("postcard encoding into a Vec is infallible") // ok: infallible for derived wire types
+}
+
+/// Checks the cap and returns the leading format byte, without decoding.
+pub(crate) fn peek_format(bytes: &[u8], cap: usize) -> Result<u8, FrameError> {
+    if bytes.len() > cap {
+        return Err(FrameError::TooLarge {
+            len: bytes.len(),
+            cap,
+        });
+    }
+    bytes.first().copied().ok_or(FrameError::Empty)
 }
 
 /// Decodes a value framed by [`encode`], enforcing `cap`, the version byte, no
@@ -49,22 +66,27 @@ pub(crate) fn decode<T: Serialize + DeserializeOwned>(
     cap: usize,
     canonical: bool,
 ) -> Result<T, FrameError> {
-    if bytes.len() > cap {
-        return Err(FrameError::TooLarge {
-            len: bytes.len(),
-            cap,
-        });
-    }
-    let (&version, rest) = bytes.split_first().ok_or(FrameError::Empty)?;
-    if version != FORMAT_VERSION {
+    decode_as(FORMAT_VERSION, bytes, cap, canonical)
+}
+
+/// [`decode`] for a value framed by [`encode_as`] with format byte `format`.
+pub(crate) fn decode_as<T: Serialize + DeserializeOwned>(
+    format: u8,
+    bytes: &[u8],
+    cap: usize,
+    canonical: bool,
+) -> Result<T, FrameError> {
+    let version = peek_format(bytes, cap)?;
+    if version != format {
         return Err(FrameError::UnknownVersion(version));
     }
+    let rest = bytes.get(1..).unwrap_or_default();
     let (value, trailing) =
         postcard::take_from_bytes::<T>(rest).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if !trailing.is_empty() {
         return Err(FrameError::Trailing(trailing.len()));
     }
-    if canonical && encode(&value) != bytes {
+    if canonical && encode_as(format, &value) != bytes {
         return Err(FrameError::NonCanonical);
     }
     Ok(value)

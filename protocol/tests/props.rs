@@ -60,15 +60,28 @@ prop_compose! {
         payload in prop::collection::vec(any::<u8>(), 0..512), sig in prop::collection::vec(any::<u8>(), 64),
     ) -> Envelope {
         let prev = if seq == 1 { Digest::ZERO } else if prev.is_zero() { Digest([1; 32]) } else { prev };
-        let recipients = if tlp.is_sealed() { recipients } else { Vec::new() };
+        let seal = if tlp.is_sealed() { Seal::Nodes(recipients) } else { Seal::Clear };
         Envelope {
             header: Header {
                 version: 1, consortium, author, seq, prev, created_at,
-                expires_at: created_at + life, tlp, kind, recipients,
+                expires_at: created_at + life, tlp, kind, seal,
             },
             payload,
             signature: Signature::from_slice(&sig).unwrap(),
         }
+    }
+}
+
+prop_compose! {
+    fn envelope_v2()(
+        mut env in envelope(), epoch in 1u64..u64::MAX, key_id in any::<[u8; 8]>(),
+        wrap in prop::collection::vec(any::<u8>(), 48), nodes in any::<bool>(),
+    ) -> Envelope {
+        env.header.version = 2;
+        if env.header.tlp == Tlp::Green && !nodes {
+            env.header.seal = Seal::Epoch { epoch, key_id: KeyId(key_id), wrap };
+        }
+        env
     }
 }
 
@@ -205,6 +218,13 @@ proptest! {
     }
 
     #[test]
+    fn v2_envelope_round_trips(env in envelope_v2()) {
+        let bytes = env.encode();
+        prop_assert_eq!(bytes[1], 2);
+        prop_assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+    }
+
+    #[test]
     fn frontier_round_trips(f in frontier()) {
         let resp = SyncResponse::Frontier { frontier: f.clone(), roster_version: 1 };
         prop_assert_eq!(SyncResponse::decode(&resp.encode()).unwrap(), resp);
@@ -235,6 +255,11 @@ proptest! {
         let _ = SyncRequest::decode(&framed);
         let _ = SyncResponse::decode(&framed);
         let _ = SignedRoster::decode(&framed);
+        framed[0] = 2;
+        let _ = Envelope::decode(&framed);
+        let _ = SignedRoster::decode(&framed);
+        framed.insert(1, 2);
+        let _ = Envelope::decode(&framed);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod green;
 mod props;
 mod vectors;
 
@@ -58,7 +59,7 @@ pub fn rng() -> ChaCha8Rng {
 }
 
 pub fn fixture() -> Fixture {
-    Fixture::new(5, 2).unwrap()
+    Fixture::legacy(5, 2).unwrap()
 }
 
 fn org(f: &Fixture, i: usize) -> OrgId {
@@ -95,7 +96,7 @@ fn reject(verdict: Verdict) -> Rejection {
 fn green_opens_for_every_node_of_every_member() {
     let f = fixture();
     let env = sealed(&f, 1, Tlp::Green, &[], 1, Digest::ZERO);
-    assert_eq!(env.header.recipients.len(), 10);
+    assert_eq!(env.header.seal.recipients().len(), 10);
     for o in &f.orgs {
         for k in &o.keys {
             let body = open(&env, k).unwrap();
@@ -130,7 +131,7 @@ fn amber_opens_for_named_orgs_and_author_only() {
 fn clear_is_signed_not_encrypted() {
     let f = fixture();
     let env = sealed(&f, 0, Tlp::Clear, &[], 1, Digest::ZERO);
-    assert!(env.header.recipients.is_empty());
+    assert!(env.header.seal.recipients().is_empty());
     env.verify().unwrap();
     let outsider = NodeKeys::from_seed([9; 32]);
     assert!(matches!(open(&env, &outsider).unwrap(), Body::Bulletin(_)));
@@ -180,7 +181,7 @@ fn wrap_moved_to_another_envelope_fails() {
     let a = sealed(&f, 0, Tlp::Green, &[], 1, Digest::ZERO);
     let b = sealed(&f, 0, Tlp::Green, &[], 2, a.id());
     let mut moved = b.clone();
-    moved.header.recipients = a.header.recipients.clone();
+    moved.header.seal = a.header.seal.clone();
     let moved = Envelope::sign(moved.header, moved.payload, f.keys(0, 0).unwrap());
     assert_eq!(
         open(&moved, f.keys(3, 0).unwrap()).unwrap_err(),
@@ -256,14 +257,7 @@ fn wrong_consortium_non_member_and_revoked_are_rejected() {
     // A non-member signs a well-formed envelope for this consortium.
     let stranger = NodeKeys::from_seed([77; 32]);
     let draft = bulletin_draft(1, Digest::ZERO, Tlp::Clear, "t", NOW);
-    let env = seal_to(
-        &stranger,
-        f.roster().consortium_id(),
-        draft,
-        &[],
-        &mut rng(),
-    )
-    .unwrap();
+    let env = seal_to(&stranger, f.roster(), None, draft, &[], &mut rng()).unwrap();
     assert_eq!(
         reject(validate(&env.encode(), NOW, f.roster(), &state)),
         Rejection::UnknownAuthor(stranger.node_public())
@@ -285,7 +279,7 @@ fn wrong_consortium_non_member_and_revoked_are_rejected() {
         &mut rng(),
     )
     .unwrap();
-    assert_eq!(green.header.recipients.len(), 8);
+    assert_eq!(green.header.seal.recipients().len(), 8);
     assert!(open(&green, f.keys(3, 0).unwrap()).is_err());
 }
 
@@ -413,7 +407,8 @@ fn retraction_by_another_org_is_rejected() {
         };
         seal_to(
             f.keys(author, 0).unwrap(),
-            f.roster().consortium_id(),
+            f.roster(),
+            None,
             draft,
             &[],
             &mut rng(),
@@ -444,7 +439,7 @@ fn kind_and_body_must_match() {
 #[test]
 fn roster_update_rules() {
     // Three admins, threshold 2.
-    let base = Fixture::new(5, 1).unwrap();
+    let base = Fixture::legacy(5, 1).unwrap();
     let admins: Vec<OrgId> = (0..3).map(|i| org(&base, i)).collect();
     let genesis = base.roster().with_admins(admins, 2).unwrap();
     let mut signed_genesis = SignedRoster::unsigned(genesis.clone());
@@ -511,7 +506,7 @@ fn roster_update_rules() {
 
 #[test]
 fn roster_membership_operations() {
-    let f = Fixture::new(3, 1).unwrap();
+    let f = Fixture::legacy(3, 1).unwrap();
     let roster = f.roster();
     base_lookups(&f);
     let newcomer = breakwater_protocol::fixture::fixture_org(7, 2);
@@ -579,7 +574,7 @@ fn keys_round_trip_and_map_to_peer_ids() {
 
 #[test]
 fn member_card_round_trips_through_json() {
-    let f = Fixture::new(2, 2).unwrap();
+    let f = Fixture::legacy(2, 2).unwrap();
     let mut card = f.orgs[1].card.clone();
     card.nodes[0].addrs.push("/ip4/127.0.0.1/tcp/7400".into());
     let json = card.to_json();

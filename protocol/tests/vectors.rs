@@ -23,7 +23,7 @@ fn draft(seq: u64, prev: Digest, tlp: Tlp, kind: Kind, body: Body) -> Draft {
 }
 
 fn vectors() -> Vec<(&'static str, Vec<u8>)> {
-    let f = Fixture::new(3, 1).unwrap();
+    let f = Fixture::legacy(3, 1).unwrap();
     let keys = f.keys(0, 0).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(42);
     let mut bulletin = Bulletin::new("Phishing wave", Severity::High);
@@ -143,7 +143,7 @@ fn wire_vectors_are_pinned() {
 
 #[test]
 fn pinned_vectors_decode_verify_and_open() {
-    let f = Fixture::new(3, 1).unwrap();
+    let f = Fixture::legacy(3, 1).unwrap();
     for (name, hex_bytes) in PINNED.iter().take(4) {
         let bytes = hex::decode(hex_bytes).unwrap();
         let env = Envelope::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
