@@ -1,7 +1,8 @@
 //! The store worker: one OS thread that owns every blocking sled operation.
-//! Jobs arrive from the event loop and from [`crate::handle::NodeHandle`]s
-//! over a bounded channel; outcomes go back to the event loop over another,
-//! and [`NodeEvent`]s go out on the broadcast channel. This file holds the
+//! [`Job`]s arrive from the event loop and from
+//! [`crate::handle::NodeHandle`]s over a bounded channel; [`Outcome`]s go
+//! back to the event loop over another (both defined in [`crate::job`]), and
+//! [`NodeEvent`]s go out on the broadcast channel. This file holds the
 //! [`Worker`] itself, the job dispatch and the helpers every part shares;
 //! each responsibility has its own file under `worker/`:
 //!
@@ -27,130 +28,16 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use breakwater_protocol::{
-    Body, Digest, Envelope, Frontier, Indicator, NodeKeys, NodePublicKey, OrgId, SignedRoster, Tlp,
-    open,
+    Body, Digest, Envelope, Frontier, NodeKeys, NodePublicKey, OrgId, SignedRoster, Tlp, open,
 };
 use libp2p::PeerId;
-use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tracing::warn;
 
-use crate::handle::{
-    Detail, ListFilter, NodeEvent, PublishRequest, Published, RequestError, Status, Summary,
-    Traffic,
-};
+use crate::handle::{NodeEvent, RequestError, Traffic};
+use crate::job::{Job, Origin, Outcome};
 use crate::store::{Store, StoreError};
-
-type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
-
-/// Work for the store thread.
-#[derive(Debug)]
-pub(crate) enum Job {
-    /// Envelopes received from a peer.
-    Ingest {
-        items: Vec<Vec<u8>>,
-        origin: Origin,
-    },
-    /// A roster received by gossip.
-    GossipRoster {
-        bytes: Vec<u8>,
-        message_id: MessageId,
-        source: PeerId,
-    },
-    /// Start a sync round with a peer.
-    StartSync {
-        peer: PeerId,
-    },
-    /// A peer's sync request to answer.
-    ServeSync {
-        request: Vec<u8>,
-        token: u64,
-    },
-    /// A peer's answer to our sync request.
-    SyncAnswer {
-        peer: PeerId,
-        response: Vec<u8>,
-    },
-    /// Our sync request to a peer failed; `retry` starts the round again.
-    SyncFailed {
-        peer: PeerId,
-        retry: bool,
-    },
-    /// Drop expired plaintext.
-    Prune,
-    Publish {
-        request: PublishRequest,
-        reply: Reply<Published>,
-    },
-    Retract {
-        target: Digest,
-        reason: String,
-        reply: Reply<Published>,
-    },
-    Sight {
-        target: Digest,
-        indicator: Indicator,
-        reply: Reply<Published>,
-    },
-    List {
-        filter: ListFilter,
-        reply: Reply<Vec<Summary>>,
-    },
-    Get {
-        id: String,
-        reply: Reply<Detail>,
-    },
-    Search {
-        indicator: Indicator,
-        reply: Reply<Vec<Summary>>,
-    },
-    Roster {
-        reply: Reply<SignedRoster>,
-    },
-    Join {
-        roster: Box<SignedRoster>,
-        reply: Reply<u64>,
-    },
-    Status {
-        reply: Reply<Status>,
-    },
-    /// The event loop has ended: flush and stop, even while handles remain.
-    Stop,
-}
-
-/// Where received envelopes came from.
-#[derive(Debug, Clone)]
-pub(crate) enum Origin {
-    Gossip {
-        message_id: MessageId,
-        source: PeerId,
-    },
-    Sync {
-        peer: PeerId,
-    },
-}
-
-/// What the worker asks of the event loop.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Report a gossip validation verdict.
-    Verdict {
-        message_id: MessageId,
-        source: PeerId,
-        acceptance: MessageAcceptance,
-    },
-    /// Gossip a locally published envelope.
-    PublishEnvelope(Vec<u8>),
-    /// Gossip a newly applied roster.
-    PublishRoster(Vec<u8>),
-    /// Send a sync request.
-    SyncRequest { peer: PeerId, request: Vec<u8> },
-    /// Answer a peer's sync request.
-    SyncReply { token: u64, response: Vec<u8> },
-    /// A new roster is in force.
-    RosterApplied(Box<SignedRoster>),
-}
 
 /// The opened content of an envelope, as kept in the `plaintext` tree.
 #[derive(Debug, Clone, Serialize, Deserialize)]
