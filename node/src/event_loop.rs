@@ -20,8 +20,8 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info};
 
 use crate::handle::{Command, NetworkView, NodeEvent, PeerInfo};
+use crate::job::{Job, Origin, Outcome};
 use crate::net::{Behaviour, BehaviourEvent};
-use crate::worker::{Job, Origin, Outcome};
 
 /// Redial state of one roster peer.
 #[derive(Debug)]

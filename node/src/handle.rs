@@ -10,7 +10,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::worker::Job;
+use crate::job::Job;
 
 /// Something that happened on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 mod event_loop;
 pub mod handle;
+mod job;
 pub mod net;
 pub mod node;
 pub mod store;

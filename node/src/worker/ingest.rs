@@ -1,0 +1,380 @@
+//! Ingest: validates batches of envelopes from gossip and sync with the
+//! protocol's pure verdict (on every core for large batches), stores the
+//! valid ones with batched sled writes and hands each new one to `index`.
+//! Reports gossip verdicts to the event loop and starts a sync round with a
+//! relay that revealed a gap or a roster we lack.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use breakwater_protocol::{
+    AuthorState, Body, Digest, Envelope, IgnoreReason, NodeKeys, NodePublicKey, Prechecked,
+    Rejection, Verdict, precheck_in, validate_prechecked,
+};
+use libp2p::gossipsub::MessageAcceptance;
+use tracing::{debug, warn};
+
+use super::{Origin, Outcome, Worker, now_ms, open_as};
+use crate::handle::NodeEvent;
+use crate::store::{NewEnvelope, Store};
+
+struct StoreView<'a>(&'a Store);
+
+impl AuthorState for StoreView<'_> {
+    fn id_at(&self, author: &NodePublicKey, seq: u64) -> Option<Digest> {
+        self.0.id_at(&author.0, seq).ok().flatten().map(Digest)
+    }
+    fn envelope(&self, id: &Digest) -> Option<Vec<u8>> {
+        self.0.envelope(&id.0).ok().flatten()
+    }
+    fn author_of(&self, id: &Digest) -> Option<NodePublicKey> {
+        let bytes = self.0.envelope(&id.0).ok().flatten()?;
+        Some(Envelope::decode(&bytes).ok()?.header.author)
+    }
+    fn frontier(&self, author: &NodePublicKey) -> u64 {
+        self.0.frontier_of(&author.0).unwrap_or(0)
+    }
+}
+
+/// Batches this large are checked on every core, as a pipeline.
+const MIN_PARALLEL: usize = 16;
+
+/// Most items in a pipeline chunk: small enough that writing overlaps the
+/// checks of the chunks after it.
+const PIPELINE_CHUNK: usize = 256;
+
+/// A precheck and, where this node is a recipient, the opened body.
+type Checked = Result<(Prechecked, Option<Body>), Rejection>;
+
+/// A validated item to write: index in the batch, id, author, seq, and the
+/// envelope with its body (`None` for an expired one kept for its feed
+/// position).
+type AcceptedItem = (
+    usize,
+    Digest,
+    NodePublicKey,
+    u64,
+    Option<(Envelope, Option<Body>)>,
+);
+
+/// The store-free checks of one item (decode, membership, signature) and,
+/// where `keys` is a recipient, opening: they dominate ingest, and items are
+/// independent of one another, so they run on every core.
+fn precheck_one(
+    bytes: &[u8],
+    roster: &breakwater_protocol::Roster,
+    consortium: Digest,
+    keys: &NodeKeys,
+) -> Checked {
+    precheck_in(bytes, roster, consortium).map(|pre| {
+        let body = open_as(pre.envelope(), keys);
+        (pre, body)
+    })
+}
+
+/// A batch being ingested.
+struct Ingest<'a> {
+    now: u64,
+    origin: &'a Origin,
+    overlay: BatchView<'a>,
+    acceptances: Vec<MessageAcceptance>,
+    gap: bool,
+}
+
+/// The store as seen by a batch being validated: what is stored plus what
+/// earlier items of the batch will store.
+struct BatchView<'a> {
+    store: &'a Store,
+    items: &'a [Vec<u8>],
+    by_seq: HashMap<(NodePublicKey, u64), Digest>,
+    by_id: HashMap<Digest, (NodePublicKey, usize)>,
+    frontiers: HashMap<NodePublicKey, u64>,
+}
+
+impl BatchView<'_> {
+    fn add(&mut self, index: usize, id: Digest, author: NodePublicKey, seq: u64) {
+        self.by_seq.insert((author, seq), id);
+        self.by_id.insert(id, (author, index));
+        let mut frontier = self.frontier(&author);
+        while self.by_seq.contains_key(&(author, frontier + 1)) {
+            frontier += 1;
+        }
+        self.frontiers.insert(author, frontier);
+    }
+}
+
+impl AuthorState for BatchView<'_> {
+    fn id_at(&self, author: &NodePublicKey, seq: u64) -> Option<Digest> {
+        self.by_seq
+            .get(&(*author, seq))
+            .copied()
+            .or_else(|| StoreView(self.store).id_at(author, seq))
+    }
+    fn envelope(&self, id: &Digest) -> Option<Vec<u8>> {
+        match self.by_id.get(id) {
+            Some((_, index)) => self.items.get(*index).cloned(),
+            None => StoreView(self.store).envelope(id),
+        }
+    }
+    fn author_of(&self, id: &Digest) -> Option<NodePublicKey> {
+        self.by_id
+            .get(id)
+            .map(|(author, _)| *author)
+            .or_else(|| StoreView(self.store).author_of(id))
+    }
+    fn frontier(&self, author: &NodePublicKey) -> u64 {
+        match self.frontiers.get(author) {
+            Some(seq) => *seq,
+            None => StoreView(self.store).frontier(author),
+        }
+    }
+}
+
+impl Worker {
+    /// Validates a batch exactly as gossip and sync both require, stores the
+    /// valid ones with batched writes, then opens and indexes the new ones.
+    ///
+    /// A batch of [`MIN_PARALLEL`] or more (a sync answer) is a pipeline:
+    /// every core prechecks chunks while this thread validates and writes the
+    /// chunks already checked, in order, so the sequential store work
+    /// overlaps the crypto of the chunks after it.
+    pub(super) fn ingest(&mut self, items: Vec<Vec<u8>>, origin: Origin) {
+        let now = now_ms();
+        let store = self.store.clone();
+        let mut batch = Ingest {
+            now,
+            origin: &origin,
+            overlay: BatchView {
+                store: &store,
+                items: &items,
+                by_seq: HashMap::new(),
+                by_id: HashMap::new(),
+                frontiers: HashMap::new(),
+            },
+            acceptances: vec![MessageAcceptance::Ignore; items.len()],
+            gap: false,
+        };
+        if let Origin::Sync { .. } = origin {
+            self.traffic.sync_received += items.len() as u64;
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if items.len() < MIN_PARALLEL || threads < 2 {
+            let (roster, keys) = (&self.roster.roster, &self.keys);
+            let checked = items
+                .iter()
+                .map(|b| precheck_one(b, roster, self.consortium, keys))
+                .collect();
+            let accepted = self.validate_part(&items, 0, checked, &mut batch);
+            // A valid gossip message is forwarded as soon as it is validated:
+            // the next hop need not wait on this node's disk. Should the write
+            // then fail, a valid envelope went on that this node lacks; sync
+            // brings it back.
+            self.report_gossip(&origin, &batch.acceptances);
+            self.write_part(&items, accepted);
+        } else {
+            self.pipeline(&items, threads, &mut batch);
+            self.report_gossip(&origin, &batch.acceptances);
+        }
+        if let (Origin::Gossip { source, .. }, true) = (&origin, batch.gap) {
+            self.start_sync(*source);
+        }
+    }
+
+    /// Validates prechecked items `offset..` of a batch in order against the
+    /// store plus what the batch accepted so far; returns what to write.
+    fn validate_part(
+        &mut self,
+        items: &[Vec<u8>],
+        offset: usize,
+        checked: Vec<Checked>,
+        batch: &mut Ingest<'_>,
+    ) -> Vec<AcceptedItem> {
+        let mut accepted = Vec::new();
+        for (k, pre) in checked.into_iter().enumerate() {
+            let index = offset + k;
+            let Some(bytes) = items.get(index) else { break };
+            let (pre, body) = match pre {
+                Ok(pre) => pre,
+                Err(rejection) => {
+                    batch.acceptances[index] = self.on_rejection(rejection, batch.origin);
+                    continue;
+                }
+            };
+            match validate_prechecked(pre, bytes, batch.now, &self.roster.roster, &batch.overlay) {
+                Verdict::Accept(a) => {
+                    batch.gap |= a.gap.is_some();
+                    let (author, seq) = (a.envelope.header.author, a.envelope.header.seq);
+                    batch.overlay.add(index, a.id, author, seq);
+                    accepted.push((index, a.id, author, seq, Some((a.envelope, body))));
+                    batch.acceptances[index] = MessageAcceptance::Accept;
+                }
+                Verdict::Ignore(IgnoreReason::Expired {
+                    id, author, seq, ..
+                }) => {
+                    batch.overlay.add(index, id, author, seq);
+                    accepted.push((index, id, author, seq, None));
+                }
+                Verdict::Ignore(IgnoreReason::Duplicate) => {}
+                Verdict::Reject(rejection) => {
+                    batch.acceptances[index] = self.on_rejection(rejection, batch.origin);
+                }
+            }
+        }
+        accepted
+    }
+
+    /// Writes validated items in one batched write, then opens and indexes
+    /// the new ones.
+    fn write_part(&mut self, items: &[Vec<u8>], accepted: Vec<AcceptedItem>) {
+        let writes: Vec<NewEnvelope<'_>> = accepted
+            .iter()
+            .filter_map(|(index, id, author, seq, _)| {
+                Some(NewEnvelope {
+                    id: id.0,
+                    author: author.0,
+                    seq: *seq,
+                    bytes: items.get(*index)?,
+                })
+            })
+            .collect();
+        match self.store.insert_envelopes(&writes) {
+            Ok(results) => {
+                self.traffic.stored_from_peers += results
+                    .iter()
+                    .filter(|r| r.as_ref().is_ok_and(|i| i.new))
+                    .count() as u64;
+                for ((_, id, _, _, envelope), result) in accepted.into_iter().zip(results) {
+                    if let (Ok(inserted), Some((envelope, body))) = (result, envelope)
+                        && inserted.new
+                        && let Err(e) = self.after_insert(envelope, id, body)
+                    {
+                        warn!("indexing envelope failed: {e}");
+                    }
+                }
+            }
+            Err(e) => warn!("storing envelopes failed: {e}"),
+        }
+    }
+
+    /// Checks and writes a batch as a pipeline: `threads` threads precheck
+    /// chunks (decode, membership, signature, opening) while this thread
+    /// validates and writes the chunks already checked, in order.
+    fn pipeline(&mut self, items: &[Vec<u8>], threads: usize, batch: &mut Ingest<'_>) {
+        let (roster, keys, consortium) = (
+            self.roster.roster.clone(),
+            self.keys.clone(),
+            self.consortium,
+        );
+        let chunk = PIPELINE_CHUNK.min(items.len().div_ceil(threads)).max(1);
+        let chunks: Vec<&[Vec<u8>]> = items.chunks(chunk).collect();
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut checkers = Vec::with_capacity(threads);
+            for _ in 0..threads {
+                let (tx, next, chunks) = (tx.clone(), &next, &chunks);
+                let (roster, keys) = (&roster, &keys);
+                checkers.push(scope.spawn(move || {
+                    loop {
+                        let c = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(part) = chunks.get(c) else { break };
+                        let checked: Vec<_> = part
+                            .iter()
+                            .map(|b| precheck_one(b, roster, consortium, keys))
+                            .collect();
+                        if tx.send((c, checked)).is_err() {
+                            break;
+                        }
+                    }
+                }));
+            }
+            drop(tx);
+            let mut ready = BTreeMap::new();
+            let mut want = 0;
+            for (c, checked) in rx {
+                ready.insert(c, checked);
+                while let Some(checked) = ready.remove(&want) {
+                    let accepted = self.validate_part(items, want * chunk, checked, batch);
+                    self.write_part(items, accepted);
+                    want += 1;
+                }
+            }
+            // A checking thread that panicked (a bug) left chunks behind:
+            // joined here, so its panic ends with it, and its chunks are
+            // checked in place.
+            for checker in checkers {
+                let _ = checker.join();
+            }
+            while let Some(part) = chunks.get(want) {
+                let checked = ready.remove(&want).unwrap_or_else(|| {
+                    part.iter()
+                        .map(|b| precheck_one(b, &roster, consortium, &keys))
+                        .collect()
+                });
+                let accepted = self.validate_part(items, want * chunk, checked, batch);
+                self.write_part(items, accepted);
+                want += 1;
+            }
+        });
+    }
+
+    /// Reports gossip verdicts (forward, drop, or drop and score down); sync
+    /// batches have none.
+    fn report_gossip(&self, origin: &Origin, acceptances: &[MessageAcceptance]) {
+        if let Origin::Gossip { message_id, source } = origin {
+            for acceptance in acceptances {
+                self.send(Outcome::Verdict {
+                    message_id: message_id.clone(),
+                    source: *source,
+                    acceptance: *acceptance,
+                });
+            }
+        }
+    }
+
+    /// Records what a rejection calls for and says how gossip should score
+    /// it. An author this roster does not know (or knows as revoked) may be
+    /// news from a newer roster the relay has and we lack: that is ignored,
+    /// not held against the relay, and starts a catch-up.
+    fn on_rejection(&mut self, rejection: Rejection, origin: &Origin) -> MessageAcceptance {
+        let from = match origin {
+            Origin::Gossip { source, .. } => *source,
+            Origin::Sync { peer } => *peer,
+        };
+        if matches!(
+            rejection,
+            Rejection::UnknownAuthor(_) | Rejection::RevokedAuthor { .. }
+        ) {
+            debug!(peer = %from, "envelope from outside this roster: {rejection}");
+            if matches!(origin, Origin::Gossip { .. }) && !self.rounds.contains_key(&from) {
+                self.start_sync(from);
+            }
+            return MessageAcceptance::Ignore;
+        }
+        if let Rejection::Equivocation(evidence) = &rejection {
+            let record = serde_json::json!({
+                "first": hex::encode(&evidence.first),
+                "second": hex::encode(&evidence.second),
+                "reported_by": from.to_string(),
+                "at": now_ms(),
+            });
+            match self.store.put_evidence(
+                &evidence.author.0,
+                evidence.seq,
+                record.to_string().as_bytes(),
+            ) {
+                Ok(_) => {
+                    warn!(author = %evidence.author, seq = evidence.seq, "equivocation evidence recorded");
+                    self.emit(NodeEvent::Equivocation {
+                        author: evidence.author,
+                        seq: evidence.seq,
+                    });
+                }
+                Err(e) => warn!("recording equivocation evidence failed: {e}"),
+            }
+        } else {
+            debug!(peer = %from, "rejected envelope: {rejection}");
+        }
+        MessageAcceptance::Reject
+    }
+}

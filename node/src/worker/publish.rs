@@ -1,0 +1,194 @@
+//! Own publications: seals bulletins to their recipients, and retractions
+//! and sightings to the recipients of their target, at this node's next seq;
+//! stores and flushes each before handing it to the event loop to gossip.
+//! Answers `NodeHandle::publish`, `retract` and `sight`.
+
+use std::collections::BTreeSet;
+
+use breakwater_protocol::{
+    Body, Digest, Draft, Envelope, Indicator, Kind, SealingPublicKey, seal, seal_to,
+};
+use tracing::warn;
+
+use super::{Outcome, Worker, now_ms, store_err};
+use crate::handle::{PublishRequest, Published, RequestError};
+
+impl Worker {
+    pub(super) fn publish(&mut self, request: PublishRequest) -> Result<Published, RequestError> {
+        request
+            .bulletin
+            .check()
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        let now = now_ms();
+        let ttl = request.ttl_ms.unwrap_or(self.default_ttl_ms).max(1);
+        let (seq, prev) = self.next_seq()?;
+        let draft = Draft {
+            seq,
+            prev,
+            created_at: now,
+            expires_at: now.saturating_add(ttl),
+            tlp: request.tlp,
+            kind: Kind::Bulletin,
+            body: Body::Bulletin(request.bulletin),
+        };
+        let envelope = seal(
+            &self.keys,
+            &self.roster.roster,
+            draft,
+            &request.to,
+            &mut self.rng,
+        )
+        .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        self.commit_own(envelope)
+    }
+
+    pub(super) fn retract(
+        &mut self,
+        target: Digest,
+        reason: String,
+    ) -> Result<Published, RequestError> {
+        let envelope = self.own_org_target(&target)?;
+        self.follow_up(
+            &envelope,
+            Kind::Retraction { target },
+            Body::Retraction { reason },
+        )
+    }
+
+    pub(super) fn sight(
+        &mut self,
+        target: Digest,
+        indicator: Indicator,
+    ) -> Result<Published, RequestError> {
+        let envelope = self.stored_envelope(&target)?;
+        let body = Body::Sighting {
+            indicator,
+            seen_at: now_ms(),
+            note: None,
+        };
+        self.follow_up(&envelope, Kind::Sighting { target }, body)
+    }
+
+    /// Seals a retraction or sighting of `target` to the target's recipients
+    /// under the target's label, and commits it.
+    fn follow_up(
+        &mut self,
+        target: &Envelope,
+        kind: Kind,
+        body: Body,
+    ) -> Result<Published, RequestError> {
+        let recipients = self.recipients_of(target);
+        let (seq, prev) = self.next_seq()?;
+        let now = now_ms();
+        let draft = Draft {
+            seq,
+            prev,
+            created_at: now,
+            expires_at: target.header.expires_at.max(now + 1),
+            tlp: target.header.tlp,
+            kind,
+            body,
+        };
+        let sealed = seal_to(
+            &self.keys,
+            self.roster.roster.consortium_id(),
+            draft,
+            &recipients,
+            &mut self.rng,
+        )
+        .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        self.commit_own(sealed)
+    }
+
+    fn stored_envelope(&self, id: &Digest) -> Result<Envelope, RequestError> {
+        let bytes = self
+            .store
+            .envelope(&id.0)
+            .map_err(store_err)?
+            .ok_or_else(|| RequestError::NotFound(id.to_hex()))?;
+        Envelope::decode(&bytes).map_err(|e| RequestError::Store(e.to_string()))
+    }
+
+    fn own_org_target(&self, target: &Digest) -> Result<Envelope, RequestError> {
+        let envelope = self.stored_envelope(target)?;
+        let owner = self.org_of(&envelope.header.author);
+        let mine = self.org_of(&self.keys.node_public());
+        match (owner, mine) {
+            (Some(owner), Some(mine)) if owner == mine => Ok(envelope),
+            (owner, _) => Err(RequestError::Invalid(format!(
+                "envelope {} belongs to org {}; only its own organisation may retract it",
+                target,
+                owner
+                    .map(|o| o.to_string())
+                    .unwrap_or_else(|| "unknown".into())
+            ))),
+        }
+    }
+
+    /// Sealing keys of the target's recipients that are still in the roster
+    /// (always including this org), for retractions and sightings.
+    fn recipients_of(&self, envelope: &Envelope) -> Vec<SealingPublicKey> {
+        if !envelope.header.tlp.is_sealed() {
+            return Vec::new();
+        }
+        let wanted: BTreeSet<_> = envelope
+            .header
+            .recipients
+            .iter()
+            .map(|r| r.key_id)
+            .collect();
+        let mine = self.org_of(&self.keys.node_public());
+        self.roster
+            .roster
+            .active_nodes()
+            .filter(|(org, node)| {
+                wanted.contains(&node.sealing_key.key_id()) || Some(*org) == mine.as_ref()
+            })
+            .map(|(_, node)| node.sealing_key)
+            .collect()
+    }
+
+    fn next_seq(&self) -> Result<(u64, Digest), RequestError> {
+        let me = self.keys.node_public();
+        let last = self.store.frontier_of(&me.0).map_err(store_err)?;
+        let prev = if last == 0 {
+            Digest::ZERO
+        } else {
+            self.store
+                .id_at(&me.0, last)
+                .map_err(store_err)?
+                .map(Digest)
+                .unwrap_or(Digest::ZERO)
+        };
+        Ok((last + 1, prev))
+    }
+
+    /// Stores and flushes an own envelope, then hands it to gossip.
+    fn commit_own(&mut self, envelope: Envelope) -> Result<Published, RequestError> {
+        let bytes = envelope.encode();
+        let id = envelope.id();
+        let seq = envelope.header.seq;
+        let recipients = envelope.header.recipients.len();
+        // A clash at our own (author, seq) is a failure, never an ack.
+        let header = &envelope.header;
+        let inserted = self
+            .store
+            .insert_envelope(&id.0, &header.author.0, header.seq, &bytes)
+            .map_err(store_err)?;
+        if inserted.new {
+            // Once stored, the envelope is published whatever happens to the
+            // local index: it will be flushed and synced, so report success.
+            let body = self.open(&envelope);
+            if let Err(e) = self.after_insert(envelope, id, body) {
+                warn!("indexing own envelope failed: {e}");
+            }
+        }
+        self.store.flush().map_err(store_err)?;
+        self.send(Outcome::PublishEnvelope(bytes));
+        Ok(Published {
+            id,
+            seq,
+            recipients,
+        })
+    }
+}

@@ -1,0 +1,189 @@
+//! Queries: list, show (by id or unique prefix), search by indicator and
+//! status, read from the store for `NodeHandle`; also the [`Summary`] every
+//! `Stored` event carries.
+
+use std::collections::BTreeSet;
+
+use breakwater_protocol::{Body, Digest, Envelope, Indicator};
+
+use super::{Worker, now_ms, store_err};
+use crate::handle::{Detail, ListFilter, RequestError, Status, Summary};
+use crate::store::StoreError;
+
+impl Worker {
+    pub(super) fn summary(
+        &self,
+        id: Digest,
+        envelope: &Envelope,
+        body: Option<&Body>,
+        retracted: bool,
+    ) -> Summary {
+        let header = &envelope.header;
+        let bulletin = match body {
+            Some(Body::Bulletin(b)) => Some(b),
+            _ => None,
+        };
+        Summary {
+            id,
+            author_org: self
+                .org_of(&header.author)
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            author: header.author,
+            seq: header.seq,
+            kind: header.kind.as_str().to_string(),
+            target: header.kind.target(),
+            tlp: header.tlp,
+            created_at: header.created_at,
+            expires_at: header.expires_at,
+            readable: body.is_some(),
+            retracted,
+            severity: bulletin.map(|b| b.severity),
+            title: bulletin.map(|b| b.title.clone()),
+            indicators: bulletin.map(|b| b.indicators.clone()),
+        }
+    }
+
+    fn load(&self, id: &Digest) -> Result<Option<(Envelope, Option<Body>, bool)>, StoreError> {
+        let Some(bytes) = self.store.envelope(&id.0)? else {
+            return Ok(None);
+        };
+        let Ok(envelope) = Envelope::decode(&bytes) else {
+            return Ok(None);
+        };
+        let body = self.record(id)?.map(|r| r.body);
+        let retracted = self.retraction_of(id, &envelope.header.author)?.is_some();
+        Ok(Some((envelope, body, retracted)))
+    }
+
+    pub(super) fn list(&self, filter: &ListFilter) -> Result<Vec<Summary>, RequestError> {
+        let mut out = Vec::new();
+        for entry in self.store.envelopes_iter() {
+            let (id, _) = entry.map_err(store_err)?;
+            let id = Digest(id);
+            let Some((envelope, body, retracted)) = self.load(&id).map_err(store_err)? else {
+                continue;
+            };
+            let summary = self.summary(id, &envelope, body.as_ref(), retracted);
+            if !summary.is_bulletin()
+                || (!filter.all && !summary.readable)
+                || (filter.hide_retracted && summary.retracted)
+                || filter.since.is_some_and(|since| summary.created_at < since)
+                || filter.tlp.is_some_and(|tlp| summary.tlp != tlp)
+                || filter
+                    .severity
+                    .is_some_and(|min| summary.severity.is_none_or(|s| s < min))
+                || summary.expires_at <= now_ms()
+            {
+                continue;
+            }
+            out.push(summary);
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    fn resolve(&self, id: &str) -> Result<Digest, RequestError> {
+        let id = id.trim().to_ascii_lowercase();
+        if let Ok(full) = id.parse::<Digest>() {
+            return Ok(full);
+        }
+        if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RequestError::Invalid(format!(
+                "{id:?} is not an envelope id (hex, at least 4 characters)"
+            )));
+        }
+        let mut found = None;
+        for entry in self.store.envelopes_iter() {
+            let (candidate, _) = entry.map_err(store_err)?;
+            if hex::encode(candidate).starts_with(&id) {
+                if found.is_some() {
+                    return Err(RequestError::Invalid(format!(
+                        "id prefix {id} is ambiguous"
+                    )));
+                }
+                found = Some(Digest(candidate));
+            }
+        }
+        found.ok_or(RequestError::NotFound(id))
+    }
+
+    pub(super) fn get(&self, id: &str) -> Result<Detail, RequestError> {
+        let id = self.resolve(id)?;
+        let (envelope, body, retracted) = self
+            .load(&id)
+            .map_err(store_err)?
+            .ok_or_else(|| RequestError::NotFound(id.to_hex()))?;
+        let retracted_by = self
+            .store
+            .retracted_by(&id.0)
+            .map_err(store_err)?
+            .map(Digest)
+            .filter(|_| retracted);
+        let key_ids: BTreeSet<_> = envelope
+            .header
+            .recipients
+            .iter()
+            .map(|r| r.key_id)
+            .collect();
+        let recipients = self
+            .roster
+            .roster
+            .members
+            .iter()
+            .filter(|m| {
+                m.card
+                    .nodes
+                    .iter()
+                    .any(|n| key_ids.contains(&n.sealing_key.key_id()))
+            })
+            .map(|m| m.card.org_id.to_string())
+            .collect();
+        let size = envelope.encoded_len();
+        Ok(Detail {
+            summary: self.summary(id, &envelope, body.as_ref(), retracted),
+            body,
+            retracted_by,
+            recipients,
+            size,
+        })
+    }
+
+    pub(super) fn search(&self, indicator: &Indicator) -> Result<Vec<Summary>, RequestError> {
+        let mut out = Vec::new();
+        for id in self
+            .store
+            .lookup_indicator(&indicator.key())
+            .map_err(store_err)?
+        {
+            let id = Digest(id);
+            if let Some((envelope, body, retracted)) = self.load(&id).map_err(store_err)?
+                && !retracted
+            {
+                out.push(self.summary(id, &envelope, body.as_ref(), retracted));
+            }
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        Ok(out)
+    }
+
+    pub(super) fn status(&self) -> Result<Status, RequestError> {
+        let counts = self.store.counts();
+        let me = self.keys.node_public();
+        Ok(Status {
+            org_id: self.org_of(&me).map(|o| o.to_string()).unwrap_or_default(),
+            node_key: me,
+            peer_id: self.keys.peer_id().to_string(),
+            consortium: self.roster.roster.consortium_id(),
+            roster_version: self.roster.roster.version,
+            listen: Vec::new(),
+            peers: Vec::new(),
+            frontier: self.frontier().0.into_iter().collect(),
+            envelopes: counts.envelopes,
+            readable: counts.plaintext,
+            evidence: counts.evidence,
+            disk_bytes: self.store.size_on_disk().unwrap_or(0),
+            traffic: self.traffic,
+        })
+    }
+}
