@@ -905,6 +905,10 @@ fn show_event(event: &NodeEvent, on: bool) -> String {
             )
         }
         NodeEvent::RosterApplied { version } => format!("{now}  roster version {version} in force"),
+        NodeEvent::GreenKeyProblem { version, problem } => format!(
+            "{now}  {}  roster version {version}: {problem}",
+            paint("green key alarm", "1;31", on)
+        ),
         NodeEvent::PeerConnected { peer } => format!("{now}  peer connected {peer}"),
         NodeEvent::PeerDisconnected { peer } => format!("{now}  peer disconnected {peer}"),
     }

@@ -37,6 +37,15 @@ pub enum NodeEvent {
         /// Its version.
         version: u64,
     },
+    /// A roster version's GREEN key package does not give this node (or
+    /// every node) the same committed key: a forged or broken package. This
+    /// node seals its own GREEN per node until a good version arrives.
+    GreenKeyProblem {
+        /// The roster version.
+        version: u64,
+        /// What is wrong.
+        problem: String,
+    },
     /// A peer connected.
     PeerConnected {
         /// The peer.
@@ -171,6 +180,16 @@ pub struct Status {
     /// Envelope copies received from peers since the node started.
     #[serde(default)]
     pub traffic: Traffic,
+    /// The roster version whose GREEN key this node seals with (`None`
+    /// before the consortium's first keyed roster, or after an alarm).
+    #[serde(default)]
+    pub green_epoch: Option<u64>,
+    /// Stored GREEN envelopes that wait for a newer roster's key.
+    #[serde(default)]
+    pub pending_green: u64,
+    /// Why this node distrusts a GREEN key package, if it does.
+    #[serde(default)]
+    pub green_key_problem: Option<String>,
 }
 
 /// Envelope copies a node received from its peers since it started: what

@@ -43,6 +43,13 @@ const INDICATOR_SEPARATOR: u8 = 0xff;
 /// Key of the own sequence counter in the `meta` tree.
 const META_OWN_SEQ: &[u8] = b"own_seq";
 
+/// Prefix of the pending-GREEN index in the `meta` tree: epoch (8 BE) ‖ id.
+const PENDING_GREEN_PREFIX: &[u8] = b"pending-green/";
+
+fn pending_green_key(epoch: u64, id: &Id) -> Vec<u8> {
+    [PENDING_GREEN_PREFIX, &epoch.to_be_bytes(), id].concat()
+}
+
 /// Prefix of the keys that [`Store::put_meta`] writes, so that callers' keys
 /// never collide with the store's own bookkeeping.
 const META_USER_PREFIX: &[u8] = b"user/";
@@ -318,6 +325,41 @@ impl Store {
     /// The metadata value stored under `key`, if any.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.meta.get(meta_key(key))?.map(|value| value.to_vec()))
+    }
+
+    // ----------------------------------------------------------- pending green
+
+    /// Notes that envelope `id` is sealed under the GREEN key of roster
+    /// version `epoch`, which this node does not hold yet.
+    pub fn add_pending_green(&self, epoch: u64, id: &Id) -> Result<(), StoreError> {
+        self.meta.insert(pending_green_key(epoch, id), &[])?;
+        Ok(())
+    }
+
+    /// Pending GREEN envelopes of epochs up to `epoch`, oldest epoch first.
+    pub fn pending_green_up_to(&self, epoch: u64) -> Result<Vec<(u64, Id)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.meta.scan_prefix(PENDING_GREEN_PREFIX) {
+            let (key, _) = entry?;
+            let rest = &key[PENDING_GREEN_PREFIX.len()..];
+            let e = decode_u64("meta", rest.get(..8).unwrap_or_default())?;
+            if e > epoch {
+                break;
+            }
+            out.push((e, decode_id("meta", rest.get(8..).unwrap_or_default())?));
+        }
+        Ok(out)
+    }
+
+    /// Forgets a pending GREEN entry (opened, or not for this node).
+    pub fn remove_pending_green(&self, epoch: u64, id: &Id) -> Result<(), StoreError> {
+        self.meta.remove(pending_green_key(epoch, id))?;
+        Ok(())
+    }
+
+    /// How many GREEN envelopes wait for their epoch key.
+    pub fn pending_green_count(&self) -> u64 {
+        self.meta.scan_prefix(PENDING_GREEN_PREFIX).count() as u64
     }
 
     // -------------------------------------------------------------- envelopes

@@ -13,9 +13,11 @@
 //! - `publish`: sealing and committing local publications, retractions and
 //!   sightings;
 //! - `roster`: applying roster updates;
+//! - `green`: GREEN epoch keys, their audit, and envelopes waiting for one;
 //! - `query`: list, show, search and status;
 //! - `prune`: dropping expired plaintext.
 
+mod green;
 mod index;
 mod ingest;
 mod prune;
@@ -25,10 +27,12 @@ mod roster;
 mod sync;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use breakwater_protocol::{
-    Body, Digest, Envelope, Frontier, NodeKeys, NodePublicKey, OrgId, SignedRoster, Tlp, open,
+    Body, Digest, Envelope, EpochKeys, Frontier, NodeKeys, NodePublicKey, OrgId, Seal,
+    SignedRoster, Tlp, open_with,
 };
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
@@ -62,6 +66,12 @@ pub(crate) struct Worker {
     /// The consortium id, the same in every roster version (for a genesis
     /// roster it is a hash of the whole roster, so it is computed once).
     consortium: Digest,
+    /// The GREEN keys of every stored roster version this node is in,
+    /// re-derived from the stored rosters at start-up (nothing secret is
+    /// stored). Shared with the ingest pipeline's checking threads.
+    epoch_keys: Arc<EpochKeys>,
+    /// Why this node distrusts a GREEN key package, if it does.
+    green_problem: Option<String>,
 }
 
 /// Unix ms now.
@@ -76,16 +86,18 @@ fn store_err(e: StoreError) -> RequestError {
     RequestError::Store(e.to_string())
 }
 
-/// The body of `envelope`, if `keys` is among its recipients and it opens.
-fn open_as(envelope: &Envelope, keys: &NodeKeys) -> Option<Body> {
+/// The body of `envelope`, if `keys` (with the GREEN keys `epoch_keys`) is
+/// among its recipients and it opens.
+fn open_as(envelope: &Envelope, keys: &NodeKeys, epoch_keys: &EpochKeys) -> Option<Body> {
     let key_id = keys.sealing_public().key_id();
-    let recipient = !envelope.header.tlp.is_sealed()
-        || envelope
-            .header
-            .recipients
-            .iter()
-            .any(|r| r.key_id == key_id);
-    recipient.then(|| open(envelope, keys).ok()).flatten()
+    let recipient = match &envelope.header.seal {
+        Seal::Clear => true,
+        Seal::Nodes(recipients) => recipients.iter().any(|r| r.key_id == key_id),
+        Seal::Epoch { epoch, .. } => epoch_keys.contains_key(epoch),
+    };
+    recipient
+        .then(|| open_with(envelope, keys, epoch_keys).ok())
+        .flatten()
 }
 
 impl Worker {
@@ -97,7 +109,7 @@ impl Worker {
         events: broadcast::Sender<NodeEvent>,
         outcomes: mpsc::Sender<Outcome>,
     ) -> Worker {
-        Worker {
+        let mut worker = Worker {
             consortium: roster.roster.consortium_id(),
             store,
             keys,
@@ -108,11 +120,18 @@ impl Worker {
             rounds: HashMap::new(),
             rng: rand::rng(),
             traffic: Traffic::default(),
-        }
+            epoch_keys: Arc::new(EpochKeys::new()),
+            green_problem: None,
+        };
+        worker.load_epoch_keys();
+        worker
     }
 
     /// Runs until every job sender is gone.
     pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        // A crash between storing a roster and opening what waited for its
+        // key leaves pending entries behind: open them now.
+        self.open_pending_green();
         while let Some(job) = jobs.blocking_recv() {
             if matches!(job, Job::Stop) {
                 break;
@@ -200,7 +219,7 @@ impl Worker {
 
     /// The body, if this node is a recipient and it opens.
     fn open(&self, envelope: &Envelope) -> Option<Body> {
-        open_as(envelope, &self.keys)
+        open_as(envelope, &self.keys, &self.epoch_keys)
     }
 
     fn org_of(&self, author: &NodePublicKey) -> Option<OrgId> {

@@ -667,7 +667,13 @@ async fn revocation_rejects_new_envelopes_and_closes_connections() {
     mesh.wait_connected(0, 2).await;
     let before = mesh.publish(2, Tlp::Green, &[], "before revocation").await;
     wait_count(&mesh, 0, false, 1).await;
-    let next = mesh.fixture.roster().with_revoked(&mesh.org(2)).unwrap();
+    let next = mesh
+        .fixture
+        .roster()
+        .with_revoked(&mesh.org(2))
+        .unwrap()
+        .with_green_key(&breakwater_protocol::fixture::fixture_green_key(2))
+        .unwrap();
     let mut signed = SignedRoster::unsigned(next);
     signed.sign(mesh.fixture.keys(0, 0).unwrap());
     assert_eq!(mesh.node(0).handle.join(signed.clone()).await.unwrap(), 2);
@@ -841,7 +847,7 @@ async fn retraction_before_its_target_applies_only_from_the_owner_org() {
                 reason: "withdrawn".into(),
             },
         };
-        seal_to(keys, roster.consortium_id(), draft, &[], rng).unwrap()
+        seal_to(keys, roster, None, draft, &[], rng).unwrap()
     };
     let foreign = retraction(&relay, 1, Digest::ZERO, &mut rng);
     let genuine = retraction(owner, 2, target.id(), &mut rng);

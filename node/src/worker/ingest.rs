@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use breakwater_protocol::{
-    AuthorState, Body, Digest, Envelope, IgnoreReason, NodeKeys, NodePublicKey, Prechecked,
-    Rejection, Verdict, precheck_in, validate_prechecked,
+    AuthorState, Body, Digest, Envelope, EpochKeys, IgnoreReason, NodeKeys, NodePublicKey,
+    Prechecked, Rejection, Verdict, precheck_in, validate_prechecked,
 };
 use libp2p::gossipsub::MessageAcceptance;
 use tracing::{debug, warn};
@@ -65,9 +65,10 @@ fn precheck_one(
     roster: &breakwater_protocol::Roster,
     consortium: Digest,
     keys: &NodeKeys,
+    epoch_keys: &EpochKeys,
 ) -> Checked {
     precheck_in(bytes, roster, consortium).map(|pre| {
-        let body = open_as(pre.envelope(), keys);
+        let body = open_as(pre.envelope(), keys, epoch_keys);
         (pre, body)
     })
 }
@@ -159,10 +160,10 @@ impl Worker {
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if items.len() < MIN_PARALLEL || threads < 2 {
-            let (roster, keys) = (&self.roster.roster, &self.keys);
+            let (roster, keys, epoch_keys) = (&self.roster.roster, &self.keys, &self.epoch_keys);
             let checked = items
                 .iter()
-                .map(|b| precheck_one(b, roster, self.consortium, keys))
+                .map(|b| precheck_one(b, roster, self.consortium, keys, epoch_keys))
                 .collect();
             let accepted = self.validate_part(&items, 0, checked, &mut batch);
             // A valid gossip message is forwarded as soon as it is validated:
@@ -246,9 +247,15 @@ impl Worker {
                 for ((_, id, _, _, envelope), result) in accepted.into_iter().zip(results) {
                     if let (Ok(inserted), Some((envelope, body))) = (result, envelope)
                         && inserted.new
-                        && let Err(e) = self.after_insert(envelope, id, body)
                     {
-                        warn!("indexing envelope failed: {e}");
+                        if body.is_none()
+                            && let Err(e) = self.note_pending_green(&envelope, &id)
+                        {
+                            warn!("noting a pending GREEN envelope failed: {e}");
+                        }
+                        if let Err(e) = self.after_insert(envelope, id, body) {
+                            warn!("indexing envelope failed: {e}");
+                        }
                     }
                 }
             }
@@ -260,10 +267,11 @@ impl Worker {
     /// chunks (decode, membership, signature, opening) while this thread
     /// validates and writes the chunks already checked, in order.
     fn pipeline(&mut self, items: &[Vec<u8>], threads: usize, batch: &mut Ingest<'_>) {
-        let (roster, keys, consortium) = (
+        let (roster, keys, consortium, epoch_keys) = (
             self.roster.roster.clone(),
             self.keys.clone(),
             self.consortium,
+            self.epoch_keys.clone(),
         );
         let chunk = PIPELINE_CHUNK.min(items.len().div_ceil(threads)).max(1);
         let chunks: Vec<&[Vec<u8>]> = items.chunks(chunk).collect();
@@ -273,14 +281,14 @@ impl Worker {
             let mut checkers = Vec::with_capacity(threads);
             for _ in 0..threads {
                 let (tx, next, chunks) = (tx.clone(), &next, &chunks);
-                let (roster, keys) = (&roster, &keys);
+                let (roster, keys, epoch_keys) = (&roster, &keys, &epoch_keys);
                 checkers.push(scope.spawn(move || {
                     loop {
                         let c = next.fetch_add(1, Ordering::Relaxed);
                         let Some(part) = chunks.get(c) else { break };
                         let checked: Vec<_> = part
                             .iter()
-                            .map(|b| precheck_one(b, roster, consortium, keys))
+                            .map(|b| precheck_one(b, roster, consortium, keys, epoch_keys))
                             .collect();
                         if tx.send((c, checked)).is_err() {
                             break;
@@ -308,7 +316,7 @@ impl Worker {
             while let Some(part) = chunks.get(want) {
                 let checked = ready.remove(&want).unwrap_or_else(|| {
                     part.iter()
-                        .map(|b| precheck_one(b, &roster, consortium, &keys))
+                        .map(|b| precheck_one(b, &roster, consortium, &keys, &epoch_keys))
                         .collect()
                 });
                 let accepted = self.validate_part(items, want * chunk, checked, batch);

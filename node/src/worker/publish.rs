@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 
 use breakwater_protocol::{
-    Body, Digest, Draft, Envelope, Indicator, Kind, SealingPublicKey, seal, seal_to,
+    Body, Digest, Draft, Envelope, EpochKey, Indicator, Kind, Seal, SealingPublicKey, seal_to,
+    seal_with,
 };
 use tracing::warn;
 
@@ -31,9 +32,11 @@ impl Worker {
             kind: Kind::Bulletin,
             body: Body::Bulletin(request.bulletin),
         };
-        let envelope = seal(
+        let epoch_key = self.sealing_epoch_key();
+        let envelope = seal_with(
             &self.keys,
             &self.roster.roster,
+            epoch_key.as_ref(),
             draft,
             &request.to,
             &mut self.rng,
@@ -89,9 +92,11 @@ impl Worker {
             kind,
             body,
         };
+        let epoch_key = self.sealing_epoch_key();
         let sealed = seal_to(
             &self.keys,
-            self.roster.roster.consortium_id(),
+            &self.roster.roster,
+            epoch_key.as_ref(),
             draft,
             &recipients,
             &mut self.rng,
@@ -131,9 +136,15 @@ impl Worker {
         if !envelope.header.tlp.is_sealed() {
             return Vec::new();
         }
+        if let Seal::Epoch { .. } = envelope.header.seal {
+            // A GREEN follow-up goes under the current epoch key; without
+            // one, to every active node.
+            return self.roster.roster.all_sealing_keys();
+        }
         let wanted: BTreeSet<_> = envelope
             .header
-            .recipients
+            .seal
+            .recipients()
             .iter()
             .map(|r| r.key_id)
             .collect();
@@ -146,6 +157,15 @@ impl Worker {
             })
             .map(|(_, node)| node.sealing_key)
             .collect()
+    }
+
+    /// The GREEN key this node seals with: the one of the roster in force,
+    /// unless a package alarm says not to trust it.
+    pub(super) fn sealing_epoch_key(&self) -> Option<EpochKey> {
+        if self.green_problem.is_some() {
+            return None;
+        }
+        self.epoch_keys.get(&self.roster.roster.version).cloned()
     }
 
     fn next_seq(&self) -> Result<(u64, Digest), RequestError> {
@@ -168,7 +188,11 @@ impl Worker {
         let bytes = envelope.encode();
         let id = envelope.id();
         let seq = envelope.header.seq;
-        let recipients = envelope.header.recipients.len();
+        let recipients = match &envelope.header.seal {
+            Seal::Clear => 0,
+            Seal::Nodes(wraps) => wraps.len(),
+            Seal::Epoch { .. } => self.roster.roster.active_nodes().count(),
+        };
         // A clash at our own (author, seq) is a failure, never an ack.
         let header = &envelope.header;
         let inserted = self

@@ -122,20 +122,23 @@ impl Worker {
             .filter(|_| retracted);
         let key_ids: BTreeSet<_> = envelope
             .header
-            .recipients
+            .seal
+            .recipients()
             .iter()
             .map(|r| r.key_id)
             .collect();
+        let epoch_sealed = envelope.header.seal.epoch().is_some();
         let recipients = self
             .roster
             .roster
             .members
             .iter()
             .filter(|m| {
-                m.card
-                    .nodes
-                    .iter()
-                    .any(|n| key_ids.contains(&n.sealing_key.key_id()))
+                (epoch_sealed && !m.revoked)
+                    || m.card
+                        .nodes
+                        .iter()
+                        .any(|n| key_ids.contains(&n.sealing_key.key_id()))
             })
             .map(|m| m.card.org_id.to_string())
             .collect();
@@ -184,6 +187,9 @@ impl Worker {
             evidence: counts.evidence,
             disk_bytes: self.store.size_on_disk().unwrap_or(0),
             traffic: self.traffic,
+            green_epoch: self.sealing_epoch_key().map(|k| k.epoch),
+            pending_green: self.store.pending_green_count(),
+            green_key_problem: self.green_problem.clone(),
         })
     }
 }

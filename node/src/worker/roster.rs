@@ -67,6 +67,7 @@ impl Worker {
         let version = next.roster.version;
         info!(version, "roster applied");
         self.roster = next.clone();
+        self.on_new_epoch(&next.roster);
         self.send(Outcome::RosterApplied(Box::new(next.clone())));
         self.send(Outcome::PublishRoster(next.encode()));
         self.emit(NodeEvent::RosterApplied { version });

@@ -1,0 +1,132 @@
+//! GREEN epoch keys: derives this node's key of every stored roster version
+//! from the stored rosters and its sealing key (nothing secret is stored),
+//! audits each new version's key package, keeps GREEN envelopes that arrive
+//! before their roster in the pending index, and opens them once the key is
+//! here (when the roster is applied, and again at start-up). Talks to the
+//! store and the event channel.
+
+use std::sync::Arc;
+
+use breakwater_protocol::{
+    Digest, Envelope, EpochKeyError, EpochKeys, Roster, Seal, SignedRoster, audit_package,
+    open_epoch_key,
+};
+use tracing::{info, warn};
+
+use super::Worker;
+use crate::handle::NodeEvent;
+use crate::store::StoreError;
+
+impl Worker {
+    /// Fills the epoch-key cache from every stored roster version.
+    pub(super) fn load_epoch_keys(&mut self) {
+        let rosters = match self.store.rosters() {
+            Ok(rosters) => rosters,
+            Err(e) => {
+                warn!("reading stored rosters for GREEN keys failed: {e}");
+                Vec::new()
+            }
+        };
+        let mut keys = EpochKeys::new();
+        let latest = self.roster.roster.version;
+        for (_, bytes) in rosters {
+            let Ok(signed) = SignedRoster::decode(&bytes) else {
+                continue;
+            };
+            let audit = signed.roster.version == latest;
+            self.take_epoch_key(&signed.roster, audit, &mut keys);
+        }
+        if !keys.contains_key(&latest) {
+            let roster = self.roster.roster.clone();
+            self.take_epoch_key(&roster, true, &mut keys);
+        }
+        self.epoch_keys = Arc::new(keys);
+    }
+
+    /// Opens this node's GREEN key of `roster` into `keys` and, when `audit`,
+    /// checks that the package gives every active node the same key. A
+    /// package that fails either is an alarm: this node then seals its own
+    /// GREEN per node.
+    fn take_epoch_key(&mut self, roster: &Roster, audit: bool, keys: &mut EpochKeys) {
+        let version = roster.version;
+        let key = match open_epoch_key(roster, &self.keys) {
+            Ok(key) => key,
+            Err(EpochKeyError::NoPackage(_) | EpochKeyError::NotARecipient(_)) => return,
+            Err(e) => return self.green_alarm(version, e),
+        };
+        if audit && let Err(e) = audit_package(roster, &key) {
+            return self.green_alarm(version, e);
+        }
+        keys.insert(version, key);
+    }
+
+    fn green_alarm(&mut self, version: u64, problem: EpochKeyError) {
+        warn!(version, "GREEN key package problem: {problem}");
+        self.green_problem = Some(problem.to_string());
+        self.emit(NodeEvent::GreenKeyProblem {
+            version,
+            problem: problem.to_string(),
+        });
+    }
+
+    /// After `roster` took effect: takes its GREEN key (audited) and opens
+    /// what waited for it.
+    pub(super) fn on_new_epoch(&mut self, roster: &Roster) {
+        let mut keys = (*self.epoch_keys).clone();
+        self.take_epoch_key(roster, true, &mut keys);
+        self.epoch_keys = Arc::new(keys);
+        self.open_pending_green();
+    }
+
+    /// Records a stored envelope this node could not open because it is
+    /// sealed under the GREEN key of a roster version newer than ours.
+    pub(super) fn note_pending_green(
+        &self,
+        envelope: &Envelope,
+        id: &Digest,
+    ) -> Result<(), StoreError> {
+        if let Seal::Epoch { epoch, .. } = envelope.header.seal
+            && epoch > self.roster.roster.version
+        {
+            self.store.add_pending_green(epoch, &id.0)?;
+        }
+        Ok(())
+    }
+
+    /// Opens every pending GREEN envelope whose roster version is in force,
+    /// indexes it and announces it as readable. Entries this node has no key
+    /// for (it is not in that version) are dropped: they never will open.
+    pub(super) fn open_pending_green(&mut self) {
+        let pending = match self.store.pending_green_up_to(self.roster.roster.version) {
+            Ok(pending) => pending,
+            Err(e) => return warn!("reading pending GREEN envelopes failed: {e}"),
+        };
+        let mut opened = 0usize;
+        for (epoch, id) in pending {
+            let envelope = self
+                .store
+                .envelope(&id)
+                .ok()
+                .flatten()
+                .and_then(|bytes| Envelope::decode(&bytes).ok());
+            if let Some(envelope) = envelope
+                && let Some(body) = self.open(&envelope)
+            {
+                opened += 1;
+                if let Err(e) = self.after_insert(envelope, Digest(id), Some(body)) {
+                    warn!("indexing a pending GREEN envelope failed: {e}");
+                    continue;
+                }
+            }
+            if let Err(e) = self.store.remove_pending_green(epoch, &id) {
+                warn!("clearing a pending GREEN entry failed: {e}");
+            }
+        }
+        if opened > 0 {
+            info!(
+                opened,
+                "opened GREEN envelopes that arrived before their roster"
+            );
+        }
+    }
+}
