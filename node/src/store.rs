@@ -27,6 +27,8 @@ use sled::transaction::{
 use sled::{IVec, Transactional, Tree};
 
 #[cfg(test)]
+mod legacy;
+#[cfg(test)]
 mod tests;
 
 /// Id of an envelope: the hash of its complete signed encoding.
