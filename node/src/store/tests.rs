@@ -411,15 +411,20 @@ fn corrupt_values_give_errors_not_panics() -> anyhow::Result<()> {
     }
     {
         let raw = sled::open(dir.path())?;
-        raw.open_tree("frontier")?.insert(ALICE, &b"garbage"[..])?;
-        raw.open_tree("feeds")?
-            .insert(feed_key(&BOB, 1), &b"short"[..])?;
-        raw.open_tree("meta")?.insert(META_OWN_SEQ, &b"?"[..])?;
+        let kv = raw.open_tree("kv")?;
+        kv.insert(kv_key(family::FRONTIER, &[&ALICE]), &b"garbage"[..])?;
+        kv.insert(envelope_key(&BOB, 1), &b"short"[..])?;
+        kv.insert(kv_key(family::META, &[META_OWN_SEQ]), &b"?"[..])?;
         raw.open_tree("rosters")?.insert(b"v1", &b"roster"[..])?;
-        raw.open_tree("evidence")?
-            .insert(b"too short", &b"evidence"[..])?;
-        raw.open_tree("plaintext")?
-            .insert(b"not an id", &b"record"[..])?;
+        kv.insert(kv_key(family::EVIDENCE, &[b"too short"]), &b"evidence"[..])?;
+        kv.insert(kv_key(family::PLAINTEXT, &[b"not an id"]), &b"record"[..])?;
+        kv.insert(kv_key(family::ID, &[&[9; 32]]), &b"not a position"[..])?;
+        kv.insert(
+            kv_key(family::ID, &[&[8; 32]]),
+            &feed_position(&ALICE, 7)[..],
+        )?;
+        kv.insert(kv_key(family::PENDING_EPOCH, &[b"short"]), &b""[..])?;
+        kv.insert(kv_key(family::RETRACTED, &[&[7; 32]]), &b"short"[..])?;
         raw.flush()?;
     }
     let store = open(dir.path());
@@ -428,23 +433,35 @@ fn corrupt_values_give_errors_not_panics() -> anyhow::Result<()> {
         Err(other) => panic!("expected corrupt {tree}, got {other:?}"),
         Ok(_) => panic!("expected corrupt {tree}, got Ok"),
     };
-    is_corrupt(store.frontier_of(&ALICE).map(drop), "frontier");
-    is_corrupt(store.frontier().map(drop), "frontier");
-    is_corrupt(insert(&store, &ALICE, 2, 10).map(drop), "frontier");
-    is_corrupt(store.id_at(&BOB, 1).map(drop), "feeds");
-    is_corrupt(insert(&store, &BOB, 1, 10).map(drop), "feeds");
-    is_corrupt(store.range(&BOB, 1, 1, usize::MAX, 1).map(drop), "feeds");
-    is_corrupt(store.reserve_seq().map(drop), "meta");
-    is_corrupt(store.own_seq().map(drop), "meta");
+    is_corrupt(store.frontier_of(&ALICE).map(drop), "kv/n");
+    is_corrupt(store.frontier().map(drop), "kv/n");
+    is_corrupt(insert(&store, &ALICE, 2, 10).map(drop), "kv/n");
+    is_corrupt(store.id_at(&BOB, 1).map(drop), "kv/e");
+    is_corrupt(insert(&store, &BOB, 1, 10).map(drop), "kv/e");
+    is_corrupt(store.range(&BOB, 1, 1, usize::MAX, 1).map(drop), "kv/e");
+    is_corrupt(store.reserve_seq().map(drop), "kv/m");
+    is_corrupt(store.own_seq().map(drop), "kv/m");
     is_corrupt(store.latest_roster().map(drop), "rosters");
-    is_corrupt(store.evidence().map(drop), "evidence");
+    is_corrupt(store.evidence().map(drop), "kv/q");
     is_corrupt(
         store
             .plaintext_iter()
             .collect::<Result<Vec<_>, _>>()
             .map(drop),
-        "plaintext",
+        "kv/p",
     );
+    is_corrupt(store.envelope(&[9; 32]).map(drop), "kv/i");
+    is_corrupt(store.envelope(&[8; 32]).map(drop), "kv/i");
+    is_corrupt(
+        store
+            .envelopes_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(drop),
+        "kv/i",
+    );
+    is_corrupt(store.pending_up_to(u64::MAX).map(drop), "kv/g");
+    is_corrupt(store.retracted_by(&[7; 32]).map(drop), "kv/r");
+    is_corrupt(store.mark_retracted(&[7; 32], &[1; 32]), "kv/r");
     // Nothing was written by the failed insert.
     assert!(!store.contains(&id_of(&ALICE, 2, 0))?);
     Ok(())
@@ -455,7 +472,9 @@ fn batch_insert_reports_each_envelope() -> anyhow::Result<()> {
     let store = Store::temporary()?;
     insert(&store, &ALICE, 2, 10)?;
     let rival = id_of(&ALICE, 2, 9);
-    let big = vec![0u8; MAX_TRANSACTION_BYTES];
+    // Sizes that v1 split into several transactions; v2 writes one batch.
+    const MAX_TRANSACTION_ITEMS: usize = 256;
+    let big = vec![0u8; 256 * 1024];
     let mut batch = vec![
         NewEnvelope {
             id: id_of(&ALICE, 3, 0),
@@ -488,7 +507,7 @@ fn batch_insert_reports_each_envelope() -> anyhow::Result<()> {
             bytes: &big,
         },
     ];
-    // Enough envelopes to span several transactions.
+    // Enough envelopes to span several v1 transactions.
     let filler: Vec<NewEnvelope<'_>> = (2..=2 * MAX_TRANSACTION_ITEMS as u64)
         .map(|seq| NewEnvelope {
             id: id_of(&BOB, seq, 0),
@@ -650,5 +669,195 @@ fn a_store_reopens_at_once_but_not_while_held() -> anyhow::Result<()> {
     );
     assert!(started.elapsed() >= LOCK_WAIT);
     drop(held);
+    Ok(())
+}
+
+// ------------------------------------------------------------ write batches
+
+fn envelope<'a>(author: &AuthorKey, seq: u64, variant: u8, bytes: &'a [u8]) -> NewEnvelope<'a> {
+    NewEnvelope {
+        id: id_of(author, seq, variant),
+        author: *author,
+        seq,
+        bytes,
+    }
+}
+
+#[test]
+fn attached_writes_happen_only_for_new_envelopes() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    insert(&store, &ALICE, 1, 10)?;
+    let (one, rival, two) = (
+        id_of(&ALICE, 1, 0),
+        id_of(&ALICE, 1, 9),
+        id_of(&ALICE, 2, 0),
+    );
+    let (target, opened_later) = ([0x77; 32], [0x66; 32]);
+    let mut batch = WriteBatch::new();
+    batch
+        .envelope(envelope(&ALICE, 1, 0, b"one"))
+        .plaintext(&b"duplicate"[..])
+        .indicator("cve:CVE-1")
+        .pending_epoch(1);
+    let rival_index = batch
+        .envelope(envelope(&ALICE, 1, 9, b"rival"))
+        .plaintext(&b"rival"[..])
+        .indicator("cve:CVE-1")
+        .pending_epoch(3)
+        .retracts(&target)
+        .index();
+    batch
+        .envelope(envelope(&ALICE, 2, 0, b"two"))
+        .plaintext(&b"two"[..])
+        .indicator("cve:CVE-1")
+        .pending_epoch(3)
+        .retracts(&target)
+        .retracts_pending(&[0x55; 32]);
+    batch.put_plaintext(&opened_later, &b"unconditional"[..]);
+    assert_eq!((rival_index, batch.envelope_count()), (1, 3));
+
+    let outcomes = store.write(batch)?;
+    assert_eq!(
+        outcomes,
+        vec![
+            Ok(Inserted {
+                new: false,
+                frontier: 1
+            }),
+            Err(Equivocation {
+                author: ALICE,
+                seq: 1,
+                existing: one
+            }),
+            Ok(Inserted {
+                new: true,
+                frontier: 2
+            }),
+        ]
+    );
+    assert_eq!(store.plaintext(&one)?, None);
+    assert_eq!(store.plaintext(&rival)?, None);
+    assert!(!store.contains(&rival)?);
+    assert_eq!(store.plaintext(&two)?.as_deref(), Some(&b"two"[..]));
+    assert_eq!(
+        store.plaintext(&opened_later)?.as_deref(),
+        Some(&b"unconditional"[..])
+    );
+    assert_eq!(store.lookup_indicator("cve:CVE-1")?, vec![two]);
+    assert_eq!(store.pending_up_to(u64::MAX)?, vec![(3, two)]);
+    assert_eq!(store.retracted_by(&target)?, Some(two));
+    assert_eq!(store.pending_retractions(&[0x55; 32])?, vec![two]);
+    assert_eq!(store.envelope(&two)?.as_deref(), Some(&b"two"[..]));
+    assert_eq!(store.ids_iter().collect::<Result<Vec<_>, _>>()?, {
+        let mut ids = vec![one, two];
+        ids.sort();
+        ids
+    });
+    Ok(())
+}
+
+#[test]
+fn a_batch_reads_its_own_writes() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let mut batch = WriteBatch::new();
+    for (seq, variant) in [(3, 0), (1, 0), (1, 0), (1, 9), (2, 0)] {
+        batch.envelope(envelope(&ALICE, seq, variant, b"x"));
+    }
+    let target = [0x44; 32];
+    batch.mark_retracted(&target, &[9; 32]);
+    batch.mark_retracted(&target, &[4; 32]);
+    batch.mark_retracted(&target, &[6; 32]);
+    batch.index_indicator("domain:example.com", &[1; 32]);
+    batch.unindex_indicator("domain:example.com", &[1; 32]);
+    batch.index_indicator("domain:example.com", &[2; 32]);
+    batch.put_meta("k", &b"first"[..]);
+    batch.put_meta("k", &b"second"[..]);
+    let outcomes = store.write(batch)?;
+    let frontiers: Vec<_> = outcomes
+        .iter()
+        .map(|outcome| outcome.map(|inserted| (inserted.new, inserted.frontier)))
+        .collect();
+    assert_eq!(
+        frontiers,
+        vec![
+            Ok((true, 0)),
+            Ok((true, 1)),
+            Ok((false, 1)),
+            Err(Equivocation {
+                author: ALICE,
+                seq: 1,
+                existing: id_of(&ALICE, 1, 0)
+            }),
+            Ok((true, 3)),
+        ]
+    );
+    assert_eq!(store.frontier_of(&ALICE)?, 3);
+    assert_eq!(store.retracted_by(&target)?, Some([4; 32]));
+    assert_eq!(store.lookup_indicator("domain:example.com")?, vec![[2; 32]]);
+    assert_eq!(store.meta("k")?.as_deref(), Some(&b"second"[..]));
+    assert!(store.write(WriteBatch::new())?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn pending_epochs_are_listed_up_to_an_epoch_and_cleared_with_the_plaintext() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let mut batch = WriteBatch::new();
+    batch
+        .pending_epoch(5, &[1; 32])
+        .pending_epoch(2, &[3; 32])
+        .pending_epoch(2, &[2; 32])
+        .pending_epoch(u64::MAX, &[4; 32]);
+    store.write(batch)?;
+    assert!(store.pending_up_to(1)?.is_empty());
+    assert_eq!(store.pending_up_to(2)?, vec![(2, [2; 32]), (2, [3; 32])]);
+    assert_eq!(
+        store.pending_up_to(u64::MAX)?,
+        vec![
+            (2, [2; 32]),
+            (2, [3; 32]),
+            (5, [1; 32]),
+            (u64::MAX, [4; 32])
+        ]
+    );
+
+    // The key of epoch 2 arrives: both open, in one batch with their records.
+    let mut batch = WriteBatch::new();
+    for (epoch, id) in store.pending_up_to(2)? {
+        batch
+            .put_plaintext(&id, &b"opened"[..])
+            .clear_pending_epoch(epoch, &id);
+    }
+    store.write(batch)?;
+    assert_eq!(
+        store.pending_up_to(u64::MAX)?,
+        vec![(5, [1; 32]), (u64::MAX, [4; 32])]
+    );
+    assert_eq!(store.counts().plaintext, 2);
+    Ok(())
+}
+
+#[test]
+fn pending_retractions_are_kept_per_target_and_cleared_together() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let (target, other) = ([0x10; 32], [0x20; 32]);
+    let mut batch = WriteBatch::new();
+    batch
+        .add_pending_retraction(&target, &[9; 32])
+        .add_pending_retraction(&target, &[3; 32])
+        .add_pending_retraction(&other, &[5; 32]);
+    store.write(batch)?;
+    assert_eq!(store.pending_retractions(&target)?, vec![[3; 32], [9; 32]]);
+
+    // Cleared on disk and in the batch so far; what comes after stays.
+    let mut batch = WriteBatch::new();
+    batch
+        .add_pending_retraction(&target, &[1; 32])
+        .clear_pending_retractions(&target)
+        .add_pending_retraction(&target, &[7; 32]);
+    store.write(batch)?;
+    assert_eq!(store.pending_retractions(&target)?, vec![[7; 32]]);
+    assert_eq!(store.pending_retractions(&other)?, vec![[5; 32]]);
+    assert!(store.pending_retractions(&[0x30; 32])?.is_empty());
     Ok(())
 }
