@@ -30,7 +30,8 @@
 //! An `e` value starts with the envelope id so that [`Store::id_at`] and the
 //! equivocation check need no second read. Envelopes keyed by feed position
 //! append into their author's own leaves, and a sync range is one ordered
-//! scan.
+//! scan. A store written with layout v1 (one tree per family) is migrated on
+//! open, resumably (see `store/migrate.rs`).
 //!
 //! # Writes
 //!
@@ -63,6 +64,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use sled::Tree;
 
 mod batch;
+mod migrate;
 
 #[cfg(test)]
 mod legacy;
@@ -144,7 +146,7 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Envelopes per write batch the store is tuned for: the node's ingest
-/// chunks write this many at a time. Not a limit: a
+/// chunks and the migration both write this many at a time. Not a limit: a
 /// [`WriteBatch`] of any size is applied as one batch.
 pub const BATCH_ITEMS: usize = 256;
 
@@ -158,7 +160,7 @@ pub enum StoreError {
     #[error("corrupt value in tree {tree}: {detail}")]
     Corrupt {
         /// Where the bad value is: `kv/<prefix>` for a key family of the `kv`
-        /// tree, otherwise a tree name.
+        /// tree, otherwise a tree name (a layout-v1 tree during migration).
         tree: &'static str,
         /// What was wrong with it.
         detail: String,
@@ -269,13 +271,15 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the store in the directory `path` with
-    /// [`DEFAULT_CACHE_CAPACITY`].
+    /// [`DEFAULT_CACHE_CAPACITY`], migrating a layout-v1 store first.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Store::open_with_cache_capacity(path, DEFAULT_CACHE_CAPACITY)
     }
 
     /// Opens (or creates) the store in the directory `path` with a sled page
-    /// cache of at most `cache_capacity` bytes.
+    /// cache of at most `cache_capacity` bytes, migrating a layout-v1 store
+    /// first (resumably: a migration cut short by a crash goes on at the
+    /// next open).
     ///
     /// sled releases a dropped store's file lock from a background thread a
     /// moment later, so a store closed and reopened by one process (an
@@ -298,6 +302,7 @@ impl Store {
 
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
         let kv = db.open_tree(KV_TREE)?;
+        migrate::run(&db, &kv, usize::MAX)?;
         Ok(Store {
             rosters: db.open_tree(ROSTERS_TREE)?,
             kv,
