@@ -1,14 +1,54 @@
-//! The node's sled store: envelopes, per-author feeds and frontier, opened
-//! plaintext, the indicator index, retractions, roster versions, equivocation
-//! evidence and node metadata.
+//! The node's sled store, layout v2: envelopes in feed order, the id index,
+//! per-author frontiers, opened plaintext, the indicator index, retractions,
+//! pending retractions and pending epoch keys, equivocation evidence and node
+//! metadata, all in one sled tree `kv`; roster versions in a tree of their
+//! own.
 //!
-//! The event loop owns a [`Store`] handle and calls it from `spawn_blocking`;
-//! every method is synchronous, takes `&self` and may block on disk I/O. The
-//! store knows nothing of the wire format: envelopes, plaintext records,
+//! The store knows nothing of the wire format: envelopes, plaintext records,
 //! rosters and evidence are opaque bytes that the node encodes and decodes.
 //! Everything the store reads back from disk is checked, and a value that does
 //! not have the shape the store wrote gives [`StoreError::Corrupt`], never a
 //! panic.
+//!
+//! # Layout v2
+//!
+//! Every key of the `kv` tree starts with one byte naming its family:
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `e` | author(32) ‖ seq(8 BE) | id(32) ‖ envelope bytes |
+//! | `i` | id(32) | author(32) ‖ seq(8 BE) |
+//! | `n` | author(32) | highest contiguous seq (8 BE) |
+//! | `p` | id(32) | plaintext record (opaque) |
+//! | `x` | `kind:value` ‖ 0xff ‖ id(32) | empty |
+//! | `r` | target id(32) | retraction id(32) |
+//! | `t` | target id(32) ‖ retraction id(32) | empty (retraction of a target not stored yet) |
+//! | `g` | epoch(8 BE) ‖ id(32) | empty (stored, not openable until this node has the epoch's key) |
+//! | `q` | author(32) ‖ seq(8 BE) | equivocation evidence (opaque) |
+//! | `m` | name | value (own seq, the layout marker, `user/…` for [`Store::put_meta`]) |
+//!
+//! An `e` value starts with the envelope id so that [`Store::id_at`] and the
+//! equivocation check need no second read. Envelopes keyed by feed position
+//! append into their author's own leaves, and a sync range is one ordered
+//! scan. A store written with layout v1 (one tree per family) is migrated on
+//! open, resumably (see `store/migrate.rs`).
+//!
+//! # Writes
+//!
+//! Every write goes through [`Store::write`]: one [`WriteBatch`] becomes one
+//! `sled::Batch`, applied with `Tree::apply_batch`, so all of it is durable
+//! together or not at all after a crash. The single-item methods
+//! ([`Store::insert_envelope`], [`Store::put_plaintext`],
+//! [`Store::mark_retracted`], …) are one-item batches.
+//!
+//! **Invariant: writes are serialised.** The node writes only from its worker
+//! thread, and the store also serialises [`Store::write`] behind its own
+//! writer lock, so the reads that build a batch (duplicate and equivocation
+//! checks, the frontier walk, the smallest-retraction rule) cannot race with
+//! another write: nothing changes between those reads and the
+//! `apply_batch`. Within one batch the reads see the batch's own earlier
+//! writes (an overlay), so repeated keys in one chunk behave as if written one
+//! by one. Reads never take the lock.
 //!
 //! Durability: writes become durable at the next [`Store::flush`] (or the
 //! background flush sled runs every 500 ms). The node acknowledges a publish
@@ -16,18 +56,22 @@
 //! numbers ([`Store::reserve_seq`]) and roster versions ([`Store::put_roster`])
 //! are flushed before those calls return.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use sled::transaction::{
-    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
-    TransactionalTree,
-};
-use sled::{IVec, Transactional, Tree};
+use sled::Tree;
+
+mod batch;
+mod migrate;
 
 #[cfg(test)]
+mod legacy;
+#[cfg(test)]
 mod tests;
+
+pub use batch::{EnvelopeWrites, WriteBatch};
 
 /// Id of an envelope: the hash of its complete signed encoding.
 pub type Id = [u8; 32];
@@ -35,22 +79,62 @@ pub type Id = [u8; 32];
 /// Ed25519 public key of the node that authored an envelope.
 pub type AuthorKey = [u8; 32];
 
-/// Byte that separates an indicator key from the envelope id in the
-/// `indicators` tree. `0xff` never occurs in UTF-8, so no key is a prefix of
-/// another key plus this separator.
-const INDICATOR_SEPARATOR: u8 = 0xff;
+/// Name of the sled tree that holds everything but rosters.
+const KV_TREE: &str = "kv";
 
-/// Key of the own sequence counter in the `meta` tree.
-const META_OWN_SEQ: &[u8] = b"own_seq";
+/// Name of the sled tree that holds roster versions.
+const ROSTERS_TREE: &str = "rosters";
 
-/// Prefix of the pending-GREEN index in the `meta` tree: epoch (8 BE) ‖ id.
-const PENDING_GREEN_PREFIX: &[u8] = b"pending-green/";
+/// Key families of the `kv` tree: the first byte of every key.
+mod family {
+    /// `author ‖ seq` → `id ‖ envelope`.
+    pub const ENVELOPE: u8 = b'e';
+    /// `id` → `author ‖ seq`.
+    pub const ID: u8 = b'i';
+    /// `author` → frontier.
+    pub const FRONTIER: u8 = b'n';
+    /// `id` → plaintext record.
+    pub const PLAINTEXT: u8 = b'p';
+    /// `kind:value ‖ 0xff ‖ id` → ().
+    pub const INDICATOR: u8 = b'x';
+    /// `target` → retraction id.
+    pub const RETRACTED: u8 = b'r';
+    /// `target ‖ retraction` → ().
+    pub const PENDING_RETRACTION: u8 = b't';
+    /// `epoch ‖ id` → ().
+    pub const PENDING_EPOCH: u8 = b'g';
+    /// `author ‖ seq` → evidence.
+    pub const EVIDENCE: u8 = b'q';
+    /// `name` → value.
+    pub const META: u8 = b'm';
 
-fn pending_green_key(epoch: u64, id: &Id) -> Vec<u8> {
-    [PENDING_GREEN_PREFIX, &epoch.to_be_bytes(), id].concat()
+    /// How [`super::StoreError::Corrupt`] names a family.
+    pub fn name(prefix: u8) -> &'static str {
+        match prefix {
+            ENVELOPE => "kv/e",
+            ID => "kv/i",
+            FRONTIER => "kv/n",
+            PLAINTEXT => "kv/p",
+            INDICATOR => "kv/x",
+            RETRACTED => "kv/r",
+            PENDING_RETRACTION => "kv/t",
+            PENDING_EPOCH => "kv/g",
+            EVIDENCE => "kv/q",
+            META => "kv/m",
+            _ => "kv",
+        }
+    }
 }
 
-/// Prefix of the keys that [`Store::put_meta`] writes, so that callers' keys
+/// Byte that separates an indicator key from the envelope id in the `x`
+/// family. `0xff` never occurs in UTF-8, so no key is a prefix of another key
+/// plus this separator.
+const INDICATOR_SEPARATOR: u8 = 0xff;
+
+/// Name of the own sequence counter in the `m` family.
+const META_OWN_SEQ: &[u8] = b"own_seq";
+
+/// Prefix of the names that [`Store::put_meta`] writes, so that callers' keys
 /// never collide with the store's own bookkeeping.
 const META_USER_PREFIX: &[u8] = b"user/";
 
@@ -61,6 +145,11 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 256 * 1024 * 1024;
 /// How long [`Store::open`] waits for a lock this process just released.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Envelopes per write batch the store is tuned for: the node's ingest
+/// chunks and the migration both write this many at a time. Not a limit: a
+/// [`WriteBatch`] of any size is applied as one batch.
+pub const BATCH_ITEMS: usize = 256;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,7 +159,8 @@ pub enum StoreError {
     /// A value read back from disk does not have the shape the store wrote.
     #[error("corrupt value in tree {tree}: {detail}")]
     Corrupt {
-        /// The tree holding the bad value.
+        /// Where the bad value is: `kv/<prefix>` for a key family of the `kv`
+        /// tree, otherwise a tree name (a layout-v1 tree during migration).
         tree: &'static str,
         /// What was wrong with it.
         detail: String,
@@ -94,23 +184,8 @@ pub enum StoreError {
     SeqExhausted,
 }
 
-impl From<TransactionError<StoreError>> for StoreError {
-    fn from(error: TransactionError<StoreError>) -> Self {
-        match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => StoreError::Sled(error),
-        }
-    }
-}
-
-/// Most envelopes [`Store::insert_envelopes`] writes in one sled transaction.
-pub const MAX_TRANSACTION_ITEMS: usize = 256;
-
-/// Most envelope bytes [`Store::insert_envelopes`] writes in one sled
-/// transaction (a single larger envelope still gets a transaction of its own).
-pub const MAX_TRANSACTION_BYTES: usize = 256 * 1024;
-
-/// An envelope to store with [`Store::insert_envelopes`].
+/// An envelope to store with [`Store::insert_envelopes`] or
+/// [`WriteBatch::envelope`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewEnvelope<'a> {
     /// The envelope id.
@@ -136,16 +211,19 @@ pub struct Equivocation {
     pub existing: Id,
 }
 
-/// Outcome of [`Store::insert_envelope`] when no equivocation was found.
+/// Outcome of storing one envelope when no equivocation was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inserted {
     /// `true` if the envelope was not stored before this call.
     pub new: bool,
-    /// The author's highest contiguous seq after this call.
+    /// The author's highest contiguous seq after this envelope.
     pub frontier: u64,
 }
 
-/// Number of entries in each tree, as reported by [`Store::counts`].
+/// Outcome of one envelope of a [`WriteBatch`], in the order added.
+pub type EnvelopeOutcome = Result<Inserted, Equivocation>;
+
+/// Number of entries of each kind, as reported by [`Store::counts`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// Stored envelopes, including those this node cannot open.
@@ -162,22 +240,27 @@ pub struct Counts {
     pub rosters: u64,
     /// Stored pieces of equivocation evidence.
     pub evidence: u64,
+    /// GREEN envelopes waiting for the key of a newer roster version.
+    pub pending_green: u64,
+}
+
+/// State only a writer touches, behind the store's writer lock.
+#[derive(Debug, Default)]
+struct Writer {
+    /// Frontiers read or written so far. The lock makes it exact: only
+    /// [`Store::write`] changes `n` entries, and it updates this map after
+    /// every successful batch.
+    frontier: HashMap<AuthorKey, u64>,
 }
 
 /// Handle to the node's sled database. Cloning is cheap and every clone
-/// shares the same database.
+/// shares the same database and writer lock.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    envelopes: Tree,
-    feeds: Tree,
-    frontier: Tree,
-    plaintext: Tree,
-    indicators: Tree,
-    retracted: Tree,
+    kv: Tree,
     rosters: Tree,
-    evidence: Tree,
-    meta: Tree,
+    writer: Arc<Mutex<Writer>>,
 }
 
 impl fmt::Debug for Store {
@@ -190,13 +273,15 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the store in the directory `path` with
-    /// [`DEFAULT_CACHE_CAPACITY`].
+    /// [`DEFAULT_CACHE_CAPACITY`], migrating a layout-v1 store first.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Store::open_with_cache_capacity(path, DEFAULT_CACHE_CAPACITY)
     }
 
     /// Opens (or creates) the store in the directory `path` with a sled page
-    /// cache of at most `cache_capacity` bytes.
+    /// cache of at most `cache_capacity` bytes, migrating a layout-v1 store
+    /// first (resumably: a migration cut short by a crash goes on at the
+    /// next open).
     ///
     /// sled releases a dropped store's file lock from a background thread a
     /// moment later, so a store closed and reopened by one process (an
@@ -204,25 +289,7 @@ impl Store {
     /// still held: the open is retried for up to [`LOCK_WAIT`]. A lock that
     /// another process holds (a running node) still fails, then.
     pub fn open_with_cache_capacity(path: &Path, cache_capacity: u64) -> Result<Store, StoreError> {
-        let started = std::time::Instant::now();
-        loop {
-            match sled::Config::new()
-                .path(path)
-                .cache_capacity(cache_capacity)
-                .open()
-            {
-                Ok(db) => return Store::from_db(db),
-                // sled reports a held lock only in the message of an
-                // `ErrorKind::Other`.
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && started.elapsed() < LOCK_WAIT =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Store::from_db(open_db(path, cache_capacity)?)
     }
 
     /// Opens a store that lives only as long as its last handle; its files
@@ -236,18 +303,21 @@ impl Store {
     }
 
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        let kv = db.open_tree(KV_TREE)?;
+        migrate::run(&db, &kv, usize::MAX)?;
         Ok(Store {
-            envelopes: db.open_tree("envelopes")?,
-            feeds: db.open_tree("feeds")?,
-            frontier: db.open_tree("frontier")?,
-            plaintext: db.open_tree("plaintext")?,
-            indicators: db.open_tree("indicators")?,
-            retracted: db.open_tree("retracted")?,
-            rosters: db.open_tree("rosters")?,
-            evidence: db.open_tree("evidence")?,
-            meta: db.open_tree("meta")?,
+            rosters: db.open_tree(ROSTERS_TREE)?,
+            kv,
             db,
+            writer: Arc::default(),
         })
+    }
+
+    /// The writer lock. A writer that panicked left nothing half-done (a
+    /// batch is applied whole or not at all, and the frontier cache is
+    /// updated only after), so a poisoned lock is simply taken over.
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Makes every write so far durable.
@@ -268,17 +338,19 @@ impl Store {
         Ok(self.db.size_on_disk()?)
     }
 
-    /// Number of entries in each tree. Costs a scan of every tree.
+    /// Number of entries of each kind. Costs a scan of the whole store.
     pub fn counts(&self) -> Counts {
-        let len = |tree: &Tree| u64::try_from(tree.len()).unwrap_or(u64::MAX);
+        let count = |prefix: u8| u64::try_from(self.kv.scan_prefix([prefix]).count());
+        let count = |prefix: u8| count(prefix).unwrap_or(u64::MAX);
         Counts {
-            envelopes: len(&self.envelopes),
-            authors: len(&self.frontier),
-            plaintext: len(&self.plaintext),
-            indicators: len(&self.indicators),
-            retracted: len(&self.retracted),
-            rosters: len(&self.rosters),
-            evidence: len(&self.evidence),
+            envelopes: count(family::ID),
+            authors: count(family::FRONTIER),
+            plaintext: count(family::PLAINTEXT),
+            indicators: count(family::INDICATOR),
+            retracted: count(family::RETRACTED),
+            rosters: u64::try_from(self.rosters.len()).unwrap_or(u64::MAX),
+            evidence: count(family::EVIDENCE),
+            pending_green: count(family::PENDING_EPOCH),
         }
     }
 
@@ -289,27 +361,25 @@ impl Store {
     /// never handed out twice, even across a crash. A number that is reserved
     /// but never used leaves a gap, which the protocol tolerates.
     pub fn reserve_seq(&self) -> Result<u64, StoreError> {
-        loop {
-            let current = self.meta.get(META_OWN_SEQ)?;
-            let seq = match &current {
-                Some(bytes) => decode_u64("meta", bytes)?,
+        let key = kv_key(family::META, &[META_OWN_SEQ]);
+        let next = {
+            let _writer = self.lock_writer();
+            let seq = match self.kv.get(&key)? {
+                Some(bytes) => decode_u64(family::META, &bytes)?,
                 None => 0,
             };
             let next = seq.checked_add(1).ok_or(StoreError::SeqExhausted)?;
-            let swapped =
-                self.meta
-                    .compare_and_swap(META_OWN_SEQ, current, Some(&next.to_be_bytes()[..]))?;
-            if swapped.is_ok() {
-                self.db.flush()?;
-                return Ok(next);
-            }
-        }
+            self.kv.insert(key, &next.to_be_bytes()[..])?;
+            next
+        };
+        self.db.flush()?;
+        Ok(next)
     }
 
     /// The last sequence number [`Store::reserve_seq`] handed out, 0 if none.
     pub fn own_seq(&self) -> Result<u64, StoreError> {
-        match self.meta.get(META_OWN_SEQ)? {
-            Some(bytes) => decode_u64("meta", &bytes),
+        match self.kv.get(kv_key(family::META, &[META_OWN_SEQ]))? {
+            Some(bytes) => decode_u64(family::META, &bytes),
             None => Ok(0),
         }
     }
@@ -318,64 +388,28 @@ impl Store {
     /// consortium id). Not flushed: call [`Store::flush`] if it must survive
     /// a crash.
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(meta_key(key), value)?;
-        Ok(())
+        let mut batch = WriteBatch::new();
+        batch.put_meta(key, value);
+        self.write(batch).map(drop)
     }
 
     /// The metadata value stored under `key`, if any.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.meta.get(meta_key(key))?.map(|value| value.to_vec()))
-    }
-
-    // ----------------------------------------------------------- pending green
-
-    /// Notes that envelope `id` is sealed under the GREEN key of roster
-    /// version `epoch`, which this node does not hold yet.
-    pub fn add_pending_green(&self, epoch: u64, id: &Id) -> Result<(), StoreError> {
-        self.meta.insert(pending_green_key(epoch, id), &[])?;
-        Ok(())
-    }
-
-    /// Pending GREEN envelopes of epochs up to `epoch`, oldest epoch first.
-    pub fn pending_green_up_to(&self, epoch: u64) -> Result<Vec<(u64, Id)>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.meta.scan_prefix(PENDING_GREEN_PREFIX) {
-            let (key, _) = entry?;
-            let rest = &key[PENDING_GREEN_PREFIX.len()..];
-            let e = decode_u64("meta", rest.get(..8).unwrap_or_default())?;
-            if e > epoch {
-                break;
-            }
-            out.push((e, decode_id("meta", rest.get(8..).unwrap_or_default())?));
-        }
-        Ok(out)
-    }
-
-    /// Forgets a pending GREEN entry (opened, or not for this node).
-    pub fn remove_pending_green(&self, epoch: u64, id: &Id) -> Result<(), StoreError> {
-        self.meta.remove(pending_green_key(epoch, id))?;
-        Ok(())
-    }
-
-    /// How many GREEN envelopes wait for their epoch key.
-    pub fn pending_green_count(&self) -> u64 {
-        self.meta.scan_prefix(PENDING_GREEN_PREFIX).count() as u64
+        Ok(self.kv.get(meta_key(key))?.map(|value| value.to_vec()))
     }
 
     // -------------------------------------------------------------- envelopes
 
-    /// Stores an envelope of `author` at `seq` together with its feed entry,
-    /// and advances the author's frontier across every contiguous seq now
-    /// present (filling a gap may move it by many steps). All of it is one
-    /// sled transaction; nothing is flushed.
+    /// Stores an envelope of `author` at `seq` and advances the author's
+    /// frontier across every contiguous seq now present (filling a gap may
+    /// move it by many steps), in one batch; nothing is flushed.
     ///
     /// Storing the same envelope again is a no-op that reports `new: false`.
     /// If `(author, seq)` already holds a different id, nothing is written and
     /// [`StoreError::Equivocation`] names the stored id.
     ///
-    /// Each sled transaction costs a log-buffer write, so when several
-    /// envelopes are at hand (a sync batch, a burst of gossip) prefer
-    /// [`Store::insert_envelopes`].
+    /// When several envelopes are at hand (a sync batch, a burst of gossip),
+    /// prefer one [`Store::write`] for all of them and what goes with them.
     pub fn insert_envelope(
         &self,
         id: &Id,
@@ -393,81 +427,79 @@ impl Store {
         match outcomes.pop() {
             Some(outcome) => Ok(outcome?),
             None => Err(StoreError::Corrupt {
-                tree: "envelopes",
+                tree: family::name(family::ENVELOPE),
                 detail: "a one-envelope insert reported no outcome".to_owned(),
             }),
         }
     }
 
-    /// Stores many envelopes as [`Store::insert_envelope`] does, returning
-    /// one outcome per envelope in order: equivocations are reported per
-    /// envelope and do not stop the others. Envelopes are written in sled
-    /// transactions of up to [`MAX_TRANSACTION_ITEMS`] envelopes or
-    /// [`MAX_TRANSACTION_BYTES`] bytes, so each envelope is stored atomically
-    /// with its feed entry and frontier; if an error is returned, an earlier
-    /// part of the batch may already be stored. Nothing is flushed.
+    /// Stores many envelopes as [`Store::insert_envelope`] does, in one
+    /// batch, returning one outcome per envelope in order: equivocations are
+    /// reported per envelope and do not stop the others. If an error is
+    /// returned, nothing was written. Nothing is flushed.
+    ///
+    /// The same as a [`Store::write`] of a batch holding only these
+    /// envelopes.
     pub fn insert_envelopes(
         &self,
-        batch: &[NewEnvelope<'_>],
-    ) -> Result<Vec<Result<Inserted, Equivocation>>, StoreError> {
-        if batch.iter().any(|envelope| envelope.seq == 0) {
-            return Err(StoreError::SeqZero);
+        envelopes: &[NewEnvelope<'_>],
+    ) -> Result<Vec<EnvelopeOutcome>, StoreError> {
+        let mut batch = WriteBatch::new();
+        for envelope in envelopes {
+            batch.envelope(*envelope);
         }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let mut chunk_len = 0;
-            let mut chunk_bytes = 0usize;
-            for envelope in rest.iter().take(MAX_TRANSACTION_ITEMS) {
-                chunk_bytes = chunk_bytes.saturating_add(envelope.bytes.len());
-                if chunk_len > 0 && chunk_bytes > MAX_TRANSACTION_BYTES {
-                    break;
-                }
-                chunk_len += 1;
-            }
-            let (chunk, tail) = rest.split_at(chunk_len);
-            rest = tail;
-            let chunk_outcomes = (&self.envelopes, &self.feeds, &self.frontier).transaction(
-                |(envelopes, feeds, frontier)| {
-                    chunk
-                        .iter()
-                        .map(|envelope| insert_one(envelopes, feeds, frontier, envelope))
-                        .collect::<Result<Vec<_>, _>>()
-                },
-            );
-            outcomes.extend(chunk_outcomes?);
-        }
-        Ok(outcomes)
+        self.write(batch)
     }
 
     /// The stored bytes of envelope `id`, if any.
     pub fn envelope(&self, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.envelopes.get(id)?.map(|bytes| bytes.to_vec()))
+        let Some(position) = self.kv.get(kv_key(family::ID, &[id]))? else {
+            return Ok(None);
+        };
+        let (author, seq) = decode_feed_key(family::name(family::ID), &position)?;
+        let Some(value) = self.kv.get(envelope_key(&author, seq))? else {
+            return Err(StoreError::Corrupt {
+                tree: family::name(family::ID),
+                detail: format!("id {} points to an empty feed position", short_hex(id)),
+            });
+        };
+        let (stored, bytes) = split_envelope(&value)?;
+        if stored != *id {
+            return Err(StoreError::Corrupt {
+                tree: family::name(family::ID),
+                detail: format!(
+                    "id {} points to the feed position of {}",
+                    short_hex(id),
+                    short_hex(&stored)
+                ),
+            });
+        }
+        Ok(Some(bytes.to_vec()))
     }
 
     /// Whether envelope `id` is stored.
     pub fn contains(&self, id: &Id) -> Result<bool, StoreError> {
-        Ok(self.envelopes.contains_key(id)?)
+        Ok(self.kv.contains_key(kv_key(family::ID, &[id]))?)
     }
 
     /// The id of the envelope stored at `(author, seq)`, if any.
     pub fn id_at(&self, author: &AuthorKey, seq: u64) -> Result<Option<Id>, StoreError> {
-        self.feeds
-            .get(feed_key(author, seq))?
-            .map(|bytes| decode_id("feeds", &bytes))
+        self.kv
+            .get(envelope_key(author, seq))?
+            .map(|value| Ok(split_envelope(&value)?.0))
             .transpose()
     }
 
     /// Every author's highest contiguous seq. Authors with nothing contiguous
     /// from seq 1 are absent.
     pub fn frontier(&self) -> Result<BTreeMap<AuthorKey, u64>, StoreError> {
-        self.frontier
-            .iter()
+        self.kv
+            .scan_prefix([family::FRONTIER])
             .map(|entry| {
                 let (key, value) = entry?;
                 Ok((
-                    decode_key("frontier", &key)?,
-                    decode_u64("frontier", &value)?,
+                    decode_author(family::FRONTIER, &key[1..])?,
+                    decode_u64(family::FRONTIER, &value)?,
                 ))
             })
             .collect()
@@ -475,8 +507,8 @@ impl Store {
 
     /// `author`'s highest contiguous seq, 0 if it has none.
     pub fn frontier_of(&self, author: &AuthorKey) -> Result<u64, StoreError> {
-        match self.frontier.get(author)? {
-            Some(bytes) => decode_u64("frontier", &bytes),
+        match self.kv.get(kv_key(family::FRONTIER, &[author]))? {
+            Some(bytes) => decode_u64(family::FRONTIER, &bytes),
             None => Ok(0),
         }
     }
@@ -501,18 +533,14 @@ impl Store {
         }
         let mut total = 0usize;
         let feed = self
-            .feeds
-            .range(feed_key(author, from_seq)..=feed_key(author, to_seq));
+            .kv
+            .range(envelope_key(author, from_seq)..=envelope_key(author, to_seq));
         for entry in feed {
             if batch.len() >= max_items {
                 return Ok((batch, true));
             }
-            let (_, id) = entry?;
-            let id = decode_id("feeds", &id)?;
-            let bytes = self.envelopes.get(id)?.ok_or_else(|| StoreError::Corrupt {
-                tree: "feeds",
-                detail: format!("feed entry points to missing envelope {}", short_hex(&id)),
-            })?;
+            let (_, value) = entry?;
+            let (_, bytes) = split_envelope(&value)?;
             let size = total.saturating_add(bytes.len());
             if !batch.is_empty() && size > max_bytes {
                 return Ok((batch, true));
@@ -523,44 +551,69 @@ impl Store {
         Ok((batch, false))
     }
 
+    /// Every stored envelope, in id order. The iterator does not borrow the
+    /// store. Costs a second read per envelope: [`Store::ids_iter`] is cheaper
+    /// when only ids are wanted.
+    pub fn envelopes_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(Id, Vec<u8>), StoreError>> + use<> {
+        let kv = self.kv.clone();
+        self.kv.scan_prefix([family::ID]).map(move |entry| {
+            let (key, position) = entry?;
+            let id = decode_id(family::ID, &key[1..])?;
+            let (author, seq) = decode_feed_key(family::name(family::ID), &position)?;
+            let value = kv
+                .get(envelope_key(&author, seq))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    tree: family::name(family::ID),
+                    detail: format!("id {} points to an empty feed position", short_hex(&id)),
+                })?;
+            Ok((id, split_envelope(&value)?.1.to_vec()))
+        })
+    }
+
+    /// The id of every stored envelope, in id order. The iterator does not
+    /// borrow the store.
+    pub fn ids_iter(&self) -> impl Iterator<Item = Result<Id, StoreError>> + use<> {
+        self.kv.scan_prefix([family::ID]).map(|entry| {
+            let (key, _) = entry?;
+            decode_id(family::ID, &key[1..])
+        })
+    }
+
     // -------------------------------------------------------------- plaintext
 
     /// Stores the opened record of envelope `id` (opaque to the store).
     pub fn put_plaintext(&self, id: &Id, record: &[u8]) -> Result<(), StoreError> {
-        self.plaintext.insert(id, record)?;
-        Ok(())
+        let mut batch = WriteBatch::new();
+        batch.put_plaintext(id, record);
+        self.write(batch).map(drop)
     }
 
     /// The opened record of envelope `id`, if this node keeps one.
     pub fn plaintext(&self, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.plaintext.get(id)?.map(|record| record.to_vec()))
+        Ok(self
+            .kv
+            .get(kv_key(family::PLAINTEXT, &[id]))?
+            .map(|record| record.to_vec()))
     }
 
     /// Forgets the opened record of envelope `id`. The indicator index is
     /// left alone: unindex its indicators with
     /// [`Store::unindex_indicator`].
     pub fn remove_plaintext(&self, id: &Id) -> Result<(), StoreError> {
-        self.plaintext.remove(id)?;
-        Ok(())
-    }
-
-    /// Every stored envelope, in id order. The iterator does not borrow the store.
-    pub fn envelopes_iter(
-        &self,
-    ) -> impl Iterator<Item = Result<(Id, Vec<u8>), StoreError>> + use<> {
-        self.envelopes.iter().map(|entry| {
-            let (id, bytes) = entry?;
-            Ok((decode_id("envelopes", &id)?, bytes.to_vec()))
-        })
+        let mut batch = WriteBatch::new();
+        batch.remove_plaintext(id);
+        self.write(batch).map(drop)
     }
 
     /// Every plaintext record, in id order. The iterator does not borrow the store.
     pub fn plaintext_iter(
         &self,
     ) -> impl Iterator<Item = Result<(Id, Vec<u8>), StoreError>> + use<> {
-        self.plaintext.iter().map(|entry| {
-            let (id, record) = entry?;
-            Ok((decode_id("plaintext", &id)?, record.to_vec()))
+        self.kv.scan_prefix([family::PLAINTEXT]).map(|entry| {
+            let (key, record) = entry?;
+            Ok((decode_id(family::PLAINTEXT, &key[1..])?, record.to_vec()))
         })
     }
 
@@ -569,27 +622,27 @@ impl Store {
     /// Records that envelope `id` carries the indicator `key` (by convention
     /// `"kind:value"`, already normalised by the caller).
     pub fn index_indicator(&self, key: &str, id: &Id) -> Result<(), StoreError> {
-        self.indicators.insert(indicator_key(key, id), &[])?;
-        Ok(())
+        let mut batch = WriteBatch::new();
+        batch.index_indicator(key, id);
+        self.write(batch).map(drop)
     }
 
     /// Removes the record that envelope `id` carries the indicator `key`.
     pub fn unindex_indicator(&self, key: &str, id: &Id) -> Result<(), StoreError> {
-        self.indicators.remove(indicator_key(key, id))?;
-        Ok(())
+        let mut batch = WriteBatch::new();
+        batch.unindex_indicator(key, id);
+        self.write(batch).map(drop)
     }
 
     /// Ids of the envelopes indexed under exactly `key`, in id order.
     /// `"ipv4:1.2.3.4"` never matches `"ipv4:1.2.3.45"`.
     pub fn lookup_indicator(&self, key: &str) -> Result<Vec<Id>, StoreError> {
-        let mut prefix = Vec::with_capacity(key.len() + 1);
-        prefix.extend_from_slice(key.as_bytes());
-        prefix.push(INDICATOR_SEPARATOR);
-        self.indicators
+        let prefix = kv_key(family::INDICATOR, &[key.as_bytes(), &[INDICATOR_SEPARATOR]]);
+        self.kv
             .scan_prefix(&prefix)
             .map(|entry| {
                 let (entry_key, _) = entry?;
-                decode_id("indicators", &entry_key[prefix.len()..])
+                decode_id(family::INDICATOR, &entry_key[prefix.len()..])
             })
             .collect()
     }
@@ -601,28 +654,50 @@ impl Store {
     /// retraction id is kept, so every node ends up with the same answer
     /// whatever order they arrive in.
     pub fn mark_retracted(&self, target: &Id, by: &Id) -> Result<(), StoreError> {
-        loop {
-            let current = self.retracted.get(target)?;
-            if let Some(existing) = &current
-                && decode_id("retracted", existing)? <= *by
-            {
-                return Ok(());
-            }
-            let swapped = self
-                .retracted
-                .compare_and_swap(target, current, Some(&by[..]))?;
-            if swapped.is_ok() {
-                return Ok(());
-            }
-        }
+        let mut batch = WriteBatch::new();
+        batch.mark_retracted(target, by);
+        self.write(batch).map(drop)
     }
 
     /// The id of the retraction that withdrew envelope `target`, if any.
     pub fn retracted_by(&self, target: &Id) -> Result<Option<Id>, StoreError> {
-        self.retracted
-            .get(target)?
-            .map(|by| decode_id("retracted", &by))
+        self.kv
+            .get(kv_key(family::RETRACTED, &[target]))?
+            .map(|by| decode_id(family::RETRACTED, &by))
             .transpose()
+    }
+
+    /// Retractions of `target` kept because `target` was not stored when
+    /// they arrived ([`WriteBatch::add_pending_retraction`]), in id order.
+    pub fn pending_retractions(&self, target: &Id) -> Result<Vec<Id>, StoreError> {
+        let prefix = kv_key(family::PENDING_RETRACTION, &[target]);
+        self.kv
+            .scan_prefix(&prefix)
+            .map(|entry| {
+                let (key, _) = entry?;
+                decode_id(family::PENDING_RETRACTION, &key[prefix.len()..])
+            })
+            .collect()
+    }
+
+    // ----------------------------------------------------- pending epoch keys
+
+    /// Envelopes stored but waiting for the key of a roster epoch
+    /// ([`EnvelopeWrites::pending_epoch`]) whose epoch is at most `epoch`,
+    /// ordered by epoch, then id. Remove each one with
+    /// [`WriteBatch::clear_pending_epoch`] in the batch that stores its
+    /// plaintext.
+    pub fn pending_up_to(&self, epoch: u64) -> Result<Vec<(u64, Id)>, StoreError> {
+        let mut pending = Vec::new();
+        for entry in self.kv.scan_prefix([family::PENDING_EPOCH]) {
+            let (key, _) = entry?;
+            let (found, id) = decode_epoch_key(&key)?;
+            if found > epoch {
+                break;
+            }
+            pending.push((found, id));
+        }
+        Ok(pending)
     }
 
     // ---------------------------------------------------------------- rosters
@@ -657,7 +732,7 @@ impl Store {
     pub fn latest_roster(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         self.rosters
             .last()?
-            .map(|(key, bytes)| Ok((decode_u64("rosters", &key)?, bytes.to_vec())))
+            .map(|(key, bytes)| Ok((decode_u64_in(ROSTERS_TREE, &key)?, bytes.to_vec())))
             .transpose()
     }
 
@@ -667,7 +742,7 @@ impl Store {
             .iter()
             .map(|entry| {
                 let (key, bytes) = entry?;
-                Ok((decode_u64("rosters", &key)?, bytes.to_vec()))
+                Ok((decode_u64_in(ROSTERS_TREE, &key)?, bytes.to_vec()))
             })
             .collect()
     }
@@ -684,108 +759,123 @@ impl Store {
         seq: u64,
         bytes: &[u8],
     ) -> Result<bool, StoreError> {
-        let swapped = self.evidence.compare_and_swap(
-            feed_key(author, seq),
-            None as Option<&[u8]>,
-            Some(bytes),
-        )?;
-        Ok(swapped.is_ok())
+        let _writer = self.lock_writer();
+        let key = kv_key(family::EVIDENCE, &[author, &seq.to_be_bytes()]);
+        if self.kv.contains_key(&key)? {
+            return Ok(false);
+        }
+        self.kv.insert(key, bytes)?;
+        Ok(true)
     }
 
     /// Every piece of equivocation evidence, ordered by author then seq.
     pub fn evidence(&self) -> Result<Vec<(AuthorKey, u64, Vec<u8>)>, StoreError> {
-        self.evidence
-            .iter()
+        self.kv
+            .scan_prefix([family::EVIDENCE])
             .map(|entry| {
                 let (key, bytes) = entry?;
-                let (author, seq) = decode_feed_key("evidence", &key)?;
+                let (author, seq) = decode_feed_key(family::name(family::EVIDENCE), &key[1..])?;
                 Ok((author, seq, bytes.to_vec()))
             })
             .collect()
     }
 }
 
-/// The body of [`Store::insert_envelopes`] for one envelope, inside a sled
-/// transaction over `envelopes`, `feeds` and `frontier`.
-fn insert_one(
-    envelopes: &TransactionalTree,
-    feeds: &TransactionalTree,
-    frontier: &TransactionalTree,
-    envelope: &NewEnvelope<'_>,
-) -> ConflictableTransactionResult<Result<Inserted, Equivocation>, StoreError> {
-    let NewEnvelope {
-        id,
-        author,
-        seq,
-        bytes,
-    } = *envelope;
-    let mut current = match frontier.get(author)? {
-        Some(value) => decode_u64("frontier", &value).map_err(abort)?,
-        None => 0,
-    };
-    let key = feed_key(&author, seq);
-    if let Some(existing) = feeds.get(key)? {
-        let existing = decode_id("feeds", &existing).map_err(abort)?;
-        if existing == id {
-            return Ok(Ok(Inserted {
-                new: false,
-                frontier: current,
-            }));
-        }
-        return Ok(Err(Equivocation {
-            author,
-            seq,
-            existing,
-        }));
-    }
-    envelopes.insert(&id[..], bytes)?;
-    feeds.insert(&key[..], &id[..])?;
-    if current.checked_add(1) == Some(seq) {
-        current = seq;
-        while let Some(next) = current.checked_add(1) {
-            if feeds.get(feed_key(&author, next))?.is_none() {
-                break;
+/// Opens the sled database at `path`, waiting up to [`LOCK_WAIT`] for a lock
+/// this process just released.
+fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock only in the message of an
+            // `ErrorKind::Other`.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            current = next;
+            Err(e) => return Err(e.into()),
         }
-        frontier.insert(&author[..], &current.to_be_bytes()[..])?;
     }
-    Ok(Ok(Inserted {
-        new: true,
-        frontier: current,
-    }))
 }
 
-/// Wraps a store error so that it aborts a sled transaction.
-fn abort(error: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(error)
-}
-
-/// `author ‖ seq (big-endian)`: sorts an author's entries by seq.
-fn feed_key(author: &AuthorKey, seq: u64) -> [u8; 40] {
-    let mut key = [0u8; 40];
-    key[..32].copy_from_slice(author);
-    key[32..].copy_from_slice(&seq.to_be_bytes());
+/// `prefix ‖ parts…`.
+fn kv_key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
+    let mut key = Vec::with_capacity(len);
+    key.push(prefix);
+    for part in parts {
+        key.extend_from_slice(part);
+    }
     key
 }
 
-/// `key ‖ 0xff ‖ id`.
+/// `e ‖ author ‖ seq (big-endian)`: sorts an author's envelopes by seq.
+fn envelope_key(author: &AuthorKey, seq: u64) -> Vec<u8> {
+    kv_key(family::ENVELOPE, &[author, &seq.to_be_bytes()])
+}
+
+/// `x ‖ key ‖ 0xff ‖ id`.
 fn indicator_key(key: &str, id: &Id) -> Vec<u8> {
-    let mut entry = Vec::with_capacity(key.len() + 1 + id.len());
-    entry.extend_from_slice(key.as_bytes());
-    entry.push(INDICATOR_SEPARATOR);
-    entry.extend_from_slice(id);
-    entry
+    kv_key(
+        family::INDICATOR,
+        &[key.as_bytes(), &[INDICATOR_SEPARATOR], id],
+    )
 }
 
+/// `m ‖ user/ ‖ key`.
 fn meta_key(key: &str) -> Vec<u8> {
-    let mut entry = Vec::with_capacity(META_USER_PREFIX.len() + key.len());
-    entry.extend_from_slice(META_USER_PREFIX);
-    entry.extend_from_slice(key.as_bytes());
-    entry
+    kv_key(family::META, &[META_USER_PREFIX, key.as_bytes()])
 }
 
-fn decode_u64(tree: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
+/// `author ‖ seq (big-endian)`.
+fn feed_position(author: &AuthorKey, seq: u64) -> [u8; 40] {
+    let mut position = [0u8; 40];
+    position[..32].copy_from_slice(author);
+    position[32..].copy_from_slice(&seq.to_be_bytes());
+    position
+}
+
+/// Splits an `e` value into the envelope id and the envelope bytes.
+fn split_envelope(value: &[u8]) -> Result<(Id, &[u8]), StoreError> {
+    if value.len() < 32 {
+        return Err(StoreError::Corrupt {
+            tree: family::name(family::ENVELOPE),
+            detail: format!(
+                "expected an id and an envelope, found {} bytes",
+                value.len()
+            ),
+        });
+    }
+    let (id, bytes) = value.split_at(32);
+    Ok((decode_id(family::ENVELOPE, id)?, bytes))
+}
+
+/// Decodes a `g` key into its epoch and id.
+fn decode_epoch_key(key: &[u8]) -> Result<(u64, Id), StoreError> {
+    if key.len() != 1 + 8 + 32 {
+        return Err(StoreError::Corrupt {
+            tree: family::name(family::PENDING_EPOCH),
+            detail: format!("expected a 41-byte key, found {} bytes", key.len()),
+        });
+    }
+    Ok((
+        decode_u64(family::PENDING_EPOCH, &key[1..9])?,
+        decode_id(family::PENDING_EPOCH, &key[9..])?,
+    ))
+}
+
+fn decode_u64(prefix: u8, bytes: &[u8]) -> Result<u64, StoreError> {
+    decode_u64_in(family::name(prefix), bytes)
+}
+
+fn decode_u64_in(tree: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
     let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
         tree,
         detail: format!("expected an 8-byte integer, found {} bytes", bytes.len()),
@@ -793,34 +883,37 @@ fn decode_u64(tree: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(array))
 }
 
-fn decode_id(tree: &'static str, bytes: &[u8]) -> Result<Id, StoreError> {
+fn decode_id(prefix: u8, bytes: &[u8]) -> Result<Id, StoreError> {
+    decode_id_in(family::name(prefix), bytes)
+}
+
+fn decode_id_in(tree: &'static str, bytes: &[u8]) -> Result<Id, StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt {
         tree,
         detail: format!("expected a 32-byte id, found {} bytes", bytes.len()),
     })
 }
 
-fn decode_key(tree: &'static str, bytes: &[u8]) -> Result<AuthorKey, StoreError> {
+fn decode_author(prefix: u8, bytes: &[u8]) -> Result<AuthorKey, StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt {
-        tree,
+        tree: family::name(prefix),
         detail: format!("expected a 32-byte author key, found {} bytes", bytes.len()),
     })
 }
 
-fn decode_feed_key(tree: &'static str, bytes: &IVec) -> Result<(AuthorKey, u64), StoreError> {
+/// Decodes `author ‖ seq (big-endian)`.
+fn decode_feed_key(tree: &'static str, bytes: &[u8]) -> Result<(AuthorKey, u64), StoreError> {
     if bytes.len() != 40 {
         return Err(StoreError::Corrupt {
             tree,
             detail: format!(
-                "expected a 40-byte author and seq key, found {} bytes",
+                "expected a 40-byte author and seq, found {} bytes",
                 bytes.len()
             ),
         });
     }
-    Ok((
-        decode_key(tree, &bytes[..32])?,
-        decode_u64(tree, &bytes[32..])?,
-    ))
+    let author = decode_id_in(tree, &bytes[..32])?;
+    Ok((author, decode_u64_in(tree, &bytes[32..])?))
 }
 
 /// First eight bytes of `bytes` in hex, for error messages.

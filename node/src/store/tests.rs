@@ -394,6 +394,7 @@ fn data_survives_reopen() -> anyhow::Result<()> {
             retracted: 1,
             rosters: 1,
             evidence: 1,
+            pending_green: 0,
         }
     );
     assert!(store.size_on_disk()? > 0);
@@ -411,15 +412,20 @@ fn corrupt_values_give_errors_not_panics() -> anyhow::Result<()> {
     }
     {
         let raw = sled::open(dir.path())?;
-        raw.open_tree("frontier")?.insert(ALICE, &b"garbage"[..])?;
-        raw.open_tree("feeds")?
-            .insert(feed_key(&BOB, 1), &b"short"[..])?;
-        raw.open_tree("meta")?.insert(META_OWN_SEQ, &b"?"[..])?;
+        let kv = raw.open_tree("kv")?;
+        kv.insert(kv_key(family::FRONTIER, &[&ALICE]), &b"garbage"[..])?;
+        kv.insert(envelope_key(&BOB, 1), &b"short"[..])?;
+        kv.insert(kv_key(family::META, &[META_OWN_SEQ]), &b"?"[..])?;
         raw.open_tree("rosters")?.insert(b"v1", &b"roster"[..])?;
-        raw.open_tree("evidence")?
-            .insert(b"too short", &b"evidence"[..])?;
-        raw.open_tree("plaintext")?
-            .insert(b"not an id", &b"record"[..])?;
+        kv.insert(kv_key(family::EVIDENCE, &[b"too short"]), &b"evidence"[..])?;
+        kv.insert(kv_key(family::PLAINTEXT, &[b"not an id"]), &b"record"[..])?;
+        kv.insert(kv_key(family::ID, &[&[9; 32]]), &b"not a position"[..])?;
+        kv.insert(
+            kv_key(family::ID, &[&[8; 32]]),
+            &feed_position(&ALICE, 7)[..],
+        )?;
+        kv.insert(kv_key(family::PENDING_EPOCH, &[b"short"]), &b""[..])?;
+        kv.insert(kv_key(family::RETRACTED, &[&[7; 32]]), &b"short"[..])?;
         raw.flush()?;
     }
     let store = open(dir.path());
@@ -428,23 +434,35 @@ fn corrupt_values_give_errors_not_panics() -> anyhow::Result<()> {
         Err(other) => panic!("expected corrupt {tree}, got {other:?}"),
         Ok(_) => panic!("expected corrupt {tree}, got Ok"),
     };
-    is_corrupt(store.frontier_of(&ALICE).map(drop), "frontier");
-    is_corrupt(store.frontier().map(drop), "frontier");
-    is_corrupt(insert(&store, &ALICE, 2, 10).map(drop), "frontier");
-    is_corrupt(store.id_at(&BOB, 1).map(drop), "feeds");
-    is_corrupt(insert(&store, &BOB, 1, 10).map(drop), "feeds");
-    is_corrupt(store.range(&BOB, 1, 1, usize::MAX, 1).map(drop), "feeds");
-    is_corrupt(store.reserve_seq().map(drop), "meta");
-    is_corrupt(store.own_seq().map(drop), "meta");
+    is_corrupt(store.frontier_of(&ALICE).map(drop), "kv/n");
+    is_corrupt(store.frontier().map(drop), "kv/n");
+    is_corrupt(insert(&store, &ALICE, 2, 10).map(drop), "kv/n");
+    is_corrupt(store.id_at(&BOB, 1).map(drop), "kv/e");
+    is_corrupt(insert(&store, &BOB, 1, 10).map(drop), "kv/e");
+    is_corrupt(store.range(&BOB, 1, 1, usize::MAX, 1).map(drop), "kv/e");
+    is_corrupt(store.reserve_seq().map(drop), "kv/m");
+    is_corrupt(store.own_seq().map(drop), "kv/m");
     is_corrupt(store.latest_roster().map(drop), "rosters");
-    is_corrupt(store.evidence().map(drop), "evidence");
+    is_corrupt(store.evidence().map(drop), "kv/q");
     is_corrupt(
         store
             .plaintext_iter()
             .collect::<Result<Vec<_>, _>>()
             .map(drop),
-        "plaintext",
+        "kv/p",
     );
+    is_corrupt(store.envelope(&[9; 32]).map(drop), "kv/i");
+    is_corrupt(store.envelope(&[8; 32]).map(drop), "kv/i");
+    is_corrupt(
+        store
+            .envelopes_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(drop),
+        "kv/i",
+    );
+    is_corrupt(store.pending_up_to(u64::MAX).map(drop), "kv/g");
+    is_corrupt(store.retracted_by(&[7; 32]).map(drop), "kv/r");
+    is_corrupt(store.mark_retracted(&[7; 32], &[1; 32]), "kv/r");
     // Nothing was written by the failed insert.
     assert!(!store.contains(&id_of(&ALICE, 2, 0))?);
     Ok(())
@@ -455,7 +473,9 @@ fn batch_insert_reports_each_envelope() -> anyhow::Result<()> {
     let store = Store::temporary()?;
     insert(&store, &ALICE, 2, 10)?;
     let rival = id_of(&ALICE, 2, 9);
-    let big = vec![0u8; MAX_TRANSACTION_BYTES];
+    // Sizes that v1 split into several transactions; v2 writes one batch.
+    const MAX_TRANSACTION_ITEMS: usize = 256;
+    let big = vec![0u8; 256 * 1024];
     let mut batch = vec![
         NewEnvelope {
             id: id_of(&ALICE, 3, 0),
@@ -488,7 +508,7 @@ fn batch_insert_reports_each_envelope() -> anyhow::Result<()> {
             bytes: &big,
         },
     ];
-    // Enough envelopes to span several transactions.
+    // Enough envelopes to span several v1 transactions.
     let filler: Vec<NewEnvelope<'_>> = (2..=2 * MAX_TRANSACTION_ITEMS as u64)
         .map(|seq| NewEnvelope {
             id: id_of(&BOB, seq, 0),
@@ -650,5 +670,447 @@ fn a_store_reopens_at_once_but_not_while_held() -> anyhow::Result<()> {
     );
     assert!(started.elapsed() >= LOCK_WAIT);
     drop(held);
+    Ok(())
+}
+
+// ------------------------------------------------------------ write batches
+
+fn envelope<'a>(author: &AuthorKey, seq: u64, variant: u8, bytes: &'a [u8]) -> NewEnvelope<'a> {
+    NewEnvelope {
+        id: id_of(author, seq, variant),
+        author: *author,
+        seq,
+        bytes,
+    }
+}
+
+#[test]
+fn attached_writes_happen_only_for_new_envelopes() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    insert(&store, &ALICE, 1, 10)?;
+    let (one, rival, two) = (
+        id_of(&ALICE, 1, 0),
+        id_of(&ALICE, 1, 9),
+        id_of(&ALICE, 2, 0),
+    );
+    let (target, opened_later) = ([0x77; 32], [0x66; 32]);
+    let mut batch = WriteBatch::new();
+    batch
+        .envelope(envelope(&ALICE, 1, 0, b"one"))
+        .plaintext(&b"duplicate"[..])
+        .indicator("cve:CVE-1")
+        .pending_epoch(1);
+    let rival_index = batch
+        .envelope(envelope(&ALICE, 1, 9, b"rival"))
+        .plaintext(&b"rival"[..])
+        .indicator("cve:CVE-1")
+        .pending_epoch(3)
+        .retracts(&target)
+        .index();
+    batch
+        .envelope(envelope(&ALICE, 2, 0, b"two"))
+        .plaintext(&b"two"[..])
+        .indicator("cve:CVE-1")
+        .pending_epoch(3)
+        .retracts(&target)
+        .retracts_pending(&[0x55; 32]);
+    batch.put_plaintext(&opened_later, &b"unconditional"[..]);
+    assert_eq!((rival_index, batch.envelope_count()), (1, 3));
+
+    let outcomes = store.write(batch)?;
+    assert_eq!(
+        outcomes,
+        vec![
+            Ok(Inserted {
+                new: false,
+                frontier: 1
+            }),
+            Err(Equivocation {
+                author: ALICE,
+                seq: 1,
+                existing: one
+            }),
+            Ok(Inserted {
+                new: true,
+                frontier: 2
+            }),
+        ]
+    );
+    assert_eq!(store.plaintext(&one)?, None);
+    assert_eq!(store.plaintext(&rival)?, None);
+    assert!(!store.contains(&rival)?);
+    assert_eq!(store.plaintext(&two)?.as_deref(), Some(&b"two"[..]));
+    assert_eq!(
+        store.plaintext(&opened_later)?.as_deref(),
+        Some(&b"unconditional"[..])
+    );
+    assert_eq!(store.lookup_indicator("cve:CVE-1")?, vec![two]);
+    assert_eq!(store.pending_up_to(u64::MAX)?, vec![(3, two)]);
+    assert_eq!(store.retracted_by(&target)?, Some(two));
+    assert_eq!(store.pending_retractions(&[0x55; 32])?, vec![two]);
+    assert_eq!(store.envelope(&two)?.as_deref(), Some(&b"two"[..]));
+    assert_eq!(store.ids_iter().collect::<Result<Vec<_>, _>>()?, {
+        let mut ids = vec![one, two];
+        ids.sort();
+        ids
+    });
+    Ok(())
+}
+
+#[test]
+fn a_batch_reads_its_own_writes() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let mut batch = WriteBatch::new();
+    for (seq, variant) in [(3, 0), (1, 0), (1, 0), (1, 9), (2, 0)] {
+        batch.envelope(envelope(&ALICE, seq, variant, b"x"));
+    }
+    let target = [0x44; 32];
+    batch.mark_retracted(&target, &[9; 32]);
+    batch.mark_retracted(&target, &[4; 32]);
+    batch.mark_retracted(&target, &[6; 32]);
+    batch.index_indicator("domain:example.com", &[1; 32]);
+    batch.unindex_indicator("domain:example.com", &[1; 32]);
+    batch.index_indicator("domain:example.com", &[2; 32]);
+    batch.put_meta("k", &b"first"[..]);
+    batch.put_meta("k", &b"second"[..]);
+    let outcomes = store.write(batch)?;
+    let frontiers: Vec<_> = outcomes
+        .iter()
+        .map(|outcome| outcome.map(|inserted| (inserted.new, inserted.frontier)))
+        .collect();
+    assert_eq!(
+        frontiers,
+        vec![
+            Ok((true, 0)),
+            Ok((true, 1)),
+            Ok((false, 1)),
+            Err(Equivocation {
+                author: ALICE,
+                seq: 1,
+                existing: id_of(&ALICE, 1, 0)
+            }),
+            Ok((true, 3)),
+        ]
+    );
+    assert_eq!(store.frontier_of(&ALICE)?, 3);
+    assert_eq!(store.retracted_by(&target)?, Some([4; 32]));
+    assert_eq!(store.lookup_indicator("domain:example.com")?, vec![[2; 32]]);
+    assert_eq!(store.meta("k")?.as_deref(), Some(&b"second"[..]));
+    assert!(store.write(WriteBatch::new())?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn pending_epochs_are_listed_up_to_an_epoch_and_cleared_with_the_plaintext() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let mut batch = WriteBatch::new();
+    batch
+        .pending_epoch(5, &[1; 32])
+        .pending_epoch(2, &[3; 32])
+        .pending_epoch(2, &[2; 32])
+        .pending_epoch(u64::MAX, &[4; 32]);
+    store.write(batch)?;
+    assert!(store.pending_up_to(1)?.is_empty());
+    assert_eq!(store.pending_up_to(2)?, vec![(2, [2; 32]), (2, [3; 32])]);
+    assert_eq!(
+        store.pending_up_to(u64::MAX)?,
+        vec![
+            (2, [2; 32]),
+            (2, [3; 32]),
+            (5, [1; 32]),
+            (u64::MAX, [4; 32])
+        ]
+    );
+
+    // The key of epoch 2 arrives: both open, in one batch with their records.
+    let mut batch = WriteBatch::new();
+    for (epoch, id) in store.pending_up_to(2)? {
+        batch
+            .put_plaintext(&id, &b"opened"[..])
+            .clear_pending_epoch(epoch, &id);
+    }
+    store.write(batch)?;
+    assert_eq!(
+        store.pending_up_to(u64::MAX)?,
+        vec![(5, [1; 32]), (u64::MAX, [4; 32])]
+    );
+    assert_eq!(store.counts().plaintext, 2);
+    Ok(())
+}
+
+#[test]
+fn pending_retractions_are_kept_per_target_and_cleared_together() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let (target, other) = ([0x10; 32], [0x20; 32]);
+    let mut batch = WriteBatch::new();
+    batch
+        .add_pending_retraction(&target, &[9; 32])
+        .add_pending_retraction(&target, &[3; 32])
+        .add_pending_retraction(&other, &[5; 32]);
+    store.write(batch)?;
+    assert_eq!(store.pending_retractions(&target)?, vec![[3; 32], [9; 32]]);
+
+    // Cleared on disk and in the batch so far; what comes after stays.
+    let mut batch = WriteBatch::new();
+    batch
+        .add_pending_retraction(&target, &[1; 32])
+        .clear_pending_retractions(&target)
+        .add_pending_retraction(&target, &[7; 32]);
+    store.write(batch)?;
+    assert_eq!(store.pending_retractions(&target)?, vec![[7; 32]]);
+    assert_eq!(store.pending_retractions(&other)?, vec![[5; 32]]);
+    assert!(store.pending_retractions(&[0x30; 32])?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_new_store_has_no_v1_trees() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    {
+        let store = open(dir.path());
+        insert(&store, &ALICE, 1, 10)?;
+        store.flush()?;
+    }
+    let store = open(dir.path());
+    let names = store.db.tree_names();
+    for old in migrate::OLD_TREES {
+        assert!(!names.iter().any(|name| name == old.as_bytes()), "{old}");
+    }
+    assert_eq!(store.frontier_of(&ALICE)?, 1);
+    Ok(())
+}
+
+#[test]
+fn a_bad_migration_marker_is_corrupt() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    {
+        let raw = sled::open(dir.path())?;
+        raw.open_tree("kv")?
+            .insert(kv_key(family::META, &[migrate::MARKER_NAME]), &b"??"[..])?;
+        raw.flush()?;
+    }
+    match Store::open(dir.path()) {
+        Err(StoreError::Corrupt { tree: "kv/m", .. }) => Ok(()),
+        other => panic!("expected a corrupt marker, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- migration
+
+const CAROL: AuthorKey = [0xc3; 32];
+
+/// Feed positions in the v1 fixture: Alice 1..=400, Bob 1..=10 and 12..=300
+/// (a gap at 11), Carol 2 and 3 (nothing contiguous).
+fn fixture_positions() -> Vec<(AuthorKey, u64)> {
+    let mut positions: Vec<_> = (1..=400).map(|seq| (ALICE, seq)).collect();
+    positions.extend((1..=300).filter(|&seq| seq != 11).map(|seq| (BOB, seq)));
+    positions.extend([(CAROL, 2), (CAROL, 3)]);
+    positions
+}
+
+fn fixture_bytes(author: &AuthorKey, seq: u64) -> Vec<u8> {
+    let mut bytes = vec![u8::try_from(seq % 251).unwrap(); 20 + usize::try_from(seq % 50).unwrap()];
+    bytes[0] = author[0];
+    bytes
+}
+
+fn fixture_indicator(seq: u64) -> String {
+    format!("ipv4:10.0.{}.{}", seq / 256, seq % 256)
+}
+
+/// Writes a store with the v1 code, as a node of the previous release did.
+fn write_v1_fixture(dir: &Path) -> anyhow::Result<()> {
+    let store = legacy::Store::open(dir)?;
+    for (author, seq) in fixture_positions() {
+        let bytes = fixture_bytes(&author, seq);
+        store.insert_envelope(&id_of(&author, seq, 0), &author, seq, &bytes)?;
+    }
+    for seq in 1..=400 {
+        let record = format!(r#"{{"tlp":"green","seq":{seq},"body":{{"title":"t{seq}"}}}}"#);
+        store.put_plaintext(&id_of(&ALICE, seq, 0), record.as_bytes())?;
+    }
+    for seq in 1..=300 {
+        store.index_indicator(&fixture_indicator(seq), &id_of(&ALICE, seq, 0))?;
+    }
+    for seq in 1..=5 {
+        store.index_indicator("cve:CVE-2017-0144", &id_of(&BOB, seq, 0))?;
+    }
+    store.mark_retracted(&id_of(&ALICE, 10, 0), &id_of(&ALICE, 20, 0))?;
+    store.mark_retracted(&id_of(&ALICE, 11, 0), &id_of(&BOB, 12, 0))?;
+    store.put_evidence(&BOB, 11, b"both envelopes")?;
+    store.put_evidence(&CAROL, 1, b"evidence")?;
+    store.put_meta("consortium", b"c0ffee")?;
+    store.put_meta("pending-retraction/abcd", &[0x42; 64])?;
+    for _ in 0..3 {
+        store.reserve_seq()?;
+    }
+    store.put_roster(1, b"genesis")?;
+    store.put_roster(2, b"v2")?;
+    store.flush()?;
+    Ok(())
+}
+
+/// Everything a store answers about the fixture, through the same-named
+/// methods of the v1 and v2 code.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    envelopes: Vec<(Id, Vec<u8>)>,
+    feeds: Vec<(AuthorKey, u64, Option<Id>)>,
+    frontier: BTreeMap<AuthorKey, u64>,
+    plaintext: Vec<(Id, Vec<u8>)>,
+    indicators: Vec<(String, Vec<Id>)>,
+    retracted: Vec<(Id, Option<Id>)>,
+    evidence: Vec<(AuthorKey, u64, Vec<u8>)>,
+    rosters: Vec<(u64, Vec<u8>)>,
+    own_seq: u64,
+    meta: Vec<Option<Vec<u8>>>,
+    counts: [u64; 7],
+}
+
+macro_rules! snapshot {
+    ($store:expr) => {{
+        let store = &$store;
+        let envelopes = store.envelopes_iter().collect::<Result<Vec<_>, _>>()?;
+        let mut feeds = Vec::new();
+        for (author, seq) in fixture_positions() {
+            feeds.push((author, seq, store.id_at(&author, seq)?));
+        }
+        let mut indicators = Vec::new();
+        for key in (1..=300)
+            .map(fixture_indicator)
+            .chain(["cve:CVE-2017-0144".to_owned(), "ipv4:10.0.0.0".to_owned()])
+        {
+            let ids = store.lookup_indicator(&key)?;
+            indicators.push((key, ids));
+        }
+        let mut retracted = Vec::new();
+        for (id, _) in &envelopes {
+            retracted.push((*id, store.retracted_by(id)?));
+        }
+        let counts = store.counts();
+        Snapshot {
+            feeds,
+            frontier: store.frontier()?,
+            plaintext: store.plaintext_iter().collect::<Result<Vec<_>, _>>()?,
+            indicators,
+            retracted,
+            evidence: store.evidence()?,
+            rosters: store.rosters()?,
+            own_seq: store.own_seq()?,
+            meta: vec![
+                store.meta("consortium")?,
+                store.meta("pending-retraction/abcd")?,
+                store.meta("own_seq")?,
+            ],
+            counts: [
+                counts.envelopes,
+                counts.authors,
+                counts.plaintext,
+                counts.indicators,
+                counts.retracted,
+                counts.rosters,
+                counts.evidence,
+            ],
+            envelopes,
+        }
+    }};
+}
+
+/// The v1 fixture and what the v1 code answers about it.
+fn v1_fixture() -> anyhow::Result<(TempDir, Snapshot)> {
+    let dir = TempDir::new()?;
+    write_v1_fixture(dir.path())?;
+    let expected = snapshot!(legacy::Store::open(dir.path())?);
+    assert_eq!(expected.envelopes.len(), 701);
+    assert_eq!(expected.frontier, BTreeMap::from([(ALICE, 400), (BOB, 10)]));
+    assert_eq!(expected.counts, [701, 2, 400, 305, 2, 2, 2]);
+    Ok((dir, expected))
+}
+
+/// Checks a migrated store against the v1 answers, then that it keeps
+/// working: its old trees are gone and filling Bob's gap jumps his frontier.
+fn check_migrated(dir: &Path, expected: &Snapshot) -> anyhow::Result<()> {
+    let store = open(dir);
+    assert_eq!(&snapshot!(store), expected);
+    let names = store.db.tree_names();
+    for old in migrate::OLD_TREES {
+        assert!(
+            !names.iter().any(|name| name == old.as_bytes()),
+            "{old} left"
+        );
+    }
+    for (author, seq) in [(ALICE, 1), (BOB, 300), (CAROL, 3)] {
+        assert_eq!(
+            store.range(&author, seq, seq, usize::MAX, 1)?.0,
+            vec![fixture_bytes(&author, seq)]
+        );
+        assert_eq!(
+            store.envelope(&id_of(&author, seq, 0))?,
+            Some(fixture_bytes(&author, seq))
+        );
+    }
+    assert_eq!(store.reserve_seq()?, 4);
+    assert_eq!(insert(&store, &ALICE, 401, 10)?.frontier, 401);
+    assert_eq!(insert(&store, &BOB, 11, 10)?.frontier, 300);
+    assert!(insert(&store, &CAROL, 2, 10).is_ok_and(|inserted| !inserted.new));
+    Ok(())
+}
+
+/// Copies a closed sled directory.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_v1_store_is_migrated_on_open_and_nothing_is_lost() -> anyhow::Result<()> {
+    let (dir, expected) = v1_fixture()?;
+    check_migrated(dir.path(), &expected)?;
+    // Opening again finds the marker and migrates nothing.
+    let store = open(dir.path());
+    assert_eq!(store.frontier_of(&ALICE)?, 401);
+    // 701 migrated, Alice 401 and Bob 11 added; Carol 2 was a duplicate.
+    assert_eq!(store.counts().envelopes, 703);
+    Ok(())
+}
+
+#[test]
+fn a_migration_cut_short_anywhere_resumes_on_open() -> anyhow::Result<()> {
+    let (fixture, expected) = v1_fixture()?;
+    let mut finished_at = None;
+    for budget in 0..40 {
+        let dir = TempDir::new()?;
+        copy_dir(fixture.path(), dir.path())?;
+        let (finished, envelopes) = {
+            let db = sled::open(dir.path())?;
+            let kv = db.open_tree("kv")?;
+            let finished = migrate::run(&db, &kv, budget)?;
+            // A stop between two steps. Each step is one atomic batch (or
+            // one dropped tree), so a kill anywhere leaves the store as it
+            // was after some step; sled's flush on drop stands in for the
+            // background flush that would have made it durable.
+            (finished, kv.scan_prefix([family::ENVELOPE]).count())
+        };
+        // Batches of 256 envelopes: a cut after the first leaves 256 copied.
+        if budget == 1 {
+            assert_eq!(envelopes, BATCH_ITEMS);
+        }
+        check_migrated(dir.path(), &expected)?;
+        if finished {
+            finished_at = Some(budget);
+            break;
+        }
+    }
+    // 11 copy batches, the check, 8 dropped trees.
+    assert_eq!(finished_at, Some(20));
     Ok(())
 }

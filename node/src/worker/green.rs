@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::Worker;
 use crate::handle::NodeEvent;
-use crate::store::StoreError;
+use crate::store::{StoreError, WriteBatch};
 
 impl Worker {
     /// Fills the epoch-key cache from every stored roster version.
@@ -88,7 +88,9 @@ impl Worker {
         if let Seal::Epoch { epoch, .. } = envelope.header.seal
             && epoch > self.roster.roster.version
         {
-            self.store.add_pending_green(epoch, &id.0)?;
+            let mut batch = WriteBatch::new();
+            batch.pending_epoch(epoch, &id.0);
+            self.store.write(batch)?;
         }
         Ok(())
     }
@@ -97,7 +99,7 @@ impl Worker {
     /// indexes it and announces it as readable. Entries this node has no key
     /// for (it is not in that version) are dropped: they never will open.
     pub(super) fn open_pending_green(&mut self) {
-        let pending = match self.store.pending_green_up_to(self.roster.roster.version) {
+        let pending = match self.store.pending_up_to(self.roster.roster.version) {
             Ok(pending) => pending,
             Err(e) => return warn!("reading pending GREEN envelopes failed: {e}"),
         };
@@ -118,7 +120,9 @@ impl Worker {
                     continue;
                 }
             }
-            if let Err(e) = self.store.remove_pending_green(epoch, &id) {
+            let mut batch = WriteBatch::new();
+            batch.clear_pending_epoch(epoch, &id);
+            if let Err(e) = self.store.write(batch) {
                 warn!("clearing a pending GREEN entry failed: {e}");
             }
         }

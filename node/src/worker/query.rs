@@ -188,7 +188,7 @@ impl Worker {
             disk_bytes: self.store.size_on_disk().unwrap_or(0),
             traffic: self.traffic,
             green_epoch: self.sealing_epoch_key().map(|k| k.epoch),
-            pending_green: self.store.pending_green_count(),
+            pending_green: counts.pending_green,
             green_key_problem: self.green_problem.clone(),
         })
     }

@@ -1,0 +1,454 @@
+//! [`WriteBatch`]: everything one ingest chunk stores, written by
+//! [`Store::write`] as one `sled::Batch`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sled::{IVec, Tree};
+
+use super::{
+    AuthorKey, EnvelopeOutcome, Equivocation, Id, Inserted, NewEnvelope, Store, StoreError,
+    decode_id, envelope_key, family, feed_position, indicator_key, kv_key, meta_key,
+    split_envelope,
+};
+
+/// Writes for [`Store::write`], applied in the order added.
+///
+/// Envelopes are added with [`WriteBatch::envelope`]; what goes with one
+/// envelope (its plaintext, its indicators, a pending epoch key, the
+/// retraction it makes) is attached through the returned [`EnvelopeWrites`]
+/// and written only if that envelope turns out to be new: a duplicate or an
+/// equivocating rival drops them. The other methods write unconditionally.
+///
+/// ```
+/// # use breakwater_node::store::{NewEnvelope, Store, WriteBatch};
+/// # fn main() -> Result<(), breakwater_node::store::StoreError> {
+/// let store = Store::temporary()?;
+/// let (id, author, bytes) = ([1; 32], [2; 32], b"signed envelope".as_slice());
+/// let mut batch = WriteBatch::new();
+/// batch
+///     .envelope(NewEnvelope { id, author, seq: 1, bytes })
+///     .plaintext(b"record".as_slice())
+///     .indicator("ipv4:192.0.2.1");
+/// let outcomes = store.write(batch)?;
+/// assert!(outcomes[0].is_ok_and(|inserted| inserted.new));
+/// assert_eq!(store.lookup_indicator("ipv4:192.0.2.1")?, vec![id]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct WriteBatch<'a> {
+    items: Vec<Item<'a>>,
+    envelopes: usize,
+}
+
+/// One write of a [`WriteBatch`].
+#[derive(Debug)]
+enum Item<'a> {
+    /// An envelope, checked for duplicates and equivocation.
+    Envelope(NewEnvelope<'a>),
+    /// A write, conditional on envelope number `if_new` being newly stored.
+    Op { if_new: Option<usize>, op: Op },
+}
+
+/// A write other than an envelope.
+#[derive(Debug)]
+enum Op {
+    PutPlaintext { id: Id, record: Vec<u8> },
+    RemovePlaintext { id: Id },
+    Index { key: String, id: Id },
+    Unindex { key: String, id: Id },
+    MarkRetracted { target: Id, by: Id },
+    AddPendingRetraction { target: Id, by: Id },
+    ClearPendingRetractions { target: Id },
+    PendingEpoch { epoch: u64, id: Id },
+    ClearPendingEpoch { epoch: u64, id: Id },
+    PutMeta { key: String, value: Vec<u8> },
+}
+
+/// Writes attached to one envelope of a [`WriteBatch`]: stored only if the
+/// envelope is new.
+#[derive(Debug)]
+pub struct EnvelopeWrites<'b, 'a> {
+    batch: &'b mut WriteBatch<'a>,
+    index: usize,
+    id: Id,
+}
+
+impl EnvelopeWrites<'_, '_> {
+    /// The position of this envelope's outcome in what [`Store::write`]
+    /// returns.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    fn attach(&mut self, op: Op) -> &mut Self {
+        self.batch.items.push(Item::Op {
+            if_new: Some(self.index),
+            op,
+        });
+        self
+    }
+
+    /// Stores the envelope's opened record (opaque to the store).
+    pub fn plaintext(&mut self, record: impl Into<Vec<u8>>) -> &mut Self {
+        let (id, record) = (self.id, record.into());
+        self.attach(Op::PutPlaintext { id, record })
+    }
+
+    /// Indexes the envelope under indicator `key` (`"kind:value"`).
+    pub fn indicator(&mut self, key: &str) -> &mut Self {
+        let id = self.id;
+        self.attach(Op::Index {
+            key: key.to_owned(),
+            id,
+        })
+    }
+
+    /// Records that the envelope cannot be opened until this node has the key
+    /// of roster epoch `epoch` (see [`Store::pending_up_to`]).
+    pub fn pending_epoch(&mut self, epoch: u64) -> &mut Self {
+        let id = self.id;
+        self.attach(Op::PendingEpoch { epoch, id })
+    }
+
+    /// Marks `target` retracted by this envelope (the smallest retraction id
+    /// wins, as in [`Store::mark_retracted`]).
+    pub fn retracts(&mut self, target: &Id) -> &mut Self {
+        let (target, by) = (*target, self.id);
+        self.attach(Op::MarkRetracted { target, by })
+    }
+
+    /// Keeps this envelope as a pending retraction of `target`, which is not
+    /// stored yet (see [`Store::pending_retractions`]).
+    pub fn retracts_pending(&mut self, target: &Id) -> &mut Self {
+        let (target, by) = (*target, self.id);
+        self.attach(Op::AddPendingRetraction { target, by })
+    }
+}
+
+impl<'a> WriteBatch<'a> {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Number of envelopes in the batch: the length of what
+    /// [`Store::write`] returns.
+    pub fn envelope_count(&self) -> usize {
+        self.envelopes
+    }
+
+    /// Adds an envelope; it is stored as [`Store::insert_envelope`] does.
+    /// Writes attached to the returned handle happen only if it is new.
+    pub fn envelope(&mut self, envelope: NewEnvelope<'a>) -> EnvelopeWrites<'_, 'a> {
+        let index = self.envelopes;
+        self.envelopes += 1;
+        let id = envelope.id;
+        self.items.push(Item::Envelope(envelope));
+        EnvelopeWrites {
+            batch: self,
+            index,
+            id,
+        }
+    }
+
+    fn push(&mut self, op: Op) -> &mut Self {
+        self.items.push(Item::Op { if_new: None, op });
+        self
+    }
+
+    /// Stores the opened record of envelope `id` (for an envelope stored
+    /// earlier, opened now).
+    pub fn put_plaintext(&mut self, id: &Id, record: impl Into<Vec<u8>>) -> &mut Self {
+        let record = record.into();
+        self.push(Op::PutPlaintext { id: *id, record })
+    }
+
+    /// Forgets the opened record of envelope `id`.
+    pub fn remove_plaintext(&mut self, id: &Id) -> &mut Self {
+        self.push(Op::RemovePlaintext { id: *id })
+    }
+
+    /// Indexes envelope `id` under indicator `key`.
+    pub fn index_indicator(&mut self, key: &str, id: &Id) -> &mut Self {
+        let key = key.to_owned();
+        self.push(Op::Index { key, id: *id })
+    }
+
+    /// Removes the index entry of envelope `id` under indicator `key`.
+    pub fn unindex_indicator(&mut self, key: &str, id: &Id) -> &mut Self {
+        let key = key.to_owned();
+        self.push(Op::Unindex { key, id: *id })
+    }
+
+    /// Marks `target` retracted by `by`; the smallest retraction id wins.
+    pub fn mark_retracted(&mut self, target: &Id, by: &Id) -> &mut Self {
+        self.push(Op::MarkRetracted {
+            target: *target,
+            by: *by,
+        })
+    }
+
+    /// Keeps `by` as a retraction of `target`, which is not stored yet.
+    pub fn add_pending_retraction(&mut self, target: &Id, by: &Id) -> &mut Self {
+        self.push(Op::AddPendingRetraction {
+            target: *target,
+            by: *by,
+        })
+    }
+
+    /// Forgets every pending retraction of `target` (once applied or
+    /// dropped), including those added earlier in this batch.
+    pub fn clear_pending_retractions(&mut self, target: &Id) -> &mut Self {
+        self.push(Op::ClearPendingRetractions { target: *target })
+    }
+
+    /// Records that envelope `id` waits for the key of roster epoch `epoch`.
+    pub fn pending_epoch(&mut self, epoch: u64, id: &Id) -> &mut Self {
+        self.push(Op::PendingEpoch { epoch, id: *id })
+    }
+
+    /// Removes the pending-epoch entry of envelope `id`: put it in the batch
+    /// that stores the envelope's plaintext.
+    pub fn clear_pending_epoch(&mut self, epoch: u64, id: &Id) -> &mut Self {
+        self.push(Op::ClearPendingEpoch { epoch, id: *id })
+    }
+
+    /// Stores an opaque metadata value under `key`, as [`Store::put_meta`].
+    pub fn put_meta(&mut self, key: &str, value: impl Into<Vec<u8>>) -> &mut Self {
+        let (key, value) = (key.to_owned(), value.into());
+        self.push(Op::PutMeta { key, value })
+    }
+}
+
+/// The writes of a batch being built, readable before they are applied: a
+/// read sees the batch's own earlier writes, then the tree.
+struct Overlay<'s> {
+    kv: &'s Tree,
+    writes: BTreeMap<Vec<u8>, Option<IVec>>,
+}
+
+impl Overlay<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        match self.writes.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(self.kv.get(key)?),
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
+        match self.writes.get(key) {
+            Some(value) => Ok(value.is_some()),
+            None => Ok(self.kv.contains_key(key)?),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: impl Into<IVec>) {
+        self.writes.insert(key, Some(value.into()));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    /// Removes every key that starts with `prefix`, on disk or in the batch.
+    fn remove_prefix(&mut self, prefix: &[u8]) -> Result<(), StoreError> {
+        let mut keys = Vec::new();
+        for entry in self.kv.scan_prefix(prefix) {
+            keys.push(entry?.0.to_vec());
+        }
+        keys.extend(
+            self.writes
+                .range(prefix.to_vec()..)
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .map(|(key, _)| key.clone()),
+        );
+        for key in keys {
+            self.remove(key);
+        }
+        Ok(())
+    }
+
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        batch
+    }
+}
+
+impl Store {
+    /// Applies `batch` as one `sled::Batch` (atomic: after a crash, all of it
+    /// or none of it is there) and returns one outcome per envelope, in the
+    /// order added. Nothing is flushed.
+    ///
+    /// Each envelope is stored as [`Store::insert_envelope`] describes:
+    /// a duplicate reports `new: false`, a different id at the same
+    /// `(author, seq)` reports an [`Equivocation`] and is not written, and
+    /// the frontier advances across every contiguous seq. Writes attached to
+    /// an envelope that is not new are dropped. If an error is returned
+    /// (a seq of 0, a corrupt value, a sled error), nothing was written.
+    ///
+    /// Writes are serialised (see the module documentation): the checks read
+    /// the store and the batch itself, and no other write can come between
+    /// them and the `apply_batch`.
+    pub fn write(&self, batch: WriteBatch<'_>) -> Result<Vec<EnvelopeOutcome>, StoreError> {
+        let has_seq_zero = batch
+            .items
+            .iter()
+            .any(|item| matches!(item, Item::Envelope(envelope) if envelope.seq == 0));
+        if has_seq_zero {
+            return Err(StoreError::SeqZero);
+        }
+        let mut writer = self.lock_writer();
+        let mut overlay = Overlay {
+            kv: &self.kv,
+            writes: BTreeMap::new(),
+        };
+        let mut frontiers: HashMap<AuthorKey, u64> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(batch.envelopes);
+        for item in batch.items {
+            match item {
+                Item::Envelope(envelope) => {
+                    let current = match frontiers.get(&envelope.author) {
+                        Some(&frontier) => frontier,
+                        None => match writer.frontier.get(&envelope.author) {
+                            Some(&frontier) => frontier,
+                            None => {
+                                let frontier = self.frontier_of(&envelope.author)?;
+                                writer.frontier.insert(envelope.author, frontier);
+                                frontier
+                            }
+                        },
+                    };
+                    let (outcome, frontier) = insert_one(&mut overlay, &envelope, current)?;
+                    if frontier != current {
+                        frontiers.insert(envelope.author, frontier);
+                    }
+                    outcomes.push(outcome);
+                }
+                Item::Op { if_new, op } => {
+                    let wanted = match if_new {
+                        None => true,
+                        Some(index) => {
+                            matches!(outcomes.get(index), Some(Ok(Inserted { new: true, .. })))
+                        }
+                    };
+                    if wanted {
+                        apply_op(&mut overlay, op)?;
+                    }
+                }
+            }
+        }
+        for (author, frontier) in &frontiers {
+            overlay.put(
+                kv_key(family::FRONTIER, &[author]),
+                &frontier.to_be_bytes()[..],
+            );
+        }
+        if !overlay.writes.is_empty() {
+            self.kv.apply_batch(overlay.into_batch())?;
+        }
+        writer.frontier.extend(frontiers);
+        Ok(outcomes)
+    }
+}
+
+/// Adds one envelope to the overlay if `(author, seq)` is free; returns its
+/// outcome and the author's frontier after it (`current` before).
+fn insert_one(
+    overlay: &mut Overlay<'_>,
+    envelope: &NewEnvelope<'_>,
+    current: u64,
+) -> Result<(EnvelopeOutcome, u64), StoreError> {
+    let NewEnvelope {
+        id,
+        author,
+        seq,
+        bytes,
+    } = *envelope;
+    let key = envelope_key(&author, seq);
+    if let Some(value) = overlay.get(&key)? {
+        let (existing, _) = split_envelope(&value)?;
+        let outcome = if existing == id {
+            Ok(Inserted {
+                new: false,
+                frontier: current,
+            })
+        } else {
+            Err(Equivocation {
+                author,
+                seq,
+                existing,
+            })
+        };
+        return Ok((outcome, current));
+    }
+    let mut value = Vec::with_capacity(id.len() + bytes.len());
+    value.extend_from_slice(&id);
+    value.extend_from_slice(bytes);
+    overlay.put(key, value);
+    overlay.put(kv_key(family::ID, &[&id]), &feed_position(&author, seq)[..]);
+    let mut frontier = current;
+    if frontier.checked_add(1) == Some(seq) {
+        frontier = seq;
+        while let Some(next) = frontier.checked_add(1) {
+            if !overlay.contains(&envelope_key(&author, next))? {
+                break;
+            }
+            frontier = next;
+        }
+    }
+    Ok((
+        Ok(Inserted {
+            new: true,
+            frontier,
+        }),
+        frontier,
+    ))
+}
+
+/// Adds one non-envelope write to the overlay.
+fn apply_op(overlay: &mut Overlay<'_>, op: Op) -> Result<(), StoreError> {
+    match op {
+        Op::PutPlaintext { id, record } => {
+            overlay.put(kv_key(family::PLAINTEXT, &[&id]), record);
+        }
+        Op::RemovePlaintext { id } => overlay.remove(kv_key(family::PLAINTEXT, &[&id])),
+        Op::Index { key, id } => overlay.put(indicator_key(&key, &id), IVec::default()),
+        Op::Unindex { key, id } => overlay.remove(indicator_key(&key, &id)),
+        Op::MarkRetracted { target, by } => {
+            let key = kv_key(family::RETRACTED, &[&target]);
+            if let Some(existing) = overlay.get(&key)?
+                && decode_id(family::RETRACTED, &existing)? <= by
+            {
+                return Ok(());
+            }
+            overlay.put(key, &by[..]);
+        }
+        Op::AddPendingRetraction { target, by } => overlay.put(
+            kv_key(family::PENDING_RETRACTION, &[&target, &by]),
+            IVec::default(),
+        ),
+        Op::ClearPendingRetractions { target } => {
+            overlay.remove_prefix(&kv_key(family::PENDING_RETRACTION, &[&target]))?;
+        }
+        Op::PendingEpoch { epoch, id } => overlay.put(
+            kv_key(family::PENDING_EPOCH, &[&epoch.to_be_bytes(), &id]),
+            IVec::default(),
+        ),
+        Op::ClearPendingEpoch { epoch, id } => {
+            overlay.remove(kv_key(family::PENDING_EPOCH, &[&epoch.to_be_bytes(), &id]));
+        }
+        Op::PutMeta { key, value } => overlay.put(meta_key(&key), value),
+    }
+    Ok(())
+}
