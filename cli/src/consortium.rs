@@ -1,12 +1,20 @@
 //! `breakwater consortium …`: building and signing roster files offline with
-//! this node's keys (genesis, add a member, revoke a member, co-sign).
+//! this node's keys (genesis, add a member, revoke a member, rekey, co-sign).
+//! Every version this writes carries a fresh GREEN epoch key drawn from the
+//! OS, wrapped to every active node; `sign` opens this node's wrap and
+//! recomputes every other wrap before it signs.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use breakwater_node::DataDir;
-use breakwater_protocol::{MemberCard, OrgId, Roster, SignedRoster};
+use breakwater_protocol::{
+    EpochKeyError, MemberCard, OrgId, Roster, RosterError, SignedRoster, audit_package,
+    open_epoch_key,
+};
 use clap::Subcommand;
+use rand::Rng;
+use zeroize::Zeroizing;
 
 use crate::{Dir, read_roster};
 
@@ -60,7 +68,23 @@ pub enum Consortium {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Adds this node's signature to a roster version.
+    /// Writes the next roster version with the same members and a fresh
+    /// GREEN key, signed by this node (incident response, or a periodic
+    /// rotation). The first rekey of a consortium made before protocol v2 is
+    /// its flag day: every node must run v2 first.
+    Rekey {
+        #[command(flatten)]
+        dir: Dir,
+        /// The current roster.
+        #[arg(long)]
+        roster: PathBuf,
+        /// Where to write the next version.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Adds this node's signature to a roster version, after checking that
+    /// it follows the roster in force and that its GREEN key package gives
+    /// every node the same key.
     Sign {
         #[command(flatten)]
         dir: Dir,
@@ -71,6 +95,41 @@ pub enum Consortium {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// A fresh GREEN epoch key from the OS.
+pub fn fresh_green_key() -> Zeroizing<[u8; 32]> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(key.as_mut());
+    key
+}
+
+/// `roster` with a fresh GREEN key package.
+fn keyed(roster: Roster) -> Result<Roster> {
+    Ok(roster.with_green_key(&fresh_green_key())?)
+}
+
+/// Refuses to sign an offered version whose GREEN key package does not give
+/// this node, and every other active node, the same committed key. Returns
+/// a one-line note of what was checked.
+fn audit(data_dir: &DataDir, offered: &Roster) -> Result<String> {
+    if offered.green.is_none() {
+        return Ok("no GREEN key package (GREEN stays sealed per node)".into());
+    }
+    offered.check()?;
+    let keys = data_dir.keys()?;
+    let key = match open_epoch_key(offered, &keys) {
+        Ok(key) => key,
+        Err(EpochKeyError::NotARecipient(version)) => bail!(
+            "roster version {version} wraps no GREEN key to this node, so its package cannot be checked here; refusing to sign"
+        ),
+        Err(e) => bail!("refusing to sign: {e}"),
+    };
+    audit_package(offered, &key).map_err(|e| anyhow::anyhow!("refusing to sign: {e}"))?;
+    Ok(format!(
+        "GREEN key package checked: the same key for all {} active nodes",
+        offered.green.as_ref().map_or(0, |g| g.wraps.len())
+    ))
 }
 
 fn read_card_file(path: &Path) -> Result<MemberCard> {
@@ -129,7 +188,58 @@ fn report(roster: &SignedRoster, authority: &Roster, out: &Path) {
     );
 }
 
-pub fn run(command: Consortium) -> Result<()> {
+/// One line per change from `current` to `next`: members, node keys,
+/// admins, threshold and the GREEN key.
+fn changes(current: &Roster, next: &Roster) -> Vec<String> {
+    let mut lines = Vec::new();
+    for member in &next.members {
+        let org = &member.card.org_id;
+        match current.member(org) {
+            None => lines.push(format!(
+                "+ member {org} ({} node(s))",
+                member.card.nodes.len()
+            )),
+            Some(old) if !old.revoked && member.revoked => {
+                lines.push(format!("- member {org} revoked"))
+            }
+            Some(old) if old.card != member.card => {
+                lines.push(format!("~ member {org}: card changed (keys or addresses)"))
+            }
+            Some(_) => {}
+        }
+    }
+    for old in &current.members {
+        if next.member(&old.card.org_id).is_none() {
+            lines.push(format!("- member {} removed", old.card.org_id));
+        }
+    }
+    if current.admins != next.admins {
+        let names = |r: &Roster| {
+            r.admins
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        lines.push(format!("~ admins: {} -> {}", names(current), names(next)));
+    }
+    if current.threshold != next.threshold {
+        lines.push(format!(
+            "~ threshold: {} -> {}",
+            current.threshold, next.threshold
+        ));
+    }
+    match (&current.green, &next.green) {
+        (_, None) => lines.push("~ GREEN key: none in this version".into()),
+        (None, Some(_)) => lines.push(
+            "~ GREEN key: first keyed version (flag day: every node must run protocol v2)".into(),
+        ),
+        (Some(_), Some(_)) => lines.push("~ GREEN key: fresh key".into()),
+    }
+    lines
+}
+
+pub async fn run(command: Consortium) -> Result<()> {
     match command {
         Consortium::Create {
             dir,
@@ -162,7 +272,7 @@ pub fn run(command: Consortium) -> Result<()> {
                     bail!("admin {admin} has no card among the members");
                 }
             }
-            let roster = Roster::genesis(&name, cards, admins, threshold)?;
+            let roster = keyed(Roster::genesis(&name, cards, admins, threshold)?)?;
             let signed = if roster.is_admin(&config.org_id.parse()?) {
                 sign(&data_dir, &roster, SignedRoster::unsigned(roster.clone()))?
             } else {
@@ -181,7 +291,7 @@ pub fn run(command: Consortium) -> Result<()> {
         } => {
             let current = read_roster(&roster)?;
             let card = read_card_file(&card)?;
-            let next = current.roster.with_member(card)?;
+            let next = keyed(current.roster.with_member(card)?)?;
             let signed = sign(&dir.get(), &current.roster, SignedRoster::unsigned(next))?;
             write_roster(&out, &signed)?;
             report(&signed, &current.roster, &out);
@@ -195,7 +305,15 @@ pub fn run(command: Consortium) -> Result<()> {
         } => {
             let current = read_roster(&roster)?;
             let org: OrgId = org.parse()?;
-            let next = current.roster.with_revoked(&org)?;
+            let next = keyed(current.roster.with_revoked(&org)?)?;
+            let signed = sign(&dir.get(), &current.roster, SignedRoster::unsigned(next))?;
+            write_roster(&out, &signed)?;
+            report(&signed, &current.roster, &out);
+            Ok(())
+        }
+        Consortium::Rekey { dir, roster, out } => {
+            let current = read_roster(&roster)?;
+            let next = keyed(current.roster.rekeyed())?;
             let signed = sign(&dir.get(), &current.roster, SignedRoster::unsigned(next))?;
             write_roster(&out, &signed)?;
             report(&signed, &current.roster, &out);
@@ -204,20 +322,45 @@ pub fn run(command: Consortium) -> Result<()> {
         Consortium::Sign { dir, roster, out } => {
             let data_dir = dir.get();
             let offered = read_roster(&roster)?;
-            // The authority is the previous version, which we hold only if
-            // this node has joined; the roster itself for a genesis.
+            // The authority is the roster in force at this node (asked of the
+            // running node, or read from its store); the roster itself for a
+            // genesis.
             let authority = if offered.roster.version == 1 {
                 offered.roster.clone()
             } else {
-                match breakwater_node::node::roster_offline(&data_dir) {
-                    Ok(Some(current)) if current.roster.version + 1 == offered.roster.version => {
+                match crate::roster_in_force(&data_dir).await? {
+                    Some(current) if current.roster.version + 1 == offered.roster.version => {
                         current.roster
                     }
-                    _ => offered.roster.clone(),
+                    Some(current) => bail!(
+                        "roster version {} does not follow version {} in force at this node; refusing to sign",
+                        offered.roster.version,
+                        current.roster.version
+                    ),
+                    None => bail!(
+                        "this node holds no roster yet, so it cannot check version {}; join first",
+                        offered.roster.version
+                    ),
                 }
             };
+            if offered.roster.version > 1 {
+                for line in changes(&authority, &offered.roster) {
+                    eprintln!("{line}");
+                }
+                match SignedRoster::verify_update(&authority, &offered) {
+                    Ok(()) | Err(RosterError::NotEnoughSignatures { .. }) => {}
+                    Err(e) => bail!(
+                        "refusing to sign roster version {}: {e}",
+                        offered.roster.version
+                    ),
+                }
+            } else {
+                offered.roster.check()?;
+            }
+            let note = audit(&data_dir, &offered.roster)?;
             let signed = sign(&data_dir, &authority, offered)?;
             write_roster(&out, &signed)?;
+            eprintln!("{note}");
             report(&signed, &authority, &out);
             Ok(())
         }

@@ -108,7 +108,8 @@ pub async fn run(n_orgs: usize, duration: Option<Duration>) -> Result<()> {
         cards,
         vec![convenor.0.parse::<OrgId>()?],
         1,
-    )?;
+    )?
+    .with_green_key(&crate::consortium::fresh_green_key())?;
     let mut roster = SignedRoster::unsigned(genesis);
     roster.sign(&convenor.1.keys()?);
     let roster_path = root.path().join("roster.json");

@@ -255,7 +255,7 @@ async fn dispatch(command: Command) -> Result<()> {
             println!();
             Ok(())
         }
-        Command::Consortium(command) => consortium::run(command),
+        Command::Consortium(command) => consortium::run(command).await,
         Command::Join { dir, roster } => join(&dir.get(), &roster).await,
         Command::Run { dir } => run(&dir.get()).await,
         Command::Publish {
@@ -624,6 +624,20 @@ fn check_chain(
     Ok(new)
 }
 
+/// The roster in force at this node: asked of the running node, or read
+/// from the store when it is not running (`None` before the first join).
+pub async fn roster_in_force(data_dir: &DataDir) -> Result<Option<SignedRoster>> {
+    let client = Client::for_data_dir(data_dir)?;
+    if client.reachable().await {
+        Ok(Some(client.get::<SignedRoster>("/v1/roster").await?))
+    } else {
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || breakwater_node::node::roster_offline(&dir))
+            .await?
+            .map_err(Into::into)
+    }
+}
+
 async fn join(data_dir: &DataDir, paths: &[PathBuf]) -> Result<()> {
     let offered = paths
         .iter()
@@ -641,12 +655,7 @@ async fn join(data_dir: &DataDir, paths: &[PathBuf]) -> Result<()> {
     }
     let client = Client::for_data_dir(data_dir)?;
     let running = client.reachable().await;
-    let current = if running {
-        Some(client.get::<SignedRoster>("/v1/roster").await?)
-    } else {
-        let dir = data_dir.clone();
-        tokio::task::spawn_blocking(move || breakwater_node::node::roster_offline(&dir)).await??
-    };
+    let current = roster_in_force(data_dir).await?;
     let new = check_chain(current.clone(), &offered)?;
     if new.is_empty() {
         if let Some(current) = current {

@@ -106,6 +106,13 @@ pub struct Detail {
     pub recipients: Vec<String>,
     /// Encoded size in bytes.
     pub size: usize,
+    /// How the content key travels: `clear`, `nodes` (one wrap per
+    /// recipient node) or `epoch` (under a roster's GREEN key).
+    #[serde(default)]
+    pub seal: String,
+    /// The roster version whose GREEN key seals it, for `epoch`.
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 /// Filters for [`NodeHandle::list`].

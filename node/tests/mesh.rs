@@ -129,7 +129,22 @@ impl Mesh {
         Mesh::build(n, published, false).await
     }
 
+    /// [`Mesh::new`] under a format-1 roster (a consortium from before
+    /// protocol v2: no GREEN key package).
+    async fn legacy(n: usize) -> Mesh {
+        Mesh::build_with(n, |_| true, false, false).await
+    }
+
     async fn build(n: usize, published: impl Fn(usize) -> bool, tcp: bool) -> Mesh {
+        Mesh::build_with(n, published, tcp, true).await
+    }
+
+    async fn build_with(
+        n: usize,
+        published: impl Fn(usize) -> bool,
+        tcp: bool,
+        keyed: bool,
+    ) -> Mesh {
         let base = memory_base();
         let ports: Vec<u64> = if tcp {
             (0..n)
@@ -160,6 +175,16 @@ impl Mesh {
             idx += 1;
         })
         .unwrap();
+        let fixture = if keyed {
+            fixture
+        } else {
+            let mut legacy = fixture;
+            let mut roster = legacy.roster.roster.clone();
+            roster.green = None;
+            legacy.roster = SignedRoster::unsigned(roster);
+            legacy.roster.sign(legacy.orgs[0].keys.first().unwrap());
+            legacy
+        };
         let mut mesh = Mesh {
             fixture,
             dirs: Vec::new(),
@@ -804,6 +829,292 @@ async fn push(
         }
     })
     .await;
+}
+
+/// The fixture's roster version `version`, built from the one in force by
+/// `next` (which must leave the GREEN key out), keyed with the fixture key of
+/// that version and signed by the admin.
+fn next_version(
+    mesh: &Mesh,
+    current: &SignedRoster,
+    next: impl FnOnce(&breakwater_protocol::Roster) -> breakwater_protocol::Roster,
+) -> SignedRoster {
+    let draft = next(&current.roster);
+    let version = draft.version;
+    let keyed = draft
+        .with_green_key(&breakwater_protocol::fixture::fixture_green_key(version))
+        .unwrap();
+    let mut signed = SignedRoster::unsigned(keyed);
+    signed.sign(mesh.fixture.keys(0, 0).unwrap());
+    signed
+}
+
+/// A GREEN bulletin by `keys` at `seq`, sealed under `roster`'s epoch key.
+fn green_envelope(
+    keys: &breakwater_protocol::NodeKeys,
+    roster: &SignedRoster,
+    seq: u64,
+    prev: breakwater_protocol::Digest,
+    title: &str,
+) -> breakwater_protocol::Envelope {
+    use breakwater_protocol::{Body, fixture::bulletin_draft, seal};
+    let mut draft = bulletin_draft(seq, prev, Tlp::Green, title, breakwater_node_now());
+    if let Body::Bulletin(b) = &mut draft.body {
+        b.indicators
+            .push(Indicator::parse("domain:canary.example").unwrap());
+    }
+    let envelope = seal(keys, &roster.roster, draft, &[], &mut rand::rng()).unwrap();
+    assert_eq!(envelope.header.seal.epoch(), Some(roster.roster.version));
+    envelope
+}
+
+/// Every byte of every file under `dir` (sled's log, blobs, snapshots, conf).
+fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+async fn item(
+    mesh: &Mesh,
+    i: usize,
+    id: breakwater_protocol::Digest,
+) -> Option<breakwater_node::Detail> {
+    mesh.node(i).handle.get(id.to_hex()).await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn green_after_revocation_is_unreadable_to_the_revoked_member_and_its_store() {
+    let _serial = SERIAL.lock().await;
+    // A (org 0) authors; X (org 2) is revoked at v2 and keeps relaying.
+    let mut mesh = Mesh::new(3, |_| true).await;
+    mesh.start(2).await;
+    let a = mesh.fixture.keys(0, 0).unwrap().clone();
+    let v1 = mesh.fixture.roster.clone();
+    let v2 = next_version(&mesh, &v1, |r| r.with_revoked(&mesh.org(2)).unwrap());
+    let before = green_envelope(
+        &a,
+        &v1,
+        1,
+        breakwater_protocol::Digest::ZERO,
+        "before revocation",
+    );
+    let after = green_envelope(&a, &v2, 2, before.id(), "canary-6d1e after revocation");
+    assert_eq!(mesh.node(2).handle.join(v2.clone()).await.unwrap(), 2);
+    let (mut swarm, topic) = raw_link(&mesh, &a, 2).await;
+    push(&mut swarm, &topic, before.encode()).await;
+    push(&mut swarm, &topic, after.encode()).await;
+    let h = mesh.node(2).handle.clone();
+    eventually("X stores both envelopes", || {
+        let h = h.clone();
+        async move { h.status().await.unwrap().envelopes == 2 }
+    })
+    .await;
+    let old = item(&mesh, 2, before.id()).await.unwrap();
+    assert!(old.summary.readable, "what came before stays readable to X");
+    let new = item(&mesh, 2, after.id()).await.unwrap();
+    assert!(!new.summary.readable && new.body.is_none());
+    assert_eq!((new.seal.as_str(), new.epoch), ("epoch", Some(2)));
+    let status = h.status().await.unwrap();
+    assert_eq!((status.readable, status.pending_green), (1, 0));
+    // Nothing of the later bulletin's plaintext is anywhere in X's files.
+    mesh.stop(2).await;
+    assert!(!files_contain(mesh.dirs[2].path(), b"canary-6d1e"));
+    assert!(
+        files_contain(mesh.dirs[2].path(), after.payload.get(..16).unwrap()),
+        "the ciphertext is stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn green_that_arrives_before_its_roster_opens_later_also_across_kill_9() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::new(3, |_| true).await;
+    mesh.start(1).await;
+    let a = mesh.fixture.keys(0, 0).unwrap().clone();
+    let v1 = mesh.fixture.roster.clone();
+    let v2 = next_version(&mesh, &v1, |r| r.rekeyed());
+    let v3 = next_version(&mesh, &v2, |r| r.rekeyed());
+    let first = green_envelope(
+        &a,
+        &v2,
+        1,
+        breakwater_protocol::Digest::ZERO,
+        "under epoch 2",
+    );
+    let second = green_envelope(&a, &v3, 2, first.id(), "under epoch 3");
+    let (mut swarm, topic) = raw_link(&mesh, &a, 1).await;
+    push(&mut swarm, &topic, first.encode()).await;
+    let h = mesh.node(1).handle.clone();
+    eventually("B keeps the envelope pending", || {
+        let h = h.clone();
+        async move { h.status().await.unwrap().pending_green == 1 }
+    })
+    .await;
+    assert!(!item(&mesh, 1, first.id()).await.unwrap().summary.readable);
+    // The roster arrives: the envelope opens and is announced as readable.
+    let mut events = h.subscribe();
+    h.join(v2.clone()).await.unwrap();
+    let opened = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(NodeEvent::Stored(s)) = events.recv().await
+                && s.id == first.id()
+            {
+                break s;
+            }
+        }
+    })
+    .await
+    .expect("a Stored event for the opened envelope");
+    assert!(opened.readable);
+    assert_eq!(
+        h.search(Indicator::parse("domain:canary.example").unwrap())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(h.status().await.unwrap().pending_green, 0);
+
+    // Again, with a kill -9 between the envelope and its roster.
+    push(&mut swarm, &topic, second.encode()).await;
+    eventually("B keeps the second envelope pending", || {
+        let h = h.clone();
+        async move { h.status().await.unwrap().pending_green == 1 }
+    })
+    .await;
+    mesh.crash(1).await;
+    join_offline(&DataDir::new(mesh.dirs[1].path()), &v3).unwrap();
+    mesh.start(1).await;
+    let h = mesh.node(1).handle.clone();
+    eventually("the pending envelope opens at start-up", || {
+        let h = h.clone();
+        let id = second.id();
+        async move { h.get(id.to_hex()).await.is_ok_and(|d| d.summary.readable) }
+    })
+    .await;
+    assert_eq!(h.status().await.unwrap().pending_green, 0);
+    // Keys of older epochs are derived again after the restart, and none is
+    // stored: they come from the stored rosters and this node's sealing key.
+    assert!(item(&mesh, 1, first.id()).await.unwrap().summary.readable);
+    mesh.stop(1).await;
+    for version in 1..=3 {
+        let key = breakwater_protocol::fixture::fixture_green_key(version);
+        assert!(
+            !files_contain(mesh.dirs[1].path(), &key),
+            "epoch key {version} is on disk"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flag_day_and_rekey_switch_authors_to_the_new_epoch() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::legacy(3).await;
+    mesh.start_all().await;
+    mesh.wait_connected(0, 2).await;
+    let legacy = mesh
+        .publish(0, Tlp::Green, &[], "before the flag day")
+        .await;
+    wait_count(&mesh, 1, false, 1).await;
+    let detail = item(&mesh, 1, legacy.id).await.unwrap();
+    assert_eq!((detail.seal.as_str(), detail.epoch), ("nodes", None));
+    // The first keyed roster is the flag day.
+    let v2 = next_version(&mesh, &mesh.fixture.roster, |r| r.rekeyed());
+    assert_eq!(v2.encode()[0], 2, "a keyed roster is format 2");
+    mesh.node(0).handle.join(v2.clone()).await.unwrap();
+    for i in 1..3 {
+        let h = mesh.node(i).handle.clone();
+        eventually(&format!("node {i} applies v2"), || {
+            let h = h.clone();
+            async move { h.status().await.unwrap().green_epoch == Some(2) }
+        })
+        .await;
+    }
+    let keyed = mesh.publish(0, Tlp::Green, &[], "after the flag day").await;
+    wait_count(&mesh, 2, false, 2).await;
+    let detail = item(&mesh, 2, keyed.id).await.unwrap();
+    assert_eq!((detail.seal.as_str(), detail.epoch), ("epoch", Some(2)));
+    assert!(detail.summary.readable);
+    // A rekey moves authors to epoch 3; everything stays readable.
+    let v3 = next_version(&mesh, &v2, |r| r.rekeyed());
+    mesh.node(1).handle.join(v3).await.unwrap();
+    let h = mesh.node(1).handle.clone();
+    eventually("node 1 seals under epoch 3", || {
+        let h = h.clone();
+        async move { h.status().await.unwrap().green_epoch == Some(3) }
+    })
+    .await;
+    let rekeyed = mesh.publish(1, Tlp::Green, &[], "after the rekey").await;
+    wait_count(&mesh, 0, false, 3).await;
+    assert_eq!(item(&mesh, 0, rekeyed.id).await.unwrap().epoch, Some(3));
+    for id in [legacy.id, keyed.id, rekeyed.id] {
+        for i in 0..3 {
+            let h = mesh.node(i).handle.clone();
+            eventually(&format!("node {i} reads {id}"), || {
+                let h = h.clone();
+                async move { h.get(id.to_hex()).await.is_ok_and(|d| d.summary.readable) }
+            })
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_green_key_package_raises_an_alarm_and_green_falls_back_to_per_node() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::new(3, |_| true).await;
+    mesh.start_all().await;
+    mesh.wait_connected(0, 2).await;
+    // The proposer gives node 1 a different key than everyone else.
+    let honest = next_version(&mesh, &mesh.fixture.roster, |r| r.rekeyed());
+    let other = honest.roster.rekeyed().with_green_key(&[7; 32]).unwrap();
+    let victim = mesh.fixture.keys(1, 0).unwrap().sealing_public().key_id();
+    let mut forged = honest.roster.clone();
+    let package = forged.green.as_mut().unwrap();
+    let slot = package
+        .wraps
+        .iter()
+        .position(|w| w.key_id == victim)
+        .unwrap();
+    package.wraps[slot] = other.green.as_ref().unwrap().wraps[slot].clone();
+    let mut forged = SignedRoster::unsigned(forged);
+    forged.sign(mesh.fixture.keys(0, 0).unwrap());
+    let mut events: Vec<_> = (0..3).map(|i| mesh.node(i).handle.subscribe()).collect();
+    mesh.node(0).handle.join(forged).await.unwrap();
+    for (i, events) in events.iter_mut().enumerate() {
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                if let Ok(NodeEvent::GreenKeyProblem { version: 2, .. }) = events.recv().await {
+                    break;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("node {i} raises a GREEN key alarm"));
+        let status = mesh.node(i).handle.status().await.unwrap();
+        assert!(status.green_key_problem.is_some(), "node {i}");
+        assert_eq!(
+            status.green_epoch, None,
+            "node {i} stops sealing under the package"
+        );
+    }
+    // GREEN keeps flowing, sealed per node.
+    let published = mesh
+        .publish(2, Tlp::Green, &[], "despite the forged package")
+        .await;
+    wait_count(&mesh, 1, false, 1).await;
+    let detail = item(&mesh, 1, published.id).await.unwrap();
+    assert_eq!(detail.seal, "nodes");
+    assert!(detail.summary.readable);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

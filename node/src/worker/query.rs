@@ -149,6 +149,8 @@ impl Worker {
             retracted_by,
             recipients,
             size,
+            seal: envelope.header.seal.as_str().to_string(),
+            epoch: envelope.header.seal.epoch(),
         })
     }
 
