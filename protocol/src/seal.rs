@@ -172,7 +172,13 @@ pub fn seal_with<R: CryptoRng + ?Sized>(
     let recipients = match epoch_key {
         // Only the membership check is needed: the epoch key covers everyone.
         Some(_) => {
-            recipients_for(roster, &keys.node_public(), Tlp::Clear, to).map(|_| Vec::new())?
+            if !to.is_empty() {
+                return Err(SealError::RecipientsNotAllowed(draft.tlp));
+            }
+            roster
+                .org_of(&keys.node_public())
+                .ok_or(SealError::NotAMember)?;
+            Vec::new()
         }
         None => recipients_for(roster, &keys.node_public(), draft.tlp, to)?,
     };
