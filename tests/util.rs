@@ -183,6 +183,18 @@ impl Org {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs a command that must succeed; returns stderr (what it reported).
+    pub fn ok_stderr(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed: {}",
+            self.org,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Runs a command that must fail with a one-line error; returns it.
     pub fn fails(&self, args: &[&str]) -> String {
         expect_failure(self.cmd(args), args)

@@ -337,3 +337,73 @@ fn consortium_add_sign_and_revoke_while_running() {
     ]);
     assert!(error.contains("railroad"), "{error}");
 }
+
+#[test]
+fn consortium_rekey_moves_green_to_a_new_epoch_and_sign_refuses_a_forged_package() {
+    let root = tempfile::tempdir().unwrap();
+    let mut members = consortium(root.path(), &ORGS);
+    start_all(&mut members);
+    let p = |path: &std::path::Path| path.to_str().unwrap().to_string();
+    let roster = root.path().join("roster.json");
+    let v2 = root.path().join("roster-v2.json");
+    let forged = root.path().join("roster-v2-forged.json");
+    assert_eq!(members[0].status()["green_epoch"], 1);
+    members[0].ok(&[
+        "consortium",
+        "rekey",
+        "--roster",
+        &p(&roster),
+        "--out",
+        &p(&v2),
+    ]);
+
+    // Swap two nodes' wraps: each would open a key meant for another, and
+    // one of them is the signer's or another node's: either way the package
+    // does not give every node the same key.
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&v2).unwrap()).unwrap();
+    let wraps = json["roster"]["green"]["wraps"].as_array_mut().unwrap();
+    assert_eq!(wraps.len(), 3);
+    let first = wraps[0]["wrap"].clone();
+    wraps[0]["wrap"] = wraps[1]["wrap"].clone();
+    wraps[1]["wrap"] = first;
+    json["signatures"] = Value::Array(Vec::new());
+    std::fs::write(&forged, json.to_string()).unwrap();
+    let error = members[0].fails(&[
+        "consortium",
+        "sign",
+        "--roster",
+        &p(&forged),
+        "--out",
+        &p(&forged),
+    ]);
+    assert!(error.contains("refusing to sign"), "{error}");
+
+    // The honest version is checked, signed, joined, and GREEN moves on.
+    let signed =
+        members[0].ok_stderr(&["consortium", "sign", "--roster", &p(&v2), "--out", &p(&v2)]);
+    assert!(signed.contains("GREEN key package checked"), "{signed}");
+    assert!(signed.contains("~ GREEN key: fresh key"), "{signed}");
+    for member in &members {
+        member.ok(&["join", &p(&v2)]);
+        assert_eq!(member.status()["green_epoch"], 2);
+    }
+    let id = publish(
+        &members[1],
+        &[
+            "--tlp",
+            "green",
+            "--severity",
+            "low",
+            "--title",
+            "After the rekey",
+        ],
+    );
+    for member in [&members[0], &members[2]] {
+        let item = wait_item(member, &id);
+        assert_eq!(item["readable"], true);
+        assert_eq!(item["title"], "After the rekey");
+    }
+    let shown: Value = serde_json::from_str(&members[2].ok(&["show", &id, "--json"])).unwrap();
+    assert_eq!(shown["seal"], "epoch");
+    assert_eq!(shown["epoch"], 2);
+}

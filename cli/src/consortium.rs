@@ -344,9 +344,6 @@ pub async fn run(command: Consortium) -> Result<()> {
                 }
             };
             if offered.roster.version > 1 {
-                for line in changes(&authority, &offered.roster) {
-                    eprintln!("{line}");
-                }
                 match SignedRoster::verify_update(&authority, &offered) {
                     Ok(()) | Err(RosterError::NotEnoughSignatures { .. }) => {}
                     Err(e) => bail!(
@@ -358,8 +355,16 @@ pub async fn run(command: Consortium) -> Result<()> {
                 offered.roster.check()?;
             }
             let note = audit(&data_dir, &offered.roster)?;
+            let changes = if offered.roster.version > 1 {
+                changes(&authority, &offered.roster)
+            } else {
+                Vec::new()
+            };
             let signed = sign(&data_dir, &authority, offered)?;
             write_roster(&out, &signed)?;
+            for line in changes {
+                eprintln!("{line}");
+            }
             eprintln!("{note}");
             report(&signed, &authority, &out);
             Ok(())

@@ -792,6 +792,15 @@ fn show_detail(detail: &Detail, on: bool) -> String {
     if !detail.recipients.is_empty() {
         field("recipients", detail.recipients.join(", "), None);
     }
+    match detail.epoch {
+        Some(epoch) => field(
+            "sealed",
+            format!("under the GREEN key of roster version {epoch}"),
+            None,
+        ),
+        None if detail.seal == "nodes" => field("sealed", "to each recipient node".into(), None),
+        None => {}
+    }
     field("readable", s.readable.to_string(), None);
     if s.retracted {
         let by = detail
@@ -844,6 +853,20 @@ fn show_status(status: &Status) -> String {
     field("node key", status.node_key.to_string());
     field("consortium", status.consortium.to_hex());
     field("roster version", status.roster_version.to_string());
+    field(
+        "green key",
+        match (&status.green_key_problem, status.green_epoch) {
+            (Some(problem), _) => format!("ALARM: {problem}; GREEN is sealed per node"),
+            (None, Some(epoch)) => format!("epoch {epoch}"),
+            (None, None) => "none (GREEN is sealed per node)".into(),
+        },
+    );
+    if status.pending_green > 0 {
+        field(
+            "pending green",
+            format!("{} waiting for a newer roster", status.pending_green),
+        );
+    }
     field("listening", status.listen.join(", "));
     field("peers", status.peers.len().to_string());
     field(
