@@ -1,19 +1,23 @@
 //! Ingest: validates batches of envelopes from gossip and sync with the
-//! protocol's pure verdict (on every core for large batches), stores the
-//! valid ones with batched sled writes and hands each new one to `index`.
+//! protocol's pure verdict (on every core for large batches; duplicates
+//! recognised by id before any crypto; one ed25519 batch verification per
+//! chunk), and stores each chunk's valid envelopes with everything `index`
+//! stages for them in one sled batch.
 //! Reports gossip verdicts to the event loop and starts a sync round with a
 //! relay that revealed a gap or a roster we lack.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use breakwater_protocol::envelope::id_of;
 use breakwater_protocol::{
     AuthorState, Body, Digest, Envelope, EpochKeys, IgnoreReason, NodeKeys, NodePublicKey,
-    Prechecked, Rejection, Verdict, precheck_in, validate_prechecked,
+    Prechecked, Rejection, Verdict, precheck_batch_in, validate_prechecked,
 };
 use libp2p::gossipsub::MessageAcceptance;
 use tracing::{debug, warn};
 
+use super::index::Staged;
 use super::{Origin, Outcome, Worker, now_ms, open_as};
 use crate::handle::NodeEvent;
 use crate::store::{NewEnvelope, Store};
@@ -43,8 +47,15 @@ const MIN_PARALLEL: usize = 16;
 /// checks of the chunks after it.
 const PIPELINE_CHUNK: usize = 256;
 
-/// A precheck and, where this node is a recipient, the opened body.
-type Checked = Result<(Prechecked, Option<Body>), Rejection>;
+/// What the store-free checks made of one item.
+enum Checked {
+    /// Already stored (its id is in the store): not checked any further.
+    Stored,
+    /// Failed a store-free check.
+    Rejected(Rejection),
+    /// Passed them; with the body where this node is a recipient.
+    Passed(Box<Prechecked>, Option<Body>),
+}
 
 /// A validated item to write: index in the batch, id, author, seq, and the
 /// envelope with its body (`None` for an expired one kept for its feed
@@ -57,20 +68,51 @@ type AcceptedItem = (
     Option<(Envelope, Option<Body>)>,
 );
 
-/// The store-free checks of one item (decode, membership, signature) and,
-/// where `keys` is a recipient, opening: they dominate ingest, and items are
-/// independent of one another, so they run on every core.
-fn precheck_one(
-    bytes: &[u8],
+/// The store-free checks of a chunk and, where `keys` is a recipient,
+/// opening: they dominate ingest, and chunks are independent of one
+/// another, so they run on every core.
+///
+/// An item already in the store is recognised by its id (the hash of its
+/// bytes) first, before any signature check or decryption: identical bytes
+/// were checked when first stored. The others are prechecked together, with
+/// one ed25519 batch verification ([`precheck_batch_in`]: a batch that fails
+/// is verified one by one, so the bad item is still named).
+fn precheck_chunk(
+    items: &[Vec<u8>],
+    store: &Store,
     roster: &breakwater_protocol::Roster,
     consortium: Digest,
     keys: &NodeKeys,
     epoch_keys: &EpochKeys,
-) -> Checked {
-    precheck_in(bytes, roster, consortium).map(|pre| {
-        let body = open_as(pre.envelope(), keys, epoch_keys);
-        (pre, body)
-    })
+) -> Vec<Checked> {
+    let stored: Vec<bool> = items
+        .iter()
+        .map(|bytes| store.contains(&id_of(bytes).0).unwrap_or(false))
+        .collect();
+    let fresh: Vec<&[u8]> = items
+        .iter()
+        .zip(&stored)
+        .filter(|(_, stored)| !**stored)
+        .map(|(bytes, _)| bytes.as_slice())
+        .collect();
+    let mut prechecked = precheck_batch_in(&fresh, roster, consortium).into_iter();
+    stored
+        .into_iter()
+        .map(|stored| {
+            if stored {
+                return Checked::Stored;
+            }
+            match prechecked.next() {
+                Some(Ok(pre)) => {
+                    let body = open_as(pre.envelope(), keys, epoch_keys);
+                    Checked::Passed(Box::new(pre), body)
+                }
+                Some(Err(rejection)) => Checked::Rejected(rejection),
+                // One result per fresh item: unreachable.
+                None => Checked::Stored,
+            }
+        })
+        .collect()
 }
 
 /// A batch being ingested.
@@ -161,10 +203,7 @@ impl Worker {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if items.len() < MIN_PARALLEL || threads < 2 {
             let (roster, keys, epoch_keys) = (&self.roster.roster, &self.keys, &self.epoch_keys);
-            let checked = items
-                .iter()
-                .map(|b| precheck_one(b, roster, self.consortium, keys, epoch_keys))
-                .collect();
+            let checked = precheck_chunk(&items, &store, roster, self.consortium, keys, epoch_keys);
             let accepted = self.validate_part(&items, 0, checked, &mut batch);
             // A valid gossip message is forwarded as soon as it is validated:
             // the next hop need not wait on this node's disk. Should the write
@@ -195,8 +234,10 @@ impl Worker {
             let index = offset + k;
             let Some(bytes) = items.get(index) else { break };
             let (pre, body) = match pre {
-                Ok(pre) => pre,
-                Err(rejection) => {
+                Checked::Passed(pre, body) => (*pre, body),
+                // Ignored as a duplicate, as validation would.
+                Checked::Stored => continue,
+                Checked::Rejected(rejection) => {
                     batch.acceptances[index] = self.on_rejection(rejection, batch.origin);
                     continue;
                 }
@@ -224,40 +265,39 @@ impl Worker {
         accepted
     }
 
-    /// Writes validated items in one batched write, then opens and indexes
-    /// the new ones.
+    /// Writes validated items and everything that goes with them (plaintext
+    /// records, indicators, retractions, pending-epoch entries) with one
+    /// `Store::write`, then announces the new ones.
     fn write_part(&mut self, items: &[Vec<u8>], accepted: Vec<AcceptedItem>) {
-        let writes: Vec<NewEnvelope<'_>> = accepted
-            .iter()
-            .filter_map(|(index, id, author, seq, _)| {
-                Some(NewEnvelope {
-                    id: id.0,
-                    author: author.0,
-                    seq: *seq,
-                    bytes: items.get(*index)?,
-                })
-            })
-            .collect();
-        match self.store.insert_envelopes(&writes) {
-            Ok(results) => {
-                self.traffic.stored_from_peers += results
+        let mut staged = Staged::new();
+        for (index, id, author, seq, envelope) in &accepted {
+            let Some(bytes) = items.get(*index) else {
+                continue;
+            };
+            let new = NewEnvelope {
+                id: id.0,
+                author: author.0,
+                seq: *seq,
+                bytes,
+            };
+            let staging = match envelope {
+                Some((envelope, body)) => self.stage(&mut staged, new, envelope, body.as_ref()),
+                // Expired: kept for its feed position only.
+                None => {
+                    staged.batch().envelope(new);
+                    Ok(())
+                }
+            };
+            if let Err(e) = staging {
+                return warn!("staging envelopes failed: {e}");
+            }
+        }
+        match self.commit(staged) {
+            Ok(outcomes) => {
+                self.traffic.stored_from_peers += outcomes
                     .iter()
                     .filter(|r| r.as_ref().is_ok_and(|i| i.new))
                     .count() as u64;
-                for ((_, id, _, _, envelope), result) in accepted.into_iter().zip(results) {
-                    if let (Ok(inserted), Some((envelope, body))) = (result, envelope)
-                        && inserted.new
-                    {
-                        if body.is_none()
-                            && let Err(e) = self.note_pending_green(&envelope, &id)
-                        {
-                            warn!("noting a pending GREEN envelope failed: {e}");
-                        }
-                        if let Err(e) = self.after_insert(envelope, id, body) {
-                            warn!("indexing envelope failed: {e}");
-                        }
-                    }
-                }
             }
             Err(e) => warn!("storing envelopes failed: {e}"),
         }
@@ -267,11 +307,12 @@ impl Worker {
     /// chunks (decode, membership, signature, opening) while this thread
     /// validates and writes the chunks already checked, in order.
     fn pipeline(&mut self, items: &[Vec<u8>], threads: usize, batch: &mut Ingest<'_>) {
-        let (roster, keys, consortium, epoch_keys) = (
+        let (roster, keys, consortium, epoch_keys, store) = (
             self.roster.roster.clone(),
             self.keys.clone(),
             self.consortium,
             self.epoch_keys.clone(),
+            self.store.clone(),
         );
         let chunk = PIPELINE_CHUNK.min(items.len().div_ceil(threads)).max(1);
         let chunks: Vec<&[Vec<u8>]> = items.chunks(chunk).collect();
@@ -281,15 +322,13 @@ impl Worker {
             let mut checkers = Vec::with_capacity(threads);
             for _ in 0..threads {
                 let (tx, next, chunks) = (tx.clone(), &next, &chunks);
-                let (roster, keys, epoch_keys) = (&roster, &keys, &epoch_keys);
+                let (roster, keys, epoch_keys, store) = (&roster, &keys, &epoch_keys, &store);
                 checkers.push(scope.spawn(move || {
                     loop {
                         let c = next.fetch_add(1, Ordering::Relaxed);
                         let Some(part) = chunks.get(c) else { break };
-                        let checked: Vec<_> = part
-                            .iter()
-                            .map(|b| precheck_one(b, roster, consortium, keys, epoch_keys))
-                            .collect();
+                        let checked =
+                            precheck_chunk(part, store, roster, consortium, keys, epoch_keys);
                         if tx.send((c, checked)).is_err() {
                             break;
                         }
@@ -315,9 +354,7 @@ impl Worker {
             }
             while let Some(part) = chunks.get(want) {
                 let checked = ready.remove(&want).unwrap_or_else(|| {
-                    part.iter()
-                        .map(|b| precheck_one(b, &roster, consortium, &keys, &epoch_keys))
-                        .collect()
+                    precheck_chunk(part, &store, &roster, consortium, &keys, &epoch_keys)
                 });
                 let accepted = self.validate_part(items, want * chunk, checked, batch);
                 self.write_part(items, accepted);
