@@ -301,7 +301,7 @@ pub(super) fn pending_retractions(kv: &Tree) -> Result<usize, StoreError> {
         let target = key
             .get(prefix.len()..)
             .and_then(|name| std::str::from_utf8(name).ok())
-            .and_then(|name| hex_id(name));
+            .and_then(hex_id);
         let Some(target) = target else { continue };
         if value.len() % 32 != 0 {
             continue;

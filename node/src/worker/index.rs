@@ -134,15 +134,15 @@ impl Worker {
                     // its own org's can only be told then.
                     writes.retracts_pending(&target.0);
                 }
-                Some((target, Some((same_org, indicators)))) => {
-                    if *same_org {
-                        writes.retracts(&target.0);
-                        for indicator in indicators {
-                            writes.unindexes(&indicator.key(), &target.0);
-                        }
+                Some((target, Some((true, indicators)))) => {
+                    writes.retracts(&target.0);
+                    for indicator in indicators {
+                        writes.unindexes(&indicator.key(), &target.0);
                     }
                 }
-                None => {}
+                // Another org's target: validation rejects this; never act
+                // on it.
+                Some((_, Some((false, _)))) | None => {}
             }
         }
 

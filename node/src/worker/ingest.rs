@@ -684,7 +684,7 @@ mod tests {
         // The same forgery not yet stored is rejected by its signature.
         let fresh = Store::temporary().unwrap();
         let checked = precheck_chunk(
-            &[bytes.clone()],
+            std::slice::from_ref(&bytes),
             &fresh,
             roster,
             consortium,
