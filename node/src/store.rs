@@ -59,6 +59,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sled::Tree;
@@ -261,6 +262,8 @@ pub struct Store {
     kv: Tree,
     rosters: Tree,
     writer: Arc<Mutex<Writer>>,
+    /// `apply_batch` calls made by [`Store::write`] since open.
+    batches: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Store {
@@ -305,12 +308,22 @@ impl Store {
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
         let kv = db.open_tree(KV_TREE)?;
         migrate::run(&db, &kv, usize::MAX)?;
+        migrate::pending_retractions(&kv)?;
         Ok(Store {
             rosters: db.open_tree(ROSTERS_TREE)?,
             kv,
             db,
             writer: Arc::default(),
+            batches: Arc::default(),
         })
+    }
+
+    /// How many `sled::Batch`es [`Store::write`] (and every single-item
+    /// method built on it) has applied through this store's handles since
+    /// it was opened: one per call that wrote anything. For tests and
+    /// metrics that check writes are batched.
+    pub fn batches_applied(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// The writer lock. A writer that panicked left nothing half-done (a

@@ -7,8 +7,9 @@
 //! each responsibility has its own file under `worker/`:
 //!
 //! - `ingest`: validating and storing envelopes from gossip and sync;
-//! - `index`: what follows a new envelope's write (plaintext, indicators,
-//!   retractions, the `Stored` event);
+//! - `index`: everything written with a new envelope, staged into the one
+//!   batch of its chunk (plaintext record, indicators, retractions, the
+//!   pending-epoch entry), and the events emitted once it is written;
 //! - `sync`: serving peers' sync requests and driving our own rounds;
 //! - `publish`: sealing and committing local publications, retractions and
 //!   sightings;
@@ -31,8 +32,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use breakwater_protocol::{
-    Body, Digest, Envelope, EpochKeys, Frontier, NodeKeys, NodePublicKey, OrgId, Seal,
-    SignedRoster, Tlp, open_with,
+    Body, Digest, Envelope, EpochKeys, Frontier, Header, Indicator, NodeKeys, NodePublicKey, OrgId,
+    Seal, Severity, SignedRoster, Tlp, open_with,
 };
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
@@ -43,13 +44,126 @@ use crate::handle::{NodeEvent, RequestError, Traffic};
 use crate::job::{Job, Origin, Outcome};
 use crate::store::{Store, StoreError};
 
-/// The opened content of an envelope, as kept in the `plaintext` tree.
+/// The opened content of an envelope that is costly to open again (sealed to
+/// nodes: one X25519 each time), kept whole.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     tlp: Tlp,
     created_at: u64,
     expires_at: u64,
     body: Body,
+}
+
+/// What `list`, `search` and pruning need of an envelope that is cheap to
+/// open again (CLEAR, or sealed under a GREEN epoch key: two AEAD operations):
+/// its body is not kept, `show` reopens the envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Brief {
+    tlp: Tlp,
+    created_at: u64,
+    expires_at: u64,
+    /// For a bulletin: its severity, title and indicators.
+    severity: Option<Severity>,
+    title: Option<String>,
+    indicators: Option<Vec<Indicator>>,
+}
+
+impl Brief {
+    fn of(header: &Header, body: &Body) -> Brief {
+        let bulletin = match body {
+            Body::Bulletin(bulletin) => Some(bulletin),
+            _ => None,
+        };
+        Brief {
+            tlp: header.tlp,
+            created_at: header.created_at,
+            expires_at: header.expires_at,
+            severity: bulletin.map(|b| b.severity),
+            title: bulletin.map(|b| b.title.clone()),
+            indicators: bulletin.map(|b| b.indicators.clone()),
+        }
+    }
+}
+
+/// A plaintext record as the store keeps it (`p` family): the tag byte
+/// [`RECORD_POSTCARD`] and the postcard of this. Records written as JSON by
+/// earlier versions (a [`Record`], first byte `{`) still read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Opened {
+    /// The whole body (sealed to nodes).
+    Full(Record),
+    /// Only what listing needs (cheap to reopen).
+    Brief(Brief),
+}
+
+/// First byte of a postcard plaintext record.
+const RECORD_POSTCARD: u8 = 0x01;
+
+impl Opened {
+    /// What to keep of the opened `body` of an envelope with `header`.
+    fn of(header: &Header, body: &Body) -> Opened {
+        match header.seal {
+            Seal::Nodes(_) => Opened::Full(Record {
+                tlp: header.tlp,
+                created_at: header.created_at,
+                expires_at: header.expires_at,
+                body: body.clone(),
+            }),
+            Seal::Clear | Seal::Epoch { .. } => Opened::Brief(Brief::of(header, body)),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        // Serialising plain data into a Vec cannot fail.
+        postcard::to_extend(self, vec![RECORD_POSTCARD]).unwrap_or_default()
+    }
+
+    fn decode(raw: &[u8]) -> Option<Opened> {
+        match raw.split_first() {
+            Some((&RECORD_POSTCARD, rest)) => postcard::from_bytes(rest).ok(),
+            Some((b'{', _)) => serde_json::from_slice(raw).ok().map(Opened::Full),
+            _ => None,
+        }
+    }
+
+    fn brief(&self) -> Brief {
+        match self {
+            Opened::Full(record) => {
+                let bulletin = match &record.body {
+                    Body::Bulletin(bulletin) => Some(bulletin),
+                    _ => None,
+                };
+                Brief {
+                    tlp: record.tlp,
+                    created_at: record.created_at,
+                    expires_at: record.expires_at,
+                    severity: bulletin.map(|b| b.severity),
+                    title: bulletin.map(|b| b.title.clone()),
+                    indicators: bulletin.map(|b| b.indicators.clone()),
+                }
+            }
+            Opened::Brief(brief) => brief.clone(),
+        }
+    }
+
+    fn expires_at(&self) -> u64 {
+        match self {
+            Opened::Full(record) => record.expires_at,
+            Opened::Brief(brief) => brief.expires_at,
+        }
+    }
+
+    /// The indicators the envelope was indexed under (a bulletin's).
+    fn indicators(&self) -> Vec<Indicator> {
+        match self {
+            Opened::Full(Record {
+                body: Body::Bulletin(bulletin),
+                ..
+            }) => bulletin.indicators.clone(),
+            Opened::Full(_) => Vec::new(),
+            Opened::Brief(brief) => brief.indicators.clone().unwrap_or_default(),
+        }
+    }
 }
 
 pub(crate) struct Worker {
@@ -229,11 +343,12 @@ impl Worker {
             .map(|(m, _)| m.card.org_id.clone())
     }
 
-    fn record(&self, id: &Digest) -> Result<Option<Record>, StoreError> {
+    /// The plaintext record kept for `id`, if any.
+    fn opened(&self, id: &Digest) -> Result<Option<Opened>, StoreError> {
         Ok(self
             .store
             .plaintext(&id.0)?
-            .and_then(|raw| serde_json::from_slice(&raw).ok()))
+            .and_then(|raw| Opened::decode(&raw)))
     }
 
     /// This node's frontier: the highest contiguous seq of every feed.

@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the envelope hot paths: sealing and signing for
 //! 1/10/100 recipient nodes, GREEN under the epoch key at 6/50/300 nodes,
-//! decode + verify, open (per-node and epoch), full validation, and a raw
-//! ed25519 verify as the crypto baseline.
+//! decode + verify, open (per-node and epoch), full validation, prechecking
+//! a sync chunk of 256 with one batch verification against one by one, and a
+//! raw ed25519 verify as the crypto baseline.
 
 // Benchmarks are test code: a failed setup should abort loudly, so unwrap and
 // expect are fine here (the workspace denies them in non-test code).
@@ -14,7 +15,8 @@ use breakwater_protocol::body::{Body, Bulletin, Severity};
 use breakwater_protocol::fixture::Fixture;
 use breakwater_protocol::{
     AuthorState, Digest, Draft, Envelope, EpochKeys, Kind, NodePublicKey, SealingPublicKey, Tlp,
-    Verdict, open, open_epoch_key, open_with, seal_to, seal_with, validate,
+    Verdict, open, open_epoch_key, open_with, precheck_batch_in, precheck_in, seal_to, seal_with,
+    validate,
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
@@ -145,8 +147,55 @@ fn green_benches(c: &mut Criterion) {
     });
 }
 
+/// Store-free checks of a sync chunk of 256 GREEN envelopes by 4 authors:
+/// one ed25519 batch verification against one verification each.
+fn precheck_benches(c: &mut Criterion) {
+    const ITEMS: usize = 256;
+    let f = Fixture::new(6, 1).expect("fixture");
+    let roster = f.roster();
+    let consortium = roster.consortium_id();
+    let mut rng = rng();
+    let items: Vec<Vec<u8>> = (0..ITEMS)
+        .map(|i| {
+            let author = f.keys(i % 4, 0).expect("author keys");
+            let key = open_epoch_key(roster, author).expect("epoch key");
+            let seq = (i / 4) as u64 + 1;
+            let mut draft = bench_bulletin();
+            draft.seq = seq;
+            draft.prev = if seq == 1 {
+                Digest::ZERO
+            } else {
+                Digest([1; 32])
+            };
+            seal_with(author, roster, Some(&key), draft, &[], &mut rng)
+                .unwrap()
+                .encode()
+        })
+        .collect();
+    assert!(
+        precheck_batch_in(&items, roster, consortium)
+            .iter()
+            .all(Result::is_ok)
+    );
+    let mut group = c.benchmark_group("precheck_batch/256");
+    group.throughput(Throughput::Elements(ITEMS as u64));
+    group.bench_function("batch", |b| {
+        b.iter(|| precheck_batch_in(black_box(&items), roster, consortium));
+    });
+    group.bench_function("one_by_one", |b| {
+        b.iter(|| {
+            items
+                .iter()
+                .map(|bytes| precheck_in(black_box(bytes), roster, consortium))
+                .collect::<Vec<_>>()
+        });
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     green_benches(c);
+    precheck_benches(c);
     let f = Fixture::new(100, 1).expect("fixture");
     let author = f.keys(0, 0).expect("author keys");
     let roster = f.roster();

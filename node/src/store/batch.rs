@@ -2,6 +2,7 @@
 //! [`Store::write`] as one `sled::Batch`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 
 use sled::{IVec, Tree};
 
@@ -122,6 +123,27 @@ impl EnvelopeWrites<'_, '_> {
     pub fn retracts_pending(&mut self, target: &Id) -> &mut Self {
         let (target, by) = (*target, self.id);
         self.attach(Op::AddPendingRetraction { target, by })
+    }
+
+    /// Marks this envelope retracted by `by`, a retraction that arrived
+    /// before it (the smallest retraction id wins).
+    pub fn retracted_by(&mut self, by: &Id) -> &mut Self {
+        let (target, by) = (self.id, *by);
+        self.attach(Op::MarkRetracted { target, by })
+    }
+
+    /// Forgets every pending retraction of this envelope (once applied or
+    /// dropped), including those added earlier in the batch.
+    pub fn clears_pending_retractions(&mut self) -> &mut Self {
+        let target = self.id;
+        self.attach(Op::ClearPendingRetractions { target })
+    }
+
+    /// Removes the index entry of envelope `id` under indicator `key` (the
+    /// target of a retraction this envelope makes).
+    pub fn unindexes(&mut self, key: &str, id: &Id) -> &mut Self {
+        let (key, id) = (key.to_owned(), *id);
+        self.attach(Op::Unindex { key, id })
     }
 }
 
@@ -356,6 +378,7 @@ impl Store {
         }
         if !overlay.writes.is_empty() {
             self.kv.apply_batch(overlay.into_batch())?;
+            self.batches.fetch_add(1, Ordering::Relaxed);
         }
         writer.frontier.extend(frontiers);
         Ok(outcomes)

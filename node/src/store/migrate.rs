@@ -281,3 +281,55 @@ fn check(db: &Db, kv: &Tree) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Name, under the `m` family's `user/` names, that nodes before pending
+/// retractions had their own family gave the retractions waiting for target
+/// `<hex id>`: one metadata value per target holding the retraction ids end
+/// to end.
+pub(super) const LEGACY_PENDING_RETRACTION: &[u8] = b"user/pending-retraction/";
+
+/// Moves pending retractions kept as metadata blobs (see
+/// [`LEGACY_PENDING_RETRACTION`]) into the `t` family, in one batch, and
+/// removes the blobs. Cheap when there are none (one seek), so it runs at
+/// every open. A blob whose name or value has another shape is left alone.
+pub(super) fn pending_retractions(kv: &Tree) -> Result<usize, StoreError> {
+    let prefix = kv_key(family::META, &[LEGACY_PENDING_RETRACTION]);
+    let mut batch = sled::Batch::default();
+    let (mut moved, mut blobs) = (0, 0);
+    for entry in kv.scan_prefix(&prefix) {
+        let (key, value) = entry?;
+        let target = key
+            .get(prefix.len()..)
+            .and_then(|name| std::str::from_utf8(name).ok())
+            .and_then(hex_id);
+        let Some(target) = target else { continue };
+        if value.len() % 32 != 0 {
+            continue;
+        }
+        for by in value.chunks_exact(32) {
+            batch.insert(
+                kv_key(family::PENDING_RETRACTION, &[&target, by]),
+                IVec::default(),
+            );
+            moved += 1;
+        }
+        batch.remove(key);
+        blobs += 1;
+    }
+    if blobs > 0 {
+        kv.apply_batch(batch)?;
+        tracing::info!(
+            blobs,
+            moved,
+            "pending retractions moved to their own key family"
+        );
+    }
+    Ok(moved)
+}
+
+/// A 64-character hex id.
+fn hex_id(name: &str) -> Option<[u8; 32]> {
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(name, &mut id).ok()?;
+    Some(id)
+}

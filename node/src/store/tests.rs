@@ -1114,3 +1114,61 @@ fn a_migration_cut_short_anywhere_resumes_on_open() -> anyhow::Result<()> {
     assert_eq!(finished_at, Some(20));
     Ok(())
 }
+
+#[test]
+fn legacy_pending_retraction_blobs_move_to_their_family_at_open() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let target = id_of(&ALICE, 7, 0);
+    let (first, second) = (id_of(&BOB, 1, 0), id_of(&BOB, 2, 0));
+    {
+        let store = open(dir.path());
+        let mut blob = first.to_vec();
+        blob.extend_from_slice(&second);
+        // What nodes before the `t` family wrote, by way of `put_meta`.
+        store.put_meta(
+            &format!("pending-retraction/{}", hex::encode(target)),
+            &blob,
+        )?;
+        // A blob of another shape is left alone.
+        store.put_meta("pending-retraction/not-an-id", &first)?;
+        store.flush()?;
+    }
+    let store = open(dir.path());
+    assert_eq!(store.pending_retractions(&target)?, vec![first, second]);
+    let name = format!("pending-retraction/{}", hex::encode(target));
+    assert_eq!(store.meta(&name)?, None);
+    assert_eq!(
+        store.meta("pending-retraction/not-an-id")?,
+        Some(first.to_vec())
+    );
+    Ok(())
+}
+
+#[test]
+fn every_write_is_one_apply_batch() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    let before = store.batches_applied();
+    let envelopes: Vec<(Id, Vec<u8>)> = (1..=300u64)
+        .map(|seq| (id_of(&ALICE, seq, 0), vec![0xa1; 100]))
+        .collect();
+    let mut batch = WriteBatch::new();
+    for (seq, (id, bytes)) in (1..).zip(&envelopes) {
+        batch
+            .envelope(NewEnvelope {
+                id: *id,
+                author: ALICE,
+                seq,
+                bytes,
+            })
+            .plaintext(b"record".as_slice())
+            .indicator("ipv4:192.0.2.1");
+    }
+    store.write(batch)?;
+    assert_eq!(store.batches_applied(), before + 1);
+    assert_eq!(store.frontier_of(&ALICE)?, 300);
+    assert_eq!(store.counts().plaintext, 300);
+    // A batch that writes nothing applies nothing.
+    store.write(WriteBatch::new())?;
+    assert_eq!(store.batches_applied(), before + 1);
+    Ok(())
+}

@@ -8,14 +8,14 @@
 use std::sync::Arc;
 
 use breakwater_protocol::{
-    Digest, Envelope, EpochKeyError, EpochKeys, Roster, Seal, SignedRoster, audit_package,
+    Body, Digest, Envelope, EpochKeyError, EpochKeys, Roster, SignedRoster, audit_package,
     open_epoch_key,
 };
 use tracing::{info, warn};
 
-use super::Worker;
+use super::index::Staged;
+use super::{Opened, Worker};
 use crate::handle::NodeEvent;
-use crate::store::{StoreError, WriteBatch};
 
 impl Worker {
     /// Fills the epoch-key cache from every stored roster version.
@@ -78,31 +78,19 @@ impl Worker {
         self.open_pending_green();
     }
 
-    /// Records a stored envelope this node could not open because it is
-    /// sealed under the GREEN key of a roster version newer than ours.
-    pub(super) fn note_pending_green(
-        &self,
-        envelope: &Envelope,
-        id: &Digest,
-    ) -> Result<(), StoreError> {
-        if let Seal::Epoch { epoch, .. } = envelope.header.seal
-            && epoch > self.roster.roster.version
-        {
-            let mut batch = WriteBatch::new();
-            batch.pending_epoch(epoch, &id.0);
-            self.store.write(batch)?;
-        }
-        Ok(())
-    }
-
     /// Opens every pending GREEN envelope whose roster version is in force,
-    /// indexes it and announces it as readable. Entries this node has no key
-    /// for (it is not in that version) are dropped: they never will open.
+    /// keeps its record, indexes it and announces it as readable, in one
+    /// write. Entries this node has no key for (it is not in that version)
+    /// are dropped: they never will open.
     pub(super) fn open_pending_green(&mut self) {
         let pending = match self.store.pending_up_to(self.roster.roster.version) {
             Ok(pending) => pending,
             Err(e) => return warn!("reading pending GREEN envelopes failed: {e}"),
         };
+        if pending.is_empty() {
+            return;
+        }
+        let mut staged = Staged::new();
         let mut opened = 0usize;
         for (epoch, id) in pending {
             let envelope = self
@@ -114,17 +102,35 @@ impl Worker {
             if let Some(envelope) = envelope
                 && let Some(body) = self.open(&envelope)
             {
+                let id = Digest(id);
+                let retracted = match self.retraction_of(&id, &envelope.header.author) {
+                    Ok(retracted) => retracted.is_some(),
+                    Err(e) => {
+                        warn!("reading the retraction of a pending GREEN envelope failed: {e}");
+                        continue;
+                    }
+                };
                 opened += 1;
-                if let Err(e) = self.after_insert(envelope, Digest(id), Some(body)) {
-                    warn!("indexing a pending GREEN envelope failed: {e}");
-                    continue;
+                let record = Opened::of(&envelope.header, &body);
+                let batch = staged.batch();
+                batch.put_plaintext(&id.0, record.encode());
+                if let (Body::Bulletin(bulletin), false) = (&body, retracted) {
+                    for indicator in &bulletin.indicators {
+                        batch.index_indicator(&indicator.key(), &id.0);
+                    }
                 }
+                let brief = record.brief();
+                staged.event(NodeEvent::Stored(self.summary(
+                    id,
+                    &envelope,
+                    Some(&brief),
+                    retracted,
+                )));
             }
-            let mut batch = WriteBatch::new();
-            batch.clear_pending_epoch(epoch, &id);
-            if let Err(e) = self.store.write(batch) {
-                warn!("clearing a pending GREEN entry failed: {e}");
-            }
+            staged.batch().clear_pending_epoch(epoch, &id);
+        }
+        if let Err(e) = self.commit(staged) {
+            return warn!("storing opened GREEN envelopes failed: {e}");
         }
         if opened > 0 {
             info!(

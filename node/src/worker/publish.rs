@@ -5,14 +5,14 @@
 
 use std::collections::BTreeSet;
 
+use super::index::Staged;
+use super::{Outcome, Worker, now_ms, store_err};
+use crate::handle::{PublishRequest, Published, RequestError};
+use crate::store::{NewEnvelope, StoreError};
 use breakwater_protocol::{
     Body, Digest, Draft, Envelope, EpochKey, Indicator, Kind, Seal, SealingPublicKey, seal_to,
     seal_with,
 };
-use tracing::warn;
-
-use super::{Outcome, Worker, now_ms, store_err};
-use crate::handle::{PublishRequest, Published, RequestError};
 
 impl Worker {
     pub(super) fn publish(&mut self, request: PublishRequest) -> Result<Published, RequestError> {
@@ -193,19 +193,22 @@ impl Worker {
             Seal::Nodes(wraps) => wraps.len(),
             Seal::Epoch { .. } => self.roster.roster.active_nodes().count(),
         };
-        // A clash at our own (author, seq) is a failure, never an ack.
+        // One write for the envelope and everything that goes with it; a
+        // clash at our own (author, seq) is a failure, never an ack.
         let header = &envelope.header;
-        let inserted = self
-            .store
-            .insert_envelope(&id.0, &header.author.0, header.seq, &bytes)
+        let body = self.open(&envelope);
+        let mut staged = Staged::new();
+        let new = NewEnvelope {
+            id: id.0,
+            author: header.author.0,
+            seq: header.seq,
+            bytes: &bytes,
+        };
+        self.stage(&mut staged, new, &envelope, body.as_ref())
             .map_err(store_err)?;
-        if inserted.new {
-            // Once stored, the envelope is published whatever happens to the
-            // local index: it will be flushed and synced, so report success.
-            let body = self.open(&envelope);
-            if let Err(e) = self.after_insert(envelope, id, body) {
-                warn!("indexing own envelope failed: {e}");
-            }
+        let outcomes = self.commit(staged).map_err(store_err)?;
+        if let Some(Err(equivocation)) = outcomes.first() {
+            return Err(store_err(StoreError::Equivocation(*equivocation)));
         }
         self.store.flush().map_err(store_err)?;
         self.send(Outcome::PublishEnvelope(bytes));
