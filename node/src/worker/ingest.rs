@@ -244,7 +244,15 @@ impl Worker {
             };
             match validate_prechecked(pre, bytes, batch.now, &self.roster.roster, &batch.overlay) {
                 Verdict::Accept(a) => {
-                    batch.gap |= a.gap.is_some();
+                    // A gap in the feed, or GREEN under a roster version we
+                    // lack: a sync round with the relay fetches either.
+                    let roster_ahead = a
+                        .envelope
+                        .header
+                        .seal
+                        .epoch()
+                        .is_some_and(|epoch| epoch > self.roster.roster.version);
+                    batch.gap |= a.gap.is_some() || roster_ahead;
                     let (author, seq) = (a.envelope.header.author, a.envelope.header.seq);
                     batch.overlay.add(index, a.id, author, seq);
                     accepted.push((index, a.id, author, seq, Some((a.envelope, body))));
