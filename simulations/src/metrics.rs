@@ -76,12 +76,11 @@ pub struct Figures {
     pub sync_copies_per_envelope: Option<f64>,
     /// Envelope copies a node received beyond the first, per (envelope,
     /// node): gossip duplicates plus sync copies, so
-    /// `gossip_duplicates_per_envelope + sync_copies_per_envelope`. The same
+    /// `gossip_copies_per_envelope + sync_copies_per_envelope - 1`. The same
     /// count as `duplicates_per_envelope`, under the name the goal uses.
     pub copies_per_envelope: Option<f64>,
-    /// The gossip part of `copies_per_envelope`: gossip copies received
-    /// minus first copies stored, per (envelope, node).
-    pub gossip_duplicates_per_envelope: Option<f64>,
+    /// Copies that came by gossip (first copies included) per (envelope, node).
+    pub gossip_copies_per_envelope: Option<f64>,
     /// Bytes on the wire per envelope per node, idle traffic subtracted.
     pub bytes_per_envelope_per_node: f64,
     /// Bytes written per node over the run, idle traffic included.
@@ -224,11 +223,9 @@ pub fn figures(data: &PhaseData) -> Figures {
     let duplicates_per_envelope = data.copies.duplicates_per_envelope().map(hundredths);
     let sync_copies =
         (data.copies.new > 0).then(|| data.copies.sync as f64 / data.copies.new as f64);
-    let gossip_duplicates = data
-        .copies
-        .duplicates_per_envelope()
-        .zip(sync_copies)
-        .map(|(all, sync)| hundredths(all - sync));
+    let gossip_copies = (data.copies.new > 0).then(|| {
+        data.copies.received.saturating_sub(data.copies.sync) as f64 / data.copies.new as f64
+    });
 
     Figures {
         envelopes_published: envelopes,
@@ -258,7 +255,7 @@ pub fn figures(data: &PhaseData) -> Figures {
         duplicates_per_envelope,
         sync_copies_per_envelope: sync_copies.map(hundredths),
         copies_per_envelope: duplicates_per_envelope,
-        gossip_duplicates_per_envelope: gossip_duplicates,
+        gossip_copies_per_envelope: gossip_copies.map(hundredths),
         bytes_per_envelope_per_node: round(bytes_per_envelope_per_node),
         gross_bytes_per_node: round(total_sent as f64 / n),
         idle_bytes_per_node_per_s: round(data.idle_bytes_per_s / n),
