@@ -115,7 +115,7 @@ fn rows(f: &Figures) -> Vec<(&'static str, String)> {
                 .map_or_else(|| "-".to_string(), |d| format!("{d:.2}")),
         ),
         (
-            "copies per envelope (gossip + sync - 1)",
+            "copies per envelope (g + s - 1)",
             f.copies_per_envelope.map_or_else(
                 || "-".to_string(),
                 |d| {
@@ -157,7 +157,7 @@ fn rows(f: &Figures) -> Vec<(&'static str, String)> {
         ("cpu s", format!("{:.1}", f.cpu_seconds)),
         ("peak rss MiB", format!("{:.0}", f.peak_rss_mb)),
         (
-            "cpu s / peak rss MiB per node",
+            "cpu s / peak rss MiB, per node",
             format!("{:.2} / {:.2}", f.cpu_s_per_node, f.peak_rss_mib_per_node),
         ),
     ]
