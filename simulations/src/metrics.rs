@@ -74,6 +74,13 @@ pub struct Figures {
     pub duplicates_per_envelope: Option<f64>,
     /// Copies that came by sync per (envelope, node).
     pub sync_copies_per_envelope: Option<f64>,
+    /// Envelope copies a node received beyond the first, per (envelope,
+    /// node): gossip duplicates plus sync copies, so
+    /// `gossip_copies_per_envelope + sync_copies_per_envelope - 1`. The same
+    /// count as `duplicates_per_envelope`, under the name the goal uses.
+    pub copies_per_envelope: Option<f64>,
+    /// Copies that came by gossip (first copies included) per (envelope, node).
+    pub gossip_copies_per_envelope: Option<f64>,
     /// Bytes on the wire per envelope per node, idle traffic subtracted.
     pub bytes_per_envelope_per_node: f64,
     /// Bytes written per node over the run, idle traffic included.
@@ -103,6 +110,10 @@ pub struct Figures {
     pub cpu_seconds: f64,
     /// Peak resident memory during the phase, MiB.
     pub peak_rss_mb: f64,
+    /// `cpu_seconds` divided by the nodes of the run.
+    pub cpu_s_per_node: f64,
+    /// `peak_rss_mb` (the whole process) divided by the nodes of the run.
+    pub peak_rss_mib_per_node: f64,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -208,10 +219,13 @@ pub fn figures(data: &PhaseData) -> Figures {
     } else {
         net_sent / (envelopes as f64 * n)
     };
-    let duplicates_per_envelope = data
-        .copies
-        .duplicates_per_envelope()
-        .map(|d| (d * 100.0).round() / 100.0);
+    let hundredths = |x: f64| (x * 100.0).round() / 100.0;
+    let duplicates_per_envelope = data.copies.duplicates_per_envelope().map(hundredths);
+    let sync_copies =
+        (data.copies.new > 0).then(|| data.copies.sync as f64 / data.copies.new as f64);
+    let gossip_copies = (data.copies.new > 0).then(|| {
+        data.copies.received.saturating_sub(data.copies.sync) as f64 / data.copies.new as f64
+    });
 
     Figures {
         envelopes_published: envelopes,
@@ -239,8 +253,9 @@ pub fn figures(data: &PhaseData) -> Figures {
         convergence_after_heal_ms: data.convergence_ms.map(round),
         frontiers_equal_at_end: data.frontiers_equal_at_end,
         duplicates_per_envelope,
-        sync_copies_per_envelope: (data.copies.new > 0)
-            .then(|| round(data.copies.sync as f64 / data.copies.new as f64 * 100.0) / 100.0),
+        sync_copies_per_envelope: sync_copies.map(hundredths),
+        copies_per_envelope: duplicates_per_envelope,
+        gossip_copies_per_envelope: gossip_copies.map(hundredths),
         bytes_per_envelope_per_node: round(bytes_per_envelope_per_node),
         gross_bytes_per_node: round(total_sent as f64 / n),
         idle_bytes_per_node_per_s: round(data.idle_bytes_per_s / n),
@@ -253,8 +268,10 @@ pub fn figures(data: &PhaseData) -> Figures {
         script_ms: round(data.script_ms),
         run_ms: round(data.end_ms),
         startup_s: round(data.startup_s),
-        cpu_seconds: round(data.cpu_seconds),
+        cpu_seconds: (data.cpu_seconds * 100.0).round() / 100.0,
         peak_rss_mb: round(data.peak_rss_mb),
+        cpu_s_per_node: hundredths(data.cpu_seconds / n),
+        peak_rss_mib_per_node: hundredths(data.peak_rss_mb / n),
     }
 }
 

@@ -13,11 +13,13 @@ use crate::metrics::Figures;
 use crate::scenario::Scenario;
 
 /// Definitions shipped with every report.
-pub const NOTES: [&str; 6] = [
+pub const NOTES: [&str; 8] = [
     "delivery_ratio counts intended (envelope, recipient) pairs, author excluded, where the recipient stored the envelope and could open it; hostile nodes are never intended recipients.",
     "latency is measured from the publish call at the author (which includes sealing and the flush to disk) to the NodeEvent::Stored of a readable copy at the recipient.",
     "convergence_after_heal_ms runs from the last heal (partition end, or restart of crashed nodes) until every running honest node has the same frontier, detected from Stored events and confirmed with status().frontier on every node.",
     "duplicates_per_envelope counts, over honest nodes and the measured run, the envelope copies received from peers (gossip messages before gossipsub drops known ids, read from its metrics, plus envelopes in sync responses) beyond the first copy of each envelope a node stored, divided by those first copies. A node's counters start again when it restarts, so across crashes the figure counts each node from its last start.",
+    "copies_per_envelope is the count the goal of at most 2 is set on: every envelope copy a node received from peers beyond its first copy, gossip duplicates plus sync copies, per (envelope, node); it equals duplicates_per_envelope, and gossip_copies_per_envelope (gossip copies received, first copies included) + sync_copies_per_envelope (every envelope in a sync response) - 1 (the first copy, by either way).",
+    "cpu_s_per_node and peak_rss_mib_per_node divide the whole process's CPU seconds over the phase (stores, start-up, warm-up, script and drain) and its peak resident memory by the nodes of the run; every node shares one process, one allocator and the machine's cores.",
     "bytes_per_envelope_per_node is every byte written to the simulated network during the run (Noise and Yamux framing included), minus the idle rate measured during the warm-up, divided by envelopes and by nodes.",
     "forged_accepted counts honest-node stores of invalid hostile messages (garbage, forged authors, tampered payloads) plus honest nodes holding both envelopes of an equivocating pair.",
 ];
@@ -113,6 +115,21 @@ fn rows(f: &Figures) -> Vec<(&'static str, String)> {
                 .map_or_else(|| "-".to_string(), |d| format!("{d:.2}")),
         ),
         (
+            "copies per envelope (g + s - 1)",
+            f.copies_per_envelope.map_or_else(
+                || "-".to_string(),
+                |d| {
+                    format!(
+                        "{d:.2} ({} + {} - 1)",
+                        f.gossip_copies_per_envelope
+                            .map_or_else(|| "-".to_string(), |g| format!("{g:.2}")),
+                        f.sync_copies_per_envelope
+                            .map_or_else(|| "-".to_string(), |s| format!("{s:.2}"))
+                    )
+                },
+            ),
+        ),
+        (
             "copies by sync per envelope",
             f.sync_copies_per_envelope
                 .map_or_else(|| "-".to_string(), |d| format!("{d:.2}")),
@@ -139,6 +156,10 @@ fn rows(f: &Figures) -> Vec<(&'static str, String)> {
         ),
         ("cpu s", format!("{:.1}", f.cpu_seconds)),
         ("peak rss MiB", format!("{:.0}", f.peak_rss_mb)),
+        (
+            "cpu s / peak rss MiB, per node",
+            format!("{:.2} / {:.2}", f.cpu_s_per_node, f.peak_rss_mib_per_node),
+        ),
     ]
 }
 

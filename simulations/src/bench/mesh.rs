@@ -70,6 +70,8 @@ pub struct Side {
     pub envelopes: usize,
     /// Delivered pairs / intended pairs.
     pub delivery: f64,
+    /// Delivered (envelope, recipient) pairs.
+    pub delivered: usize,
     /// Publish → arrival at each intended recipient, ms.
     pub p50_ms: f64,
     /// 99th percentile, ms.
@@ -89,6 +91,7 @@ impl Side {
         Side {
             envelopes: figures.envelopes_published,
             delivery: figures.delivery_ratio,
+            delivered: figures.delivered_pairs,
             p50_ms: figures.latency_ms.p50,
             p99_ms: figures.latency_ms.p99,
             duplicates: figures.duplicates_per_envelope,

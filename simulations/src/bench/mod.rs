@@ -140,7 +140,8 @@ impl BenchSettings {
         BenchSettings {
             mode: "tiny".into(),
             sections: ALL.to_vec(),
-            latency_nodes: vec![8],
+            // Two sizes, so tests see the GREEN envelope not grow with the mesh.
+            latency_nodes: vec![8, 50],
             latency_rate_per_s: 4.0,
             latency_publish_s: 2.0,
             throughput: Search {
@@ -181,6 +182,16 @@ pub struct MeshLatency {
     pub ratio_p50: f64,
     /// Breakwater / raw.
     pub ratio_p99: f64,
+    /// Mean encoded size of the bench bulletin's (GREEN) envelope, bytes.
+    pub envelope_bytes: usize,
+    /// Process CPU seconds during the Breakwater phase (stores, start-up,
+    /// warm-up, publishing and drain).
+    pub cpu_s: f64,
+    /// Process CPU seconds during the raw gossipsub phase, same plan.
+    pub raw_cpu_s: f64,
+    /// CPU per delivered (envelope, recipient) pair, Breakwater / raw
+    /// (`cpu_s / raw_cpu_s` when both deliver everything).
+    pub cpu_ratio: f64,
     /// Both sides in full.
     pub breakwater: Side,
     /// The raw side.
@@ -242,6 +253,10 @@ pub struct Catchup {
     pub raw_verify_per_s: f64,
     /// `per_s / raw_verify_per_s`.
     pub ratio: f64,
+    /// Envelopes the node could open (all of them when it caught up).
+    pub opened: u64,
+    /// Mean envelope size, bytes.
+    pub envelope_bytes: usize,
     /// Bytes on the wire for one round between nodes in sync.
     pub in_sync_bytes: u64,
     /// Requests in that round.
@@ -366,6 +381,7 @@ pub async fn bench(
             );
             let plan = Plan::new(&scenario, seed)?;
             let (breakwater, raw) = mesh::both(&plan, phase).await?;
+            let per_delivery = |side: &Side| side.cpu_s / side.delivered.max(1) as f64;
             mesh_latency.push(MeshLatency {
                 nodes,
                 p50_ms: breakwater.p50_ms,
@@ -374,6 +390,10 @@ pub async fn bench(
                 raw_p99_ms: raw.p99_ms,
                 ratio_p50: ratio(breakwater.p50_ms, raw.p50_ms),
                 ratio_p99: ratio(breakwater.p99_ms, raw.p99_ms),
+                envelope_bytes: breakwater.message_bytes.round() as usize,
+                cpu_s: breakwater.cpu_s,
+                raw_cpu_s: raw.cpu_s,
+                cpu_ratio: ratio(per_delivery(&breakwater), per_delivery(&raw)),
                 breakwater,
                 raw,
             });
@@ -489,6 +509,8 @@ async fn node_figures(
             seconds: round(catchup.envelopes as f64 / catchup.from_start_per_s.max(1e-9)),
             raw_verify_per_s: round(verify.one_core),
             ratio: ratio(catchup.from_start_per_s, verify.one_core),
+            opened: catchup.readable,
+            envelope_bytes: catchup.envelope_bytes,
             in_sync_bytes: in_sync.bytes,
             in_sync_round_trips: in_sync.round_trips,
             in_sync,
@@ -531,6 +553,30 @@ fn goals(r: &BenchReport) -> Vec<Goal> {
             m.ratio_p99 <= 1.3,
         );
     }
+    if let Some(largest) = r.mesh_latency.iter().max_by_key(|m| m.nodes) {
+        goal(
+            format!("CPU per delivery / raw gossipsub, {} nodes", largest.nodes),
+            largest.cpu_ratio,
+            "<= 1.5",
+            largest.cpu_ratio <= 1.5,
+        );
+    }
+    if let Some(biggest) = r.mesh_latency.iter().map(|m| m.envelope_bytes).max() {
+        goal(
+            "GREEN envelope of the bench bulletin, largest over mesh sizes, bytes".into(),
+            biggest as f64,
+            "<= 1024",
+            biggest <= 1024,
+        );
+    }
+    if let Some(t) = &r.mesh_throughput {
+        goal(
+            "mesh throughput / raw gossipsub".into(),
+            t.ratio,
+            ">= 1.0",
+            t.ratio >= 1.0,
+        );
+    }
     if let Some(i) = &r.ingest {
         goal(
             "ingest, envelopes/s".into(),
@@ -548,6 +594,29 @@ fn goals(r: &BenchReport) -> Vec<Goal> {
     if let Some(c) = &r.catchup {
         let figure = format!("catch-up of {}, envelopes/s", c.envelopes);
         goal(figure, c.per_s, ">= 10000/s", c.per_s >= 10_000.0);
+        goal(
+            format!(
+                "catch-up of {} (every one opened) / raw verify",
+                c.envelopes
+            ),
+            c.ratio,
+            ">= 1.0, all opened",
+            c.ratio >= 1.0 && c.opened == c.envelopes as u64,
+        );
+    }
+    if let Some(st) = &r.storage {
+        goal(
+            "store bytes per envelope / envelope size".into(),
+            st.ratio,
+            "<= 1.5",
+            st.ratio <= 1.5,
+        );
+        goal(
+            format!("cold start with {} envelopes, ms", st.envelopes),
+            st.cold_start_ms,
+            "<= 200 ms",
+            st.cold_start_ms <= 200.0,
+        );
     }
     if let Some(d) = r.duplicates_per_envelope {
         goal(
@@ -578,13 +647,14 @@ pub fn markdown(r: &BenchReport) -> String {
     }
     if !r.mesh_latency.is_empty() {
         s.push_str("\n## Mesh latency: publish -> stored at every intended recipient\n\n");
-        s.push_str("| nodes | envelopes | p50 ms | p99 ms | raw p50 ms | raw p99 ms | ratio p50 | ratio p99 | delivery | raw delivery | duplicates | raw duplicates | CPU s | raw CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| nodes | envelopes | envelope B | p50 ms | p99 ms | raw p50 ms | raw p99 ms | ratio p50 | ratio p99 | delivery | raw delivery | duplicates | raw duplicates | CPU s | raw CPU s | CPU ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     }
     for l in &r.mesh_latency {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {} | {} | {} | {} | {} |\n",
             l.nodes,
             l.breakwater.envelopes,
+            l.envelope_bytes,
             l.p50_ms,
             l.p99_ms,
             l.raw_p50_ms,
@@ -595,8 +665,9 @@ pub fn markdown(r: &BenchReport) -> String {
             l.raw.delivery,
             opt(l.breakwater.duplicates),
             opt(l.raw.duplicates),
-            l.breakwater.cpu_s,
-            l.raw.cpu_s,
+            l.cpu_s,
+            l.raw_cpu_s,
+            l.cpu_ratio,
         ));
     }
     if let Some(t) = &r.mesh_throughput {
@@ -619,7 +690,7 @@ pub fn markdown(r: &BenchReport) -> String {
              | ingest, validated and stored ({} envelopes of {} B) | {}/s | raw verify {}/s (one core) | {} |\n\
              | ingest, validated, opened and stored | {}/s | raw verify {}/s | {} |\n\
              | ingest against raw verify on all {} cores | {}/s | raw verify {}/s | {} |\n\
-             | catch-up of {} missed (opened), from node start | {}/s ({} s) | raw verify {}/s | {} |\n\
+             | catch-up of {} missed ({} opened), from node start | {}/s ({} s) | raw verify {}/s | {} |\n\
              | one sync when in sync ({}-member roster) | {} B, {} round trip(s) | payload {} B | |\n\
              | store bytes per envelope | {} | envelope {} B | {} |\n\
              | cold start with {} envelopes | {} ms, {} MiB peak RSS | empty store: {} ms, {} MiB | |\n",
@@ -636,6 +707,7 @@ pub fn markdown(r: &BenchReport) -> String {
             i.raw_verify_all_cores_per_s,
             i.ratio_all_cores,
             c.envelopes,
+            c.opened,
             c.per_s,
             c.seconds,
             c.raw_verify_per_s,
