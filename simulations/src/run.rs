@@ -25,8 +25,11 @@ use crate::machine;
 use crate::network::{Network, NetworkCounters, addr_of};
 use crate::scenario::{Action, NodeSettings, Plan};
 
-/// How long to wait for the initial nodes to connect.
+/// How long to wait for the initial nodes to connect, at least.
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
+/// More time to connect per node: a large mesh dials for minutes on two
+/// cores (1,000 nodes took about 3 minutes to start here).
+const CONNECT_PER_NODE: Duration = Duration::from_millis(150);
 /// Monitoring period of the driver.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -842,7 +845,8 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
     // Every running honest node is connected to each of its running
     // neighbours (at least one is required; all are waited for until the
     // deadline, so the warm-up measures steady idle traffic).
-    let deadline = Instant::now() + CONNECT_DEADLINE;
+    let connect_deadline = CONNECT_DEADLINE + CONNECT_PER_NODE * n as u32;
+    let deadline = Instant::now() + connect_deadline;
     let up: HashSet<usize> = (0..n).filter(|i| !plan.late.contains(i)).collect();
     loop {
         let nodes = sim.honest_up();
@@ -869,7 +873,7 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
         }
         if Instant::now() > deadline {
             if lonely > 0 {
-                anyhow::bail!("{lonely} nodes still have no peer after {CONNECT_DEADLINE:?}");
+                anyhow::bail!("{lonely} nodes still have no peer after {connect_deadline:?}");
             }
             if options.verbose {
                 eprintln!("{short} nodes miss some neighbours; starting anyway");
