@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod green;
+mod hardening;
 mod props;
 mod vectors;
 
