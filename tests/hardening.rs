@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Org, consortium, expect_failure};
+use crate::util::{Org, consortium};
 
 fn roster_threshold(path: &std::path::Path) -> u64 {
     let roster: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -233,4 +233,28 @@ fn m5_idle_connections_and_slowloris_are_bounded() {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop((partial, watch, idle));
+}
+
+/// H3: a stored newest roster the decoder refuses (as a node could store
+/// before rosters were size-checked) no longer bricks the node: it starts on
+/// the last version that decodes and says why.
+#[test]
+fn h3_node_starts_on_the_last_roster_that_decodes() {
+    let root = tempfile::tempdir().unwrap();
+    let mut members = consortium(root.path(), &["h3-a", "h3-b"]);
+    {
+        let data_dir = breakwater_node::DataDir::new(&members[0].dir);
+        let store = breakwater_node::store::Store::open(&data_dir.store_path()).unwrap();
+        // Format byte 1 and 1.2 MB: over MAX_ROSTER_BYTES, like H3's roster.
+        let mut junk = vec![1u8];
+        junk.resize(1_250_000, 0);
+        store.put_roster(2, &junk).unwrap();
+    }
+    members[0].start();
+    assert_eq!(members[0].status()["roster_version"], 1);
+    assert!(
+        members[0].log().contains("cannot be decoded"),
+        "no warning in the log: {}",
+        members[0].log()
+    );
 }
