@@ -6,5 +6,6 @@ mod util;
 
 mod api;
 mod bad_input;
+mod hardening;
 mod lifecycle;
 mod walkthrough;

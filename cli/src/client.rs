@@ -1,18 +1,30 @@
 //! The CLI's HTTP client for the local API of a running node: one HTTP/1.1
 //! connection per request to the address in `config.json`, authenticated
 //! with the token in `api-token`.
+//!
+//! The token is sent only to a listener that has proved it is the node: on
+//! each connection the client first asks `GET /v1/hello?nonce=N` with a
+//! fresh random nonce and checks the answer against
+//! [`breakwater_node::api::api_proof`]`(token, N)`, which only a holder of
+//! the token can compute. Another program squatting the API port (while
+//! the node is down) gets the nonce, never the token or a request body.
 
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result, anyhow, bail};
 use breakwater_node::DataDir;
+use breakwater_node::api::api_proof;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+/// How long the listener has to answer the token challenge.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A client of one node's API.
 #[derive(Debug, Clone)]
@@ -60,6 +72,7 @@ impl Client {
             .await
             .with_context(|| format!("cannot talk HTTP to {}", self.addr))?;
         tokio::spawn(connection);
+        self.verify_node(&mut sender).await?;
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -71,6 +84,51 @@ impl Client {
             .send_request(request)
             .await
             .with_context(|| format!("request to {} failed", self.addr))
+    }
+
+    /// Asks the listener to prove it holds the token; fails with one line
+    /// if it does not.
+    async fn verify_node(
+        &self,
+        sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    ) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Hello {
+            proof: String,
+        }
+        let mut nonce = [0u8; 32];
+        rand::rng().fill_bytes(&mut nonce);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("/v1/hello?nonce={}", hex::encode(nonce)))
+            .header(HOST, self.addr.to_string())
+            .body(Full::new(Bytes::new()))?;
+        let unproven = || {
+            anyhow!(
+                "the listener at {} did not prove it is this node (no valid answer to the token challenge), so the token was not sent; another program may hold the API port",
+                self.addr
+            )
+        };
+        let response = tokio::time::timeout(HELLO_TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| unproven())?
+            .map_err(|_| unproven())?;
+        if !response.status().is_success() {
+            return Err(unproven());
+        }
+        let bytes = tokio::time::timeout(HELLO_TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| unproven())?
+            .map_err(|_| unproven())?
+            .to_bytes();
+        let hello: Hello = serde_json::from_slice(&bytes).map_err(|_| unproven())?;
+        let expected = api_proof(&self.token, &nonce);
+        let proof = hex::decode(hello.proof.trim()).map_err(|_| unproven())?;
+        if !constant_time_eq(&proof, &expected) {
+            return Err(unproven());
+        }
+        sender.ready().await.map_err(|_| unproven())?;
+        Ok(())
     }
 
     async fn call<T: DeserializeOwned>(
@@ -134,6 +192,10 @@ impl Client {
         }
         Ok(())
     }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 fn error_message(status: StatusCode, bytes: &[u8]) -> String {

@@ -33,9 +33,11 @@ pub enum Consortium {
         /// An admin organisation (repeatable; default: this node's).
         #[arg(long)]
         admin: Vec<String>,
-        /// Admin signatures an update needs.
-        #[arg(long, default_value_t = 1)]
-        threshold: u32,
+        /// Admin signatures an update needs (default: a strict majority of
+        /// the admins, so two conflicting updates cannot both be signed
+        /// without some admin signing both).
+        #[arg(long)]
+        threshold: Option<u32>,
         /// Where to write the roster.
         #[arg(long)]
         out: PathBuf,
@@ -95,6 +97,11 @@ pub enum Consortium {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// A strict majority of `admins`: floor(n/2) + 1.
+pub fn majority(admins: usize) -> u32 {
+    u32::try_from(admins / 2 + 1).unwrap_or(u32::MAX)
 }
 
 /// A fresh GREEN epoch key from the OS.
@@ -272,7 +279,15 @@ pub async fn run(command: Consortium) -> Result<()> {
                     bail!("admin {admin} has no card among the members");
                 }
             }
+            let majority = majority(admins.len());
+            let threshold = threshold.unwrap_or(majority);
+            let n_admins = admins.len();
             let roster = keyed(Roster::genesis(&name, cards, admins, threshold)?)?;
+            if threshold < majority {
+                eprintln!(
+                    "warning: threshold {threshold} of {n_admins} admins is not a majority: two groups of admins can each sign a different next version (a roster fork)"
+                );
+            }
             let signed = if roster.is_admin(&config.org_id.parse()?) {
                 sign(&data_dir, &roster, SignedRoster::unsigned(roster.clone()))?
             } else {

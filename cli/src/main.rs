@@ -828,13 +828,16 @@ fn show_detail(detail: &Detail, on: bool) -> String {
                 field("stix", "attached (see --json)".into(), None);
             }
             if !bulletin.summary.is_empty() {
-                summary = format!("\n{}\n", bulletin.summary);
+                summary = format!("\n{}\n", output::clean(&bulletin.summary, true));
             }
         }
         Some(other) => {
             summary = format!(
                 "{}\n",
-                serde_json::to_string_pretty(other).unwrap_or_default()
+                output::clean(
+                    &serde_json::to_string_pretty(other).unwrap_or_default(),
+                    true
+                )
             )
         }
         None => summary = paint("(sealed: this organisation is not a recipient)\n", "2", on),
@@ -909,7 +912,7 @@ fn show_event(event: &NodeEvent, on: bool) -> String {
     match event {
         NodeEvent::Stored(s) => {
             let what = match &s.title {
-                Some(title) => title.clone(),
+                Some(title) => output::clean(title, false),
                 None if !s.readable => "(sealed, not for this org)".into(),
                 None => format!("({})", s.kind),
             };
@@ -918,7 +921,7 @@ fn show_event(event: &NodeEvent, on: bool) -> String {
                 paint("stored", "1", on),
                 short_id(&s.id.to_hex()),
                 paint(s.tlp.as_str(), output::tlp_colour(s.tlp), on),
-                s.author_org,
+                output::clean(&s.author_org, false),
                 what
             )
         }
@@ -938,8 +941,9 @@ fn show_event(event: &NodeEvent, on: bool) -> String {
         }
         NodeEvent::RosterApplied { version } => format!("{now}  roster version {version} in force"),
         NodeEvent::GreenKeyProblem { version, problem } => format!(
-            "{now}  {}  roster version {version}: {problem}",
-            paint("green key alarm", "1;31", on)
+            "{now}  {}  roster version {version}: {}",
+            paint("green key alarm", "1;31", on),
+            output::clean(problem, false)
         ),
         NodeEvent::PeerConnected { peer } => format!("{now}  peer connected {peer}"),
         NodeEvent::PeerDisconnected { peer } => format!("{now}  peer disconnected {peer}"),

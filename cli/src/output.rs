@@ -22,6 +22,27 @@ pub fn paint(text: &str, code: &str, on: bool) -> String {
     }
 }
 
+/// `text` with every character a terminal would act on (C0/C1 controls,
+/// DEL, line separators, bidi overrides and isolates) shown as a `\u{..}`
+/// escape, so text from other organisations cannot forge rows, move the
+/// cursor or set the window title. `multiline` keeps `\n` and `\t`. The
+/// protocol already refuses such characters; this guards older envelopes
+/// and every other string that reaches the terminal.
+pub fn clean(text: &str, multiline: bool) -> String {
+    if !breakwater_protocol::body::has_forbidden_char(text, multiline) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if breakwater_protocol::body::is_forbidden_char(c, multiline) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The colour of a TLP label.
 pub fn tlp_colour(tlp: Tlp) -> &'static str {
     match tlp {
@@ -61,13 +82,22 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// Renders the table, colouring cells when `colour`.
+    /// Renders the table, colouring cells when `colour`. Cells are escaped
+    /// with [`clean`], so each row stays one line.
     pub fn render(&self, colour: bool) -> String {
-        let n_columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let rows: Vec<Vec<(String, Option<&'static str>)>> = self
+            .rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|(text, code)| (clean(text, false), *code))
+                    .collect()
+            })
+            .collect();
+        let n_columns = rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..n_columns)
             .map(|column| {
-                self.rows
-                    .iter()
+                rows.iter()
                     .filter_map(|row| row.get(column))
                     .map(|(text, _)| text.chars().count())
                     .max()
@@ -75,7 +105,7 @@ impl Table {
             })
             .collect();
         let mut out = String::new();
-        for (row_idx, row) in self.rows.iter().enumerate() {
+        for (row_idx, row) in rows.iter().enumerate() {
             let mut line = String::new();
             for (column, (text, code)) in row.iter().enumerate() {
                 let last = column + 1 == row.len();
@@ -218,6 +248,49 @@ mod tests {
     fn times() {
         assert_eq!(time(0), "1970-01-01 00:00Z");
         assert_eq!(time(1_764_102_600_000), "2025-11-25 20:30Z");
+    }
+
+    fn sample_summary() -> Summary {
+        Summary {
+            id: breakwater_protocol::Digest([0; 32]),
+            author_org: "org".into(),
+            author: breakwater_protocol::NodePublicKey([1; 32]),
+            seq: 1,
+            kind: "bulletin".into(),
+            target: None,
+            tlp: Tlp::Green,
+            created_at: 0,
+            expires_at: 0,
+            readable: true,
+            retracted: false,
+            severity: Some(Severity::Low),
+            title: None,
+            indicators: None,
+        }
+    }
+
+    #[test]
+    fn m7_listing_escapes_remote_text() {
+        use breakwater_protocol::Digest;
+        let item = Summary {
+            id: Digest([0xff; 32]),
+            title: Some(
+                "a\nffffffffffff  red  critical  port-authority\x1b[2J\x1b]0;t\x07\u{202e}x".into(),
+            ),
+            author_org: "org\r".into(),
+            ..sample_summary()
+        };
+        let out = summaries(&[item], false);
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(!out.contains('\x1b') && !out.contains('\u{202e}') && !out.contains('\r'));
+        assert!(out.contains("\\u{1b}[2J"));
+    }
+
+    #[test]
+    fn clean_keeps_newlines_only_in_multiline_text() {
+        assert_eq!(clean("a\nb\tc", true), "a\nb\tc");
+        assert_eq!(clean("a\nb", false), "a\\u{a}b");
+        assert_eq!(clean("Störung – 港口", false), "Störung – 港口");
     }
 
     #[test]

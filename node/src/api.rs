@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -22,9 +23,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use breakwater_protocol::{Bulletin, Indicator, OrgId, Severity, SignedRoster, Tlp};
 use futures::Stream;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::task::JoinSet;
 
 use crate::handle::{ListFilter, NodeHandle, PublishRequest, RequestError};
 
@@ -45,8 +49,34 @@ pub fn check_loopback(addr: &SocketAddr) -> std::io::Result<()> {
     }
 }
 
+/// Most API connections served at once. Further connections wait in the
+/// kernel's listen backlog (they cost the node no file descriptor) until a
+/// slot frees.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may take to send a complete request head; this
+/// is also how long a keep-alive connection may sit idle between requests.
+/// A silent or slowloris connection is closed after it.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long shutdown lets requests in flight finish before it closes their
+/// connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// The proof a node gives, in `GET /v1/hello?nonce=…`, that it holds the
+/// API token, before a client sends the token: a BLAKE3 MAC of the
+/// client's nonce under a key derived from the token. It reveals nothing
+/// about the token, and a listener without the token cannot compute it.
+pub fn api_proof(token: &str, nonce: &[u8; 32]) -> [u8; 32] {
+    let key = blake3::derive_key("breakwater/api-proof/v1", token.trim().as_bytes());
+    *blake3::keyed_hash(&key, nonce).as_bytes()
+}
+
 /// Serves the API on `listener` until `shutdown` completes. Refuses a
-/// listener that is not bound to a loopback address.
+/// listener that is not bound to a loopback address. At most
+/// [`MAX_CONNECTIONS`] connections are served at once, each must send its
+/// request heads within [`HEADER_TIMEOUT`], and after `shutdown` this
+/// returns within [`SHUTDOWN_GRACE`] (plus scheduling), whatever clients do.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: NodeHandle,
@@ -65,15 +95,71 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let mut stopped = stop_rx;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        })
-        .await
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    let stopped = wait_stopped(stop_rx.clone());
+    tokio::pin!(stopped);
+    loop {
+        // Take a slot before accepting, so excess connections stay in the
+        // backlog instead of holding descriptors.
+        let slot = tokio::select! {
+            _ = &mut stopped => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // E.g. out of descriptors: back off instead of spinning.
+                    tracing::warn!("api: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let service = TowerToHyperService::new(app.clone());
+        let conn_stop = stop_rx.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = wait_stopped(conn_stop) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            "api: closing {} connection(s) still open after {SHUTDOWN_GRACE:?}",
+            connections.len()
+        );
+    }
+    connections.abort_all();
+    Ok(())
 }
 
-#[derive(Debug)]
+async fn wait_stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
 struct ApiState {
     handle: NodeHandle,
     token: String,
@@ -81,10 +167,20 @@ struct ApiState {
     stop: watch::Receiver<bool>,
 }
 
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("handle", &self.handle)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 type Shared = Arc<ApiState>;
 
 fn router(state: Shared) -> Router {
     Router::new()
+        .route("/v1/hello", get(hello))
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/roster", get(roster).post(join))
@@ -201,6 +297,11 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
 }
 
 async fn authenticate(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    // The one unauthenticated endpoint: the node proves itself before the
+    // client sends the token.
+    if request.uri().path() == "/v1/hello" {
+        return next.run(request).await;
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -239,6 +340,30 @@ async fn not_found() -> ApiError {
 }
 
 type Json<T> = Result<axum::Json<T>, ApiError>;
+
+/// Query of `GET /v1/hello`.
+#[derive(Deserialize)]
+struct HelloQuery {
+    /// 32 random bytes, hex.
+    nonce: String,
+}
+
+/// Answer of `GET /v1/hello`.
+#[derive(Serialize)]
+struct Hello {
+    /// [`api_proof`] of the nonce, hex.
+    proof: String,
+}
+
+async fn hello(State(state): State<Shared>, Query(query): Query<HelloQuery>) -> Json<Hello> {
+    let nonce = hex::decode(&query.nonce)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| ApiError::invalid("nonce must be 64 hex characters"))?;
+    Ok(axum::Json(Hello {
+        proof: hex::encode(api_proof(&state.token, &nonce)),
+    }))
+}
 
 async fn status(State(state): State<Shared>) -> Json<crate::handle::Status> {
     Ok(axum::Json(state.handle.status().await?))

@@ -93,14 +93,41 @@ impl Node {
     }
 }
 
-/// Loads the newest stored roster.
+/// Loads the newest stored roster that decodes. A newer version that does
+/// not (e.g. one stored before rosters were size-checked, H3) is skipped
+/// with a warning, so the node still starts on the last good version.
 fn stored_roster(store: &Store) -> Result<Option<SignedRoster>, SpawnError> {
-    match store.latest_roster()? {
-        None => Ok(None),
-        Some((_, bytes)) => SignedRoster::decode(&bytes)
-            .map(Some)
-            .map_err(|e| SpawnError::Roster(e.to_string())),
+    let Some((latest, bytes)) = store.latest_roster()? else {
+        return Ok(None);
+    };
+    let first_error = match SignedRoster::decode(&bytes) {
+        Ok(roster) => return Ok(Some(roster)),
+        Err(e) => e,
+    };
+    tracing::warn!(
+        "stored roster version {latest} cannot be decoded ({first_error}); falling back to an older version"
+    );
+    let mut version = latest;
+    while version > 1 {
+        version -= 1;
+        let Some(bytes) = store.roster(version)? else {
+            continue;
+        };
+        match SignedRoster::decode(&bytes) {
+            Ok(roster) => {
+                tracing::warn!(
+                    "running on stored roster version {version}: version {latest} cannot be decoded"
+                );
+                return Ok(Some(roster));
+            }
+            Err(e) => {
+                tracing::warn!("stored roster version {version} cannot be decoded either ({e})")
+            }
+        }
     }
+    Err(SpawnError::Roster(format!(
+        "no stored roster version decodes (version {latest}: {first_error})"
+    )))
 }
 
 /// Starts the node of `data_dir` with `config` over `transport`. It runs

@@ -27,6 +27,27 @@ pub mod limits {
     pub const STIX: usize = 192 * 1024;
 }
 
+/// True for characters no text field may carry, because a terminal or a
+/// renderer would act on them: C0 and C1 controls and DEL (except `\n` and
+/// `\t` in multi-line fields), the line and paragraph separators, and the
+/// bidi embedding, override and isolate controls (U+202A-U+202E,
+/// U+2066-U+2069).
+pub fn is_forbidden_char(c: char, multiline: bool) -> bool {
+    if multiline && (c == '\n' || c == '\t') {
+        return false;
+    }
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// True when `text` carries a character [`is_forbidden_char`] refuses.
+pub fn has_forbidden_char(text: &str, multiline: bool) -> bool {
+    text.chars().any(|c| is_forbidden_char(c, multiline))
+}
+
+/// The problem reported for a field with a forbidden character.
+pub const FORBIDDEN_CHAR: &str = "contains a control or bidi-override character";
+
 /// Why a body is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
@@ -252,10 +273,13 @@ impl Indicator {
         if normal != self.value {
             return Err(self.bad("is not in normal form"));
         }
-        if let Some(note) = &self.note
-            && note.len() > limits::ITEM
-        {
-            return Err(self.bad("note is too long"));
+        if let Some(note) = &self.note {
+            if note.len() > limits::ITEM {
+                return Err(self.bad("note is too long"));
+            }
+            if has_forbidden_char(note, false) {
+                return Err(self.bad("note contains a control or bidi-override character"));
+            }
         }
         Ok(())
     }
@@ -312,6 +336,9 @@ fn normalise(kind: IndicatorKind, value: &str) -> Result<String, IndicatorError>
     }
     if value.len() > limits::INDICATOR_VALUE {
         return fail("value is too long");
+    }
+    if has_forbidden_char(value, false) {
+        return fail(FORBIDDEN_CHAR);
     }
     match kind {
         IndicatorKind::Ipv4 => match value.parse::<Ipv4Addr>() {
@@ -464,8 +491,14 @@ impl Bulletin {
         if self.title.chars().count() > limits::TITLE {
             return Err(field("title", "is longer than 200 characters"));
         }
+        if has_forbidden_char(&self.title, false) {
+            return Err(field("title", FORBIDDEN_CHAR));
+        }
         if self.summary.len() > limits::SUMMARY {
             return Err(field("summary", "is longer than 64 KiB"));
+        }
+        if has_forbidden_char(&self.summary, true) {
+            return Err(field("summary", FORBIDDEN_CHAR));
         }
         for (name, list) in [
             ("tags", &self.tags),
@@ -480,6 +513,12 @@ impl Bulletin {
                 .any(|item| item.trim().is_empty() || item.len() > limits::ITEM)
             {
                 return Err(field(name, "has an empty or over-long item"));
+            }
+            if list.iter().any(|item| has_forbidden_char(item, false)) {
+                return Err(field(
+                    name,
+                    "has an item with a control or bidi-override character",
+                ));
             }
         }
         if self.indicators.len() > limits::INDICATORS {
@@ -575,6 +614,12 @@ impl Body {
                         problem: "must be 1 byte to 64 KiB".into(),
                     });
                 }
+                if has_forbidden_char(reason, true) {
+                    return Err(BodyError::Field {
+                        field: "reason",
+                        problem: FORBIDDEN_CHAR.into(),
+                    });
+                }
                 Ok(())
             }
             Body::Sighting {
@@ -585,6 +630,12 @@ impl Body {
                     return Err(BodyError::Field {
                         field: "note",
                         problem: "is too long".into(),
+                    });
+                }
+                if note.as_ref().is_some_and(|n| has_forbidden_char(n, false)) {
+                    return Err(BodyError::Field {
+                        field: "note",
+                        problem: FORBIDDEN_CHAR.into(),
                     });
                 }
                 Ok(())

@@ -35,6 +35,45 @@ pub enum CardError {
         /// The key.
         key: NodePublicKey,
     },
+    /// A card lists more nodes than a card may carry.
+    #[error("card for {org} lists {found} nodes, at most {max} are allowed")]
+    TooManyNodes {
+        /// The organisation.
+        org: OrgId,
+        /// Nodes listed.
+        found: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A node lists more addresses than a node may carry.
+    #[error("node {key} lists {found} addresses, at most {max} are allowed")]
+    TooManyAddrs {
+        /// The node.
+        key: NodePublicKey,
+        /// Addresses listed.
+        found: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A text field carries a control or bidi-override character.
+    #[error("card field {field} contains a control or bidi-override character")]
+    ForbiddenChar {
+        /// The field.
+        field: &'static str,
+    },
+    /// A sealing key is not a canonical X25519 key or is of low order.
+    #[error(
+        "card for {org} has an unusable sealing key {key} (low-order, all-zero or non-canonical)"
+    )]
+    BadSealingKey {
+        /// The organisation.
+        org: OrgId,
+        /// The key.
+        key: SealingPublicKey,
+    },
+    /// The same sealing key appears twice.
+    #[error("sealing key {0} appears more than once")]
+    DuplicateSealingKey(SealingPublicKey),
     /// The same node key appears twice.
     #[error("node key {0} appears more than once")]
     DuplicateNode(NodePublicKey),
@@ -89,6 +128,11 @@ impl fmt::Display for OrgId {
     }
 }
 
+/// Most nodes one card may list.
+pub const MAX_NODES_PER_CARD: usize = 16;
+/// Most addresses one node may list.
+pub const MAX_ADDRS_PER_NODE: usize = 16;
+
 /// One node of an organisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEntry {
@@ -115,16 +159,42 @@ pub struct MemberCard {
 }
 
 impl MemberCard {
-    /// Checks field lengths, that there is at least one node, and that every
-    /// node key is a valid, distinct ed25519 key.
+    /// Checks field lengths and characters, that there are 1 to
+    /// [`MAX_NODES_PER_CARD`] nodes with at most [`MAX_ADDRS_PER_NODE`]
+    /// addresses each, that every node key is a valid, distinct ed25519 key
+    /// and every sealing key a usable, distinct X25519 key.
     pub fn check(&self) -> Result<(), CardError> {
         check_text("name", &self.name, 128)?;
         check_text("sector", &self.sector, 64)?;
         if self.nodes.is_empty() {
             return Err(CardError::NoNodes(self.org_id.clone()));
         }
+        if self.nodes.len() > MAX_NODES_PER_CARD {
+            return Err(CardError::TooManyNodes {
+                org: self.org_id.clone(),
+                found: self.nodes.len(),
+                max: MAX_NODES_PER_CARD,
+            });
+        }
         let mut seen = std::collections::BTreeSet::new();
+        let mut sealing = std::collections::BTreeSet::new();
         for node in &self.nodes {
+            if !node.sealing_key.is_valid() {
+                return Err(CardError::BadSealingKey {
+                    org: self.org_id.clone(),
+                    key: node.sealing_key,
+                });
+            }
+            if !sealing.insert(node.sealing_key) {
+                return Err(CardError::DuplicateSealingKey(node.sealing_key));
+            }
+            if node.addrs.len() > MAX_ADDRS_PER_NODE {
+                return Err(CardError::TooManyAddrs {
+                    key: node.node_key,
+                    found: node.addrs.len(),
+                    max: MAX_ADDRS_PER_NODE,
+                });
+            }
             if !node.node_key.is_valid() {
                 return Err(CardError::BadNodeKey {
                     org: self.org_id.clone(),
@@ -155,9 +225,14 @@ impl MemberCard {
     }
 }
 
-fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), CardError> {
+/// A one-line text field of 1 to `max` characters without control or
+/// bidi-override characters.
+pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), CardError> {
     if value.trim().is_empty() || value.chars().count() > max {
         return Err(CardError::BadField { field, max });
+    }
+    if crate::body::has_forbidden_char(value, false) {
+        return Err(CardError::ForbiddenChar { field });
     }
     Ok(())
 }

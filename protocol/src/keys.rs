@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
+/// Any fixed scalar: see [`SealingPublicKey::is_valid`].
+const LOW_ORDER_PROBE: [u8; 32] = [0x5a; 32];
+
 use crate::bytes::{KeyId, NodePublicKey, SealingPublicKey, Signature};
 use crate::wire;
 
@@ -182,6 +185,25 @@ impl NodePublicKey {
 }
 
 impl SealingPublicKey {
+    /// True for a canonical X25519 public key that is not of low order:
+    /// the top bit clear (X25519 ignores it, so a set bit would be a second
+    /// spelling of another key), below the field prime, and not one of the
+    /// points (all-zero among them) whose shared secret with any private
+    /// key is zero, which would make every wrap to it readable by anyone.
+    pub fn is_valid(&self) -> bool {
+        let u = &self.0;
+        if u[31] & 0x80 != 0 {
+            return false;
+        }
+        let at_least_p = u[31] == 0x7f && u[1..31].iter().all(|&b| b == 0xff) && u[0] >= 0xed;
+        if at_least_p {
+            return false;
+        }
+        // Clamped scalars are multiples of the cofactor 8, so exactly the
+        // low-order points (of the curve and of its twist) map to zero.
+        x25519_dalek::x25519(LOW_ORDER_PROBE, *u) != [0u8; 32]
+    }
+
     /// The short id recipients are listed under in a header.
     pub fn key_id(&self) -> KeyId {
         let hash = wire::hash("breakwater/key-id/v1", &[&self.0]);

@@ -21,6 +21,13 @@ pub const ROSTER_FORMAT_V2: u8 = 2;
 /// Largest encoded signed roster accepted.
 pub const MAX_ROSTER_BYTES: usize = 1024 * 1024;
 
+/// Room kept for signatures: an unsigned roster may encode to at most
+/// `MAX_ROSTER_BYTES - SIGNATURE_RESERVE` bytes.
+pub const SIGNATURE_RESERVE: usize = 64 * 1024;
+
+/// Longest consortium name, in characters.
+pub const MAX_NAME_CHARS: usize = 128;
+
 /// Domain tag of roster hashes.
 const ROSTER_HASH_DOMAIN: &str = "breakwater/roster/v1";
 /// Domain tag of roster signatures.
@@ -35,6 +42,22 @@ pub enum RosterError {
     /// Two members share an org id.
     #[error("org {0} appears more than once")]
     DuplicateOrg(OrgId),
+    /// An org is listed twice as an admin.
+    #[error("admin {0} is listed more than once")]
+    DuplicateAdmin(OrgId),
+    /// The consortium name is empty, too long or carries control characters.
+    #[error(
+        "consortium name must be 1-{MAX_NAME_CHARS} characters without control or bidi-override characters"
+    )]
+    BadName,
+    /// The roster encodes larger than a node can decode.
+    #[error("roster encodes to {size} bytes, more than the {max}-byte limit")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An org named by an operation or as an admin is not a member.
     #[error("unknown org {0}")]
     UnknownOrg(OrgId),
@@ -227,18 +250,27 @@ impl Roster {
     fn normalise(&mut self) {
         self.members
             .sort_by(|a, b| a.card.org_id.cmp(&b.card.org_id));
+        // Not deduplicated: a repeated admin is refused by `check`.
         self.admins.sort();
-        self.admins.dedup();
     }
 
-    /// Checks internal consistency: valid cards, distinct orgs and node keys,
-    /// admins are active members, a sensible threshold.
+    /// Checks internal consistency: a sensible name, valid cards, distinct
+    /// orgs, node keys and sealing keys, distinct admins that are active
+    /// members, a sensible threshold, and an encoding that leaves room for
+    /// signatures under [`MAX_ROSTER_BYTES`].
     pub fn check(&self) -> Result<(), RosterError> {
+        if self.name.trim().is_empty()
+            || self.name.chars().count() > MAX_NAME_CHARS
+            || crate::body::has_forbidden_char(&self.name, false)
+        {
+            return Err(RosterError::BadName);
+        }
         if self.members.is_empty() || self.admins.is_empty() {
             return Err(RosterError::Empty);
         }
         let mut orgs = BTreeSet::new();
         let mut keys = BTreeSet::new();
+        let mut sealing = BTreeSet::new();
         for member in &self.members {
             member.card.check()?;
             if !orgs.insert(&member.card.org_id) {
@@ -248,9 +280,16 @@ impl Roster {
                 if !keys.insert(node.node_key) {
                     return Err(CardError::DuplicateNode(node.node_key).into());
                 }
+                if !sealing.insert(node.sealing_key) {
+                    return Err(CardError::DuplicateSealingKey(node.sealing_key).into());
+                }
             }
         }
+        let mut admins = BTreeSet::new();
         for admin in &self.admins {
+            if !admins.insert(admin) {
+                return Err(RosterError::DuplicateAdmin(admin.clone()));
+            }
             match self.member(admin) {
                 None => return Err(RosterError::UnknownOrg(admin.clone())),
                 Some(m) if m.revoked => return Err(RosterError::Revoked(admin.clone())),
@@ -265,6 +304,11 @@ impl Roster {
         }
         if let Some(package) = &self.green {
             self.check_package(package)?;
+        }
+        let size = wire::encode_as(self.format(), self).len();
+        let max = MAX_ROSTER_BYTES - SIGNATURE_RESERVE;
+        if size > max {
+            return Err(RosterError::TooLarge { size, max });
         }
         Ok(())
     }
@@ -544,7 +588,23 @@ impl SignedRoster {
             return Err(RosterError::NotGenesis);
         }
         roster.check()?;
+        self.check_size()?;
         self.check_threshold(roster)
+    }
+
+    /// Refuses a signed roster that encodes larger than [`decode`]
+    /// accepts, so nothing is stored that cannot be read back.
+    ///
+    /// [`decode`]: SignedRoster::decode
+    pub fn check_size(&self) -> Result<(), RosterError> {
+        let size = self.encode().len();
+        if size > MAX_ROSTER_BYTES {
+            return Err(RosterError::TooLarge {
+                size,
+                max: MAX_ROSTER_BYTES,
+            });
+        }
+        Ok(())
     }
 
     /// Verifies `next` as the successor of `current`: version + 1, `prev` =
@@ -574,6 +634,7 @@ impl SignedRoster {
             return Err(RosterError::GreenKeyMissing(roster.version));
         }
         roster.check()?;
+        next.check_size()?;
         next.check_threshold(current)
     }
 

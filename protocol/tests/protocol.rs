@@ -6,6 +6,7 @@
 
 mod batch;
 mod green;
+mod hardening;
 mod props;
 mod vectors;
 

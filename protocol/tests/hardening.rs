@@ -1,0 +1,253 @@
+//! Security-review hardening (2026-11): M7 (control and bidi characters),
+//! H3 (size caps at every entry point), L3 (sealing keys), L8 (roster
+//! footguns). Each test fails on the code before its fix.
+
+use breakwater_protocol::body::Bulletin;
+use breakwater_protocol::fixture::{Fixture, fixture_org};
+use breakwater_protocol::*;
+
+/// Strings that must never reach a terminal from a peer.
+const HOSTILE: &[&str] = &[
+    "a\x1b[2Jb",         // ESC: clear screen
+    "a\x1b]0;pwned\x07", // OSC: window title
+    "a\rb",              // carriage return
+    "a\u{7}b",           // BEL
+    "a\u{85}b",          // C1 NEL
+    "a\u{9b}2J",         // C1 CSI
+    "a\u{202e}gpj.exe",  // RIGHT-TO-LEFT OVERRIDE
+    "a\u{202a}b",        // LRE
+    "a\u{2066}b",        // LRI
+    "a\u{2069}b",        // PDI
+    "a\0b",
+];
+
+#[test]
+fn m7_bulletin_text_refuses_controls_and_bidi() {
+    for bad in HOSTILE {
+        let mut title = Bulletin::new("ok", Severity::Low);
+        title.title = (*bad).to_string();
+        assert!(title.check().is_err(), "title {bad:?} accepted");
+
+        let mut summary = Bulletin::new("ok", Severity::Low);
+        summary.summary = (*bad).to_string();
+        assert!(summary.check().is_err(), "summary {bad:?} accepted");
+
+        for list in ["tags", "sectors", "references"] {
+            let mut b = Bulletin::new("ok", Severity::Low);
+            let v = vec![(*bad).to_string()];
+            match list {
+                "tags" => b.tags = v,
+                "sectors" => b.sectors = v,
+                _ => b.references = v,
+            }
+            assert!(b.check().is_err(), "{list} {bad:?} accepted");
+        }
+        let reason = Body::Retraction {
+            reason: (*bad).to_string(),
+        };
+        assert!(reason.check().is_err(), "reason {bad:?} accepted");
+        let sighting = Body::Sighting {
+            indicator: Indicator::new(IndicatorKind::Ipv4, "192.0.2.1").unwrap(),
+            seen_at: 1,
+            note: Some((*bad).to_string()),
+        };
+        assert!(sighting.check().is_err(), "note {bad:?} accepted");
+    }
+    // A file-name or URL indicator cannot smuggle a bidi override either.
+    assert!(Indicator::new(IndicatorKind::FileName, "invoice\u{202e}fdp.exe").is_err());
+    assert!(Indicator::new(IndicatorKind::Url, "https://x.example/\u{202e}a").is_err());
+    assert!(Indicator::new(IndicatorKind::Email, "a\u{2066}b@x.example").is_err());
+}
+
+#[test]
+fn m7_multiline_summaries_stay_valid() {
+    let mut b = Bulletin::new("Gate OS advisory", Severity::High);
+    b.summary = "line one\nline two\n\tindented".into();
+    b.check().unwrap();
+    let reason = Body::Retraction {
+        reason: "false positive\nsee ticket 12".into(),
+    };
+    reason.check().unwrap();
+    // Ordinary non-ASCII text is fine.
+    b.title = "Hafenbehörde: Störung – 港口".into();
+    b.check().unwrap();
+}
+
+#[test]
+fn m7_card_and_roster_names_refuse_controls() {
+    let mut org = fixture_org(0, 1);
+    org.card.name = "Port\x1b[31m Authority".into();
+    assert!(org.card.check().is_err());
+    let mut org = fixture_org(0, 1);
+    org.card.sector = "port\u{202e}".into();
+    assert!(org.card.check().is_err());
+    let org = fixture_org(0, 1);
+    assert!(
+        Roster::genesis("Bay\x1b]0;x\x07", vec![org.card], vec![org.org_id], 1).is_err(),
+        "roster name with OSC accepted"
+    );
+}
+
+fn big_card(i: usize, addrs: usize) -> MemberCard {
+    let mut org = fixture_org(i, 1);
+    org.card.nodes[0].addrs = (0..addrs)
+        .map(|n| format!("/dns4/{n:0>200}.example/tcp/7400"))
+        .collect();
+    org.card
+}
+
+#[test]
+fn h3_roster_over_the_decode_cap_is_refused_everywhere() {
+    let fixture = Fixture::new(2, 1).unwrap();
+    let v1 = fixture.roster();
+    // 5,000 addresses of ~230 bytes: ~1.2 MB, over MAX_ROSTER_BYTES.
+    let card = big_card(5, 5000);
+    let next = v1.with_member(card.clone());
+    let Ok(next) = next else {
+        return; // refused at construction: good
+    };
+    let mut signed = SignedRoster::unsigned(next);
+    signed.sign(fixture.keys(0, 0).unwrap());
+    let encoded = signed.encode();
+    assert!(encoded.len() > 1024 * 1024);
+    assert!(
+        SignedRoster::verify_update(v1, &signed).is_err(),
+        "verify_update accepted a roster the decoder refuses"
+    );
+    assert!(signed.roster.check().is_err());
+}
+
+#[test]
+fn h3_genesis_over_the_decode_cap_is_refused() {
+    let card = big_card(0, 5000);
+    let keys = fixture_org(0, 1).keys.remove(0);
+    let org = card.org_id.clone();
+    let Ok(roster) = Roster::genesis("Big", vec![card], vec![org], 1) else {
+        return;
+    };
+    let mut signed = SignedRoster::unsigned(roster);
+    signed.sign(&keys);
+    assert!(signed.encode().len() > 1024 * 1024);
+    assert!(
+        signed.verify_genesis().is_err(),
+        "verify_genesis accepted a roster the decoder refuses"
+    );
+}
+
+#[test]
+fn h3_cards_bound_addresses_and_nodes() {
+    // 17 short addresses: each fine, but too many for one node.
+    let card = {
+        let mut org = fixture_org(0, 1);
+        org.card.nodes[0].addrs = (0..17)
+            .map(|n| format!("/ip4/192.0.2.{n}/tcp/7400"))
+            .collect();
+        org.card
+    };
+    assert!(card.check().is_err(), "17 addresses per node accepted");
+    // 16 are fine.
+    let mut ok = card.clone();
+    ok.nodes[0].addrs.truncate(16);
+    ok.check().unwrap();
+    // 17 nodes in one card.
+    let many = fixture_org(0, 17).card;
+    assert!(many.check().is_err(), "17 nodes per card accepted");
+    fixture_org(0, 16).card.check().unwrap();
+}
+
+#[test]
+fn l3_low_order_and_zero_sealing_keys_are_refused() {
+    // Canonical encodings of the low-order points of Curve25519 and its twist.
+    let mut low_order: Vec<[u8; 32]> = vec![[0u8; 32], {
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        one
+    }];
+    for hex in [
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    ] {
+        let bytes = hex::decode(hex).unwrap();
+        low_order.push(bytes.try_into().unwrap());
+    }
+    for key in low_order {
+        let mut org = fixture_org(1, 1);
+        org.card.nodes[0].sealing_key = SealingPublicKey(key);
+        assert!(
+            org.card.check().is_err(),
+            "low-order sealing key {} accepted",
+            hex::encode(key)
+        );
+    }
+    // Non-canonical: the top bit set (X25519 ignores it, so it would be a
+    // second spelling of a key).
+    let mut org = fixture_org(1, 1);
+    org.card.nodes[0].sealing_key.0[31] |= 0x80;
+    assert!(
+        org.card.check().is_err(),
+        "non-canonical sealing key accepted"
+    );
+}
+
+#[test]
+fn l3_duplicate_sealing_keys_are_refused() {
+    let a = fixture_org(0, 1);
+    let mut b = fixture_org(1, 1);
+    b.card.nodes[0].sealing_key = a.card.nodes[0].sealing_key;
+    let result = Roster::genesis(
+        "Bay",
+        vec![a.card.clone(), b.card.clone()],
+        vec![a.org_id.clone()],
+        1,
+    );
+    assert!(result.is_err(), "two orgs with one sealing key accepted");
+    // Within one card too.
+    let mut c = fixture_org(2, 2);
+    c.card.nodes[1].sealing_key = c.card.nodes[0].sealing_key;
+    assert!(c.card.check().is_err());
+}
+
+#[test]
+fn l8_duplicate_admins_are_refused_not_deduped() {
+    let a = fixture_org(0, 1);
+    let b = fixture_org(1, 1);
+    let result = Roster::genesis(
+        "Bay",
+        vec![a.card.clone(), b.card.clone()],
+        vec![a.org_id.clone(), a.org_id.clone()],
+        2,
+    );
+    assert!(result.is_err(), "duplicate admins accepted");
+    // A hand-built roster with duplicate admins fails check().
+    let mut roster =
+        Roster::genesis("Bay", vec![a.card, b.card], vec![a.org_id.clone()], 1).unwrap();
+    roster.admins = vec![a.org_id.clone(), a.org_id.clone()];
+    roster.threshold = 2;
+    assert!(roster.check().is_err(), "check() accepted duplicate admins");
+    // with_admins refuses them as well.
+    let fixture = Fixture::new(2, 1).unwrap();
+    let org0 = fixture.orgs[0].org_id.clone();
+    assert!(
+        fixture
+            .roster()
+            .with_admins(vec![org0.clone(), org0], 1)
+            .is_err()
+    );
+}
+
+#[test]
+fn l8_roster_name_is_bounded() {
+    let a = fixture_org(0, 1);
+    assert!(Roster::genesis("", vec![a.card.clone()], vec![a.org_id.clone()], 1).is_err());
+    assert!(
+        Roster::genesis(
+            &"x".repeat(129),
+            vec![a.card.clone()],
+            vec![a.org_id.clone()],
+            1
+        )
+        .is_err()
+    );
+    Roster::genesis(&"x".repeat(128), vec![a.card], vec![a.org_id], 1).unwrap();
+}
