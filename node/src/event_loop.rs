@@ -23,6 +23,12 @@ use crate::handle::{Command, NetworkView, NodeEvent, PeerInfo};
 use crate::job::{Job, Origin, Outcome};
 use crate::net::{Behaviour, BehaviourEvent};
 
+/// Peers a sync tick starts rounds with. Rounds with several peers fetch
+/// each range once (the worker leaves ranges one round fetches to it), so a
+/// second peer costs a Hello, and what one peer missed spreads about twice
+/// as fast.
+const TICK_PEERS: usize = 2;
+
 /// Redial state of one roster peer.
 #[derive(Debug)]
 pub(crate) struct Redial {
@@ -312,9 +318,18 @@ impl EventLoop {
         }
     }
 
+    /// Starts a round with `peer`, or on the tick with [`TICK_PEERS`] random
+    /// peers.
     fn on_sync_tick(&mut self, peer: Option<PeerId>) {
-        let peer = peer.or_else(|| self.connected.keys().copied().choose(&mut rand::rng()));
-        if let Some(peer) = peer {
+        let peers = match peer {
+            Some(peer) => vec![peer],
+            None => self
+                .connected
+                .keys()
+                .copied()
+                .sample(&mut rand::rng(), TICK_PEERS),
+        };
+        for peer in peers {
             self.to_worker(Job::StartSync { peer });
         }
     }
