@@ -23,6 +23,12 @@ use crate::handle::{Command, NetworkView, NodeEvent, PeerInfo};
 use crate::job::{Job, Origin, Outcome};
 use crate::net::{Behaviour, BehaviourEvent};
 
+/// Peers a sync tick starts rounds with. Rounds with several peers fetch
+/// each range once (the worker leaves ranges one round fetches to it), so a
+/// second peer costs a Hello, and what one peer missed spreads about twice
+/// as fast.
+const TICK_PEERS: usize = 2;
+
 /// Redial state of one roster peer.
 #[derive(Debug)]
 pub(crate) struct Redial {
@@ -119,6 +125,20 @@ impl EventLoop {
         }
     }
 
+    /// Hands the end of one of our sync requests (an answer or a failure) to
+    /// the worker without ever dropping it: while a request is outstanding
+    /// its round keeps other rounds from asking for the same ranges, so the
+    /// worker must learn how it ended. A full queue is waited on in a task.
+    fn to_worker_surely(&self, job: Job) {
+        if let Err(mpsc::error::TrySendError::Full(job)) = self.jobs.try_send(job) {
+            debug!("store worker busy, a sync answer waits for room");
+            let jobs = self.jobs.clone();
+            tokio::spawn(async move {
+                let _ = jobs.send(job).await;
+            });
+        }
+    }
+
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Network { reply } => {
@@ -163,6 +183,10 @@ impl EventLoop {
                 if self.connected.contains_key(&peer) {
                     let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
                     self.pending_requests.insert(id, peer);
+                } else {
+                    // The peer left: the round ends, and what it would have
+                    // fetched is asked of others.
+                    self.to_worker_surely(Job::SyncFailed { peer, retry: false });
                 }
             }
             Outcome::SyncReply { token, response } => {
@@ -294,9 +318,18 @@ impl EventLoop {
         }
     }
 
+    /// Starts a round with `peer`, or on the tick with [`TICK_PEERS`] random
+    /// peers.
     fn on_sync_tick(&mut self, peer: Option<PeerId>) {
-        let peer = peer.or_else(|| self.connected.keys().copied().choose(&mut rand::rng()));
-        if let Some(peer) = peer {
+        let peers = match peer {
+            Some(peer) => vec![peer],
+            None => self
+                .connected
+                .keys()
+                .copied()
+                .sample(&mut rand::rng(), TICK_PEERS),
+        };
+        for peer in peers {
             self.to_worker(Job::StartSync { peer });
         }
     }
@@ -400,7 +433,7 @@ impl EventLoop {
                     } => {
                         self.pending_requests.remove(&request_id);
                         self.retried.remove(&peer);
-                        self.to_worker(Job::SyncAnswer { peer, response });
+                        self.to_worker_surely(Job::SyncAnswer { peer, response });
                     }
                 }
             }
@@ -416,7 +449,7 @@ impl EventLoop {
                 // simultaneous dial, a busy peer) starts again at once rather
                 // than waiting a whole sync interval.
                 let retry = self.connected.contains_key(&peer) && self.retried.insert(peer);
-                self.to_worker(Job::SyncFailed { peer, retry });
+                self.to_worker_surely(Job::SyncFailed { peer, retry });
             }
             BehaviourEvent::Sync(request_response::Event::InboundFailure {
                 peer, error, ..

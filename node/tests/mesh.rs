@@ -1242,3 +1242,34 @@ async fn expired_plaintext_is_pruned_but_the_feed_position_stays() {
     drop(handle);
     mesh.stop(0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rounds_do_not_fetch_a_range_twice() {
+    // A node that comes back to three peers holding the same 200 envelopes
+    // starts a round with each at once (on connect): one round fetches the
+    // ranges, the others leave them to it, so every envelope comes once.
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::new(4, |_| true).await;
+    mesh.start_all().await;
+    mesh.wait_connected(3, 3).await;
+    mesh.stop(3).await;
+    for k in 0..200 {
+        mesh.publish(k % 3, Tlp::Green, &[], &format!("bulletin {k}"))
+            .await;
+    }
+    for i in 0..3 {
+        wait_count(&mesh, i, false, 200).await;
+    }
+    mesh.start(3).await;
+    wait_count(&mesh, 3, false, 200).await;
+    mesh.wait_connected(3, 3).await;
+    let traffic = mesh.node(3).handle.status().await.unwrap().traffic;
+    assert_eq!(traffic.stored_from_peers, 200, "{traffic:?}");
+    assert!(
+        traffic.sync_received <= traffic.stored_from_peers,
+        "a range came twice: {traffic:?}"
+    );
+    for i in 0..4 {
+        mesh.stop(i).await;
+    }
+}

@@ -1,9 +1,14 @@
 //! Sync, both sides: serves peers' requests (Hello, ranges, rosters) from
 //! the store, and drives this node's rounds with each peer — one chain of
 //! request and answer per peer, asking ahead when a peer cuts a batch short.
-//! Requests and replies go to the event loop as outcomes; received
-//! envelopes go to `ingest`, received rosters to `roster`.
+//! Rounds with several peers run at once (on connect, on a gossip gap, on
+//! the tick), so the ranges one round has asked for are its own: another
+//! round asks only for what no round is fetching, and waits for the rest
+//! until the fetching round ends. Requests and replies go to the event loop
+//! as outcomes; received envelopes go to `ingest`, received rosters to
+//! `roster`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use breakwater_protocol::sync::{
@@ -32,11 +37,29 @@ pub(super) struct Round {
     /// Another round was asked for meanwhile (a gossip gap, a tick): start
     /// it when this one ends, since their frontier has moved on.
     again: bool,
-    /// The ranges of the last request.
+    /// The ranges of the request in flight. No other round asks for them
+    /// while this one is alive and fetching (see [`Round::holds_claims`]).
     asked: Vec<SeqRange>,
+    /// When this round first asked for ranges.
+    fetching_since: Option<Instant>,
+    /// Everything this round could ask for is being fetched by other rounds:
+    /// it has nothing in flight and asks for what is still missing when one
+    /// of them ends.
+    waiting: bool,
 }
 
 impl Round {
+    /// Whether other rounds leave this one's ranges to it: not while it is
+    /// quiet for [`CLAIM_QUIET`] (an answer lost, a stalled peer), nor once
+    /// it has fetched for [`CLAIM_MAX`] (a peer trickling batches must not
+    /// hold ranges back from the rest for long): others then fetch too.
+    fn holds_claims(&self) -> bool {
+        self.active_at.elapsed() < CLAIM_QUIET
+            && self
+                .fetching_since
+                .is_some_and(|since| since.elapsed() < CLAIM_MAX)
+    }
+
     /// Records `digest`, our frontier after a batch; false when the batch
     /// moved it nothing since the last one.
     fn advanced(&mut self, digest: Digest) -> bool {
@@ -49,6 +72,46 @@ impl Round {
 /// How long a round may go without an answer before a new one replaces it
 /// (twice the sync request timeout).
 const ROUND_STALE: Duration = Duration::from_secs(60);
+
+/// How long a round's ranges keep other rounds from asking for them while
+/// its peer does not answer.
+const CLAIM_QUIET: Duration = Duration::from_secs(10);
+
+/// How long a round's ranges keep other rounds from asking for them at all.
+const CLAIM_MAX: Duration = Duration::from_secs(30);
+
+/// Most seqs looked up in the store to leave out of a request the ones
+/// already held above the frontier (from gossip); beyond that, ranges are
+/// asked whole.
+const MAX_PROBES: u64 = 16 * 1024;
+
+/// `ranges` less every seq in `taken`, in order.
+fn subtract(ranges: Vec<SeqRange>, taken: &[SeqRange]) -> Vec<SeqRange> {
+    let mut by_author: BTreeMap<NodePublicKey, Vec<(u64, u64)>> = BTreeMap::new();
+    for t in taken {
+        by_author.entry(t.author).or_default().push((t.from, t.to));
+    }
+    let mut out = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let mut parts = vec![(range.from, range.to)];
+        for &(t_from, t_to) in by_author.get(&range.author).into_iter().flatten() {
+            parts = parts
+                .into_iter()
+                .flat_map(|(from, to)| {
+                    let before = (from < t_from).then(|| (from, to.min(t_from - 1)));
+                    let after = (t_to < to).then(|| (from.max(t_to + 1), to));
+                    before.into_iter().chain(after)
+                })
+                .collect();
+        }
+        out.extend(parts.into_iter().map(|(from, to)| SeqRange {
+            author: range.author,
+            from,
+            to,
+        }));
+    }
+    out
+}
 
 /// What is left of `asked` (served in order) once a batch ended with
 /// `author`'s `seq`; `None` when that matches no asked range or nothing is
@@ -72,20 +135,24 @@ fn rest_of(asked: &[SeqRange], author: NodePublicKey, seq: u64) -> Option<Vec<Se
 }
 
 impl Worker {
-    /// Our request to `peer` failed: drops the round and starts a new one if
-    /// `retry` says so or one was asked for meanwhile.
+    /// Our request to `peer` failed: drops the round, lets rounds waiting on
+    /// its ranges ask for them elsewhere, and starts a new one if `retry`
+    /// says so or one was asked for meanwhile.
     pub(super) fn sync_failed(&mut self, peer: PeerId, retry: bool) {
         let again = self.rounds.remove(&peer).is_some_and(|r| r.again);
+        self.wake_waiting();
         if retry || again {
             self.start_sync(peer);
         }
     }
 
     /// Starts a round with `peer`, unless one is under way: one chain of
-    /// requests per peer, so two rounds never fetch the same ranges. A start
-    /// asked for during a round runs when it ends.
+    /// requests per peer. A start asked for during a round runs when it
+    /// ends; a round waiting on other rounds' ranges has nothing in flight
+    /// and is replaced at once, since their frontier has moved on.
     pub(super) fn start_sync(&mut self, peer: PeerId) {
         if let Some(round) = self.rounds.get_mut(&peer)
+            && !round.waiting
             && round.active_at.elapsed() < ROUND_STALE
         {
             round.again = true;
@@ -103,6 +170,8 @@ impl Worker {
                 active_at: Instant::now(),
                 again: false,
                 asked: Vec::new(),
+                fetching_since: None,
+                waiting: false,
             },
         );
         self.traffic.sync_requests += 1;
@@ -112,11 +181,96 @@ impl Worker {
         });
     }
 
-    /// Ends the round with `peer`, starting the next one if it was asked for.
+    /// Ends the round with `peer`: rounds waiting on its ranges ask for what
+    /// is still missing, and the next round with `peer` starts if it was
+    /// asked for.
     fn end_round(&mut self, peer: PeerId) {
-        if self.rounds.remove(&peer).is_some_and(|r| r.again) {
+        let again = self.rounds.remove(&peer).is_some_and(|r| r.again);
+        self.wake_waiting();
+        if again {
             self.start_sync(peer);
         }
+    }
+
+    /// Lets every round waiting on other rounds' ranges ask again for what
+    /// is still missing and no round is fetching.
+    fn wake_waiting(&mut self) {
+        let waiting: Vec<PeerId> = self
+            .rounds
+            .iter()
+            .filter(|(_, r)| r.waiting)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in waiting {
+            // An earlier one may have ended it, or woken it already.
+            let Some(round) = self.rounds.get_mut(&peer) else {
+                continue;
+            };
+            if !round.waiting {
+                continue;
+            }
+            round.waiting = false;
+            // It took no batch while waiting: nothing to hold against it.
+            round.last_digest = None;
+            self.request_missing(peer);
+        }
+    }
+
+    /// The ranges other rounds than `peer`'s have asked for and not yet
+    /// received.
+    fn taken_by_others(&self, peer: PeerId) -> Vec<SeqRange> {
+        self.rounds
+            .iter()
+            .filter(|(p, r)| **p != peer && r.holds_claims())
+            .flat_map(|(_, r)| r.asked.iter().copied())
+            .collect()
+    }
+
+    /// `ranges` less the seqs already stored (above the frontier, from
+    /// gossip), looking up at most [`MAX_PROBES`] seqs.
+    fn lacking(&self, ranges: Vec<SeqRange>) -> Vec<SeqRange> {
+        let mut probes = MAX_PROBES;
+        let mut out = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let author = range.author;
+            // The first lacking seq of the hole being walked, and the first
+            // seq not looked up yet.
+            let mut start = None;
+            let mut next = range.from;
+            let mut done = false;
+            while probes > 0 {
+                probes -= 1;
+                let seq = next;
+                let held = matches!(self.store.id_at(&author.0, seq), Ok(Some(_)));
+                match (held, start) {
+                    (false, None) => start = Some(seq),
+                    (true, Some(from)) => {
+                        out.push(SeqRange {
+                            author,
+                            from,
+                            to: seq - 1,
+                        });
+                        start = None;
+                    }
+                    _ => {}
+                }
+                if seq >= range.to {
+                    done = true;
+                    break;
+                }
+                next = seq + 1;
+            }
+            // Out of probes, the seqs not looked up are asked for whole.
+            let from = if done { start } else { start.or(Some(next)) };
+            if let Some(from) = from {
+                out.push(SeqRange {
+                    author,
+                    from,
+                    to: range.to,
+                });
+            }
+        }
+        out
     }
 
     pub(super) fn serve_sync(&self, request: &[u8]) -> SyncResponse {
@@ -299,7 +453,9 @@ impl Worker {
         true
     }
 
-    /// Asks `peer` for the ranges it has and we lack, while that makes progress.
+    /// Asks `peer` for the ranges it has and we lack, while that makes
+    /// progress — except what we hold already and what other rounds are
+    /// fetching. When other rounds fetch all of it, the round waits for them.
     fn request_missing(&mut self, peer: PeerId) {
         let mine = self.frontier();
         let digest = mine.digest();
@@ -320,7 +476,7 @@ impl Worker {
         // Feeds of authors we would reject (revoked, unknown) are never
         // requested: they could never advance and would starve the rest.
         let roster = &self.roster.roster;
-        let mut missing: Vec<_> = mine
+        let missing: Vec<_> = mine
             .missing_from(theirs)
             .into_iter()
             .filter(|r| roster.org_of(&r.author).is_some())
@@ -329,13 +485,23 @@ impl Worker {
             self.end_round(peer);
             return;
         }
+        let mut ask = subtract(self.lacking(missing), &self.taken_by_others(peer));
+        let Some(round) = self.rounds.get_mut(&peer) else {
+            return;
+        };
         round.active_at = Instant::now();
-        missing.truncate(MAX_RANGES);
-        round.asked = missing.clone();
+        if ask.is_empty() {
+            round.asked.clear();
+            round.waiting = true;
+            return;
+        }
+        ask.truncate(MAX_RANGES);
+        round.asked = ask.clone();
+        round.fetching_since.get_or_insert_with(Instant::now);
         self.traffic.sync_requests += 1;
         self.send(Outcome::SyncRequest {
             peer,
-            request: SyncRequest::Ranges(missing).encode(),
+            request: SyncRequest::Ranges(ask).encode(),
         });
     }
 }
@@ -381,5 +547,40 @@ mod tests {
         assert_eq!(rest_of(&asked, b, 4), None);
         assert_eq!(rest_of(&asked, NodePublicKey([9; 32]), 1), None);
         assert_eq!(rest_of(&[], a, 1), None);
+    }
+
+    #[test]
+    fn ranges_other_rounds_fetch_are_left_out() {
+        // Nothing taken: unchanged.
+        assert_eq!(subtract(vec![range(1, 1, 10)], &[]), vec![range(1, 1, 10)]);
+        // Another author's ranges do not matter.
+        assert_eq!(
+            subtract(vec![range(1, 1, 10)], &[range(2, 1, 10)]),
+            vec![range(1, 1, 10)]
+        );
+        // The middle taken: both ends left.
+        assert_eq!(
+            subtract(vec![range(1, 1, 10)], &[range(1, 4, 6)]),
+            vec![range(1, 1, 3), range(1, 7, 10)]
+        );
+        // Overlapping either end, several takers.
+        assert_eq!(
+            subtract(
+                vec![range(1, 5, 20), range(2, 1, 3)],
+                &[range(1, 1, 6), range(1, 18, 30), range(1, 10, 10)]
+            ),
+            vec![range(1, 7, 9), range(1, 11, 17), range(2, 1, 3)]
+        );
+        // All of it taken.
+        assert_eq!(subtract(vec![range(1, 3, 4)], &[range(1, 1, 9)]), vec![]);
+        // Extremes do not overflow.
+        assert_eq!(
+            subtract(vec![range(1, 1, u64::MAX)], &[range(1, 1, u64::MAX)]),
+            vec![]
+        );
+        assert_eq!(
+            subtract(vec![range(1, 1, u64::MAX)], &[range(1, 2, u64::MAX)]),
+            vec![range(1, 1, 1)]
+        );
     }
 }
