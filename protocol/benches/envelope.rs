@@ -16,7 +16,7 @@ use breakwater_protocol::fixture::Fixture;
 use breakwater_protocol::{
     AuthorState, Digest, Draft, Envelope, EpochKeys, Kind, NodePublicKey, SealingPublicKey, Tlp,
     Verdict, open, open_epoch_key, open_with, precheck_batch_in, precheck_in, seal_to, seal_with,
-    validate,
+    seal_with_in, validate,
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
@@ -107,6 +107,9 @@ fn green_benches(c: &mut Criterion) {
         let f = Fixture::new(n, 1).expect("fixture");
         let author = f.keys(0, 0).expect("author keys");
         let key = open_epoch_key(f.roster(), author).expect("epoch key");
+        // A node computes its consortium id once (for a genesis roster it
+        // is a hash of the whole roster).
+        let consortium = f.roster().consortium_id();
         let draft = bench_bulletin();
         let mut rng = rng();
         let env = seal_with(author, f.roster(), Some(&key), draft.clone(), &[], &mut rng).unwrap();
@@ -114,7 +117,10 @@ fn green_benches(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter_batched(
                 || draft.clone(),
-                |d| seal_with(author, f.roster(), Some(&key), d, &[], &mut rng).unwrap(),
+                |d| {
+                    seal_with_in(author, f.roster(), consortium, Some(&key), d, &[], &mut rng)
+                        .unwrap()
+                },
                 BatchSize::SmallInput,
             );
         });

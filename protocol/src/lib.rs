@@ -30,7 +30,8 @@ pub use green::{EpochKey, EpochKeyError, EpochKeys, audit_package, open_epoch_ke
 pub use keys::{KeyError, NodeKeys};
 pub use roster::{GreenKeyPackage, Member, Roster, RosterError, SignedRoster};
 pub use seal::{
-    Draft, OpenError, SealError, open, open_with, recipients_for, seal, seal_to, seal_with,
+    Draft, OpenError, SealError, open, open_with, recipients_for, seal, seal_to, seal_to_in,
+    seal_with, seal_with_in,
 };
 pub use sync::{Frontier, SeqRange, SyncRequest, SyncResponse};
 pub use tlp::Tlp;

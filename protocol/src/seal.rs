@@ -168,6 +168,22 @@ pub fn seal_with<R: CryptoRng + ?Sized>(
     to: &[OrgId],
     rng: &mut R,
 ) -> Result<Envelope, SealError> {
+    let consortium = roster.consortium_id();
+    seal_with_in(keys, roster, consortium, epoch_key, draft, to, rng)
+}
+
+/// [`seal_with`] with `roster`'s consortium id computed once by the caller:
+/// for a genesis roster it is the hash of the whole roster (tens of KB with
+/// a GREEN key package), which a node should not recompute per envelope.
+pub fn seal_with_in<R: CryptoRng + ?Sized>(
+    keys: &NodeKeys,
+    roster: &Roster,
+    consortium: Digest,
+    epoch_key: Option<&EpochKey>,
+    draft: Draft,
+    to: &[OrgId],
+    rng: &mut R,
+) -> Result<Envelope, SealError> {
     let epoch_key = epoch_key.filter(|_| draft.tlp == Tlp::Green && roster.green.is_some());
     let recipients = match epoch_key {
         // Only the membership check is needed: the epoch key covers everyone.
@@ -182,7 +198,7 @@ pub fn seal_with<R: CryptoRng + ?Sized>(
         }
         None => recipients_for(roster, &keys.node_public(), draft.tlp, to)?,
     };
-    seal_to(keys, roster, epoch_key, draft, &recipients, rng)
+    seal_to_in(keys, roster, consortium, epoch_key, draft, &recipients, rng)
 }
 
 /// Seals `draft` for exactly `recipients` (used for retractions and
@@ -193,6 +209,20 @@ pub fn seal_with<R: CryptoRng + ?Sized>(
 pub fn seal_to<R: CryptoRng + ?Sized>(
     keys: &NodeKeys,
     roster: &Roster,
+    epoch_key: Option<&EpochKey>,
+    draft: Draft,
+    recipients: &[SealingPublicKey],
+    rng: &mut R,
+) -> Result<Envelope, SealError> {
+    let consortium = roster.consortium_id();
+    seal_to_in(keys, roster, consortium, epoch_key, draft, recipients, rng)
+}
+
+/// [`seal_to`] with `roster`'s consortium id computed once by the caller.
+pub fn seal_to_in<R: CryptoRng + ?Sized>(
+    keys: &NodeKeys,
+    roster: &Roster,
+    consortium: Digest,
     epoch_key: Option<&EpochKey>,
     draft: Draft,
     recipients: &[SealingPublicKey],
@@ -217,7 +247,7 @@ pub fn seal_to<R: CryptoRng + ?Sized>(
     let epoch_key = epoch_key.filter(|_| keyed && draft.tlp == Tlp::Green);
     let mut header = Header {
         version: if keyed { HEADER_V2 } else { HEADER_V1 },
-        consortium: roster.consortium_id(),
+        consortium,
         author: keys.node_public(),
         seq: draft.seq,
         prev: draft.prev,

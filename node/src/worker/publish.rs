@@ -10,8 +10,8 @@ use super::{Outcome, Worker, now_ms, store_err};
 use crate::handle::{PublishRequest, Published, RequestError};
 use crate::store::{NewEnvelope, StoreError};
 use breakwater_protocol::{
-    Body, Digest, Draft, Envelope, EpochKey, Indicator, Kind, Seal, SealingPublicKey, seal_to,
-    seal_with,
+    Body, Digest, Draft, Envelope, EpochKey, Indicator, Kind, Seal, SealingPublicKey, seal_to_in,
+    seal_with_in,
 };
 
 impl Worker {
@@ -33,9 +33,10 @@ impl Worker {
             body: Body::Bulletin(request.bulletin),
         };
         let epoch_key = self.sealing_epoch_key();
-        let envelope = seal_with(
+        let envelope = seal_with_in(
             &self.keys,
             &self.roster.roster,
+            self.consortium,
             epoch_key.as_ref(),
             draft,
             &request.to,
@@ -93,9 +94,10 @@ impl Worker {
             body,
         };
         let epoch_key = self.sealing_epoch_key();
-        let sealed = seal_to(
+        let sealed = seal_to_in(
             &self.keys,
             &self.roster.roster,
+            self.consortium,
             epoch_key.as_ref(),
             draft,
             &recipients,
