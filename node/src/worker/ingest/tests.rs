@@ -1,0 +1,289 @@
+//! Unit tests of ingest: one store write per chunk, batch verification with
+//! its fallback, briefs and records, pending epoch entries, duplicates first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use breakwater_protocol::fixture::{Fixture, bulletin_draft, fixture_green_key};
+use breakwater_protocol::{Digest, Envelope, Indicator, Roster, Seal, Tlp, seal};
+use libp2p::PeerId;
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use rand::SeedableRng;
+use tokio::sync::{broadcast, mpsc};
+
+use super::super::{Opened, Worker, now_ms};
+use super::*;
+use crate::handle::NodeEvent;
+use crate::job::Outcome;
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+struct Harness {
+    worker: Worker,
+    outcomes: mpsc::Receiver<Outcome>,
+    events: broadcast::Receiver<NodeEvent>,
+}
+
+/// A worker for node 0 of org `org`, on a temporary store.
+fn harness(f: &Fixture, org: usize) -> Harness {
+    let (events, events_rx) = broadcast::channel(8192);
+    let (outcomes, outcomes_rx) = mpsc::channel(8192);
+    let worker = Worker::new(
+        Store::temporary().unwrap(),
+        f.keys(org, 0).unwrap().clone(),
+        f.roster.clone(),
+        30 * DAY_MS,
+        events,
+        outcomes,
+    );
+    Harness {
+        worker,
+        outcomes: outcomes_rx,
+        events: events_rx,
+    }
+}
+
+/// A feed of `n` bulletins of `tlp` by node 0 of org 1, sealed under
+/// `roster` (GREEN under its epoch key), each with one indicator.
+fn feed(f: &Fixture, roster: &Roster, tlp: Tlp, n: u64) -> Vec<Envelope> {
+    let keys = f.keys(1, 0).unwrap();
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(9);
+    let mut prev = Digest::ZERO;
+    let to = [f.orgs[0].org_id.clone(), f.orgs[1].org_id.clone()];
+    (1..=n)
+        .map(|seq| {
+            let mut draft = bulletin_draft(seq, prev, tlp, &format!("Bulletin {seq}"), now_ms());
+            if let Body::Bulletin(bulletin) = &mut draft.body {
+                bulletin.summary = "a long summary that is not kept ".repeat(20);
+                bulletin.indicators =
+                    vec![Indicator::parse(&format!("ipv4:192.0.2.{}", seq % 250)).unwrap()];
+            }
+            let to: &[_] = if tlp == Tlp::Amber { &to } else { &[] };
+            let envelope = seal(keys, roster, draft, to, &mut rng).unwrap();
+            prev = envelope.id();
+            envelope
+        })
+        .collect()
+}
+
+fn sync() -> Origin {
+    Origin::Sync {
+        peer: PeerId::random(),
+    }
+}
+
+#[test]
+fn a_sync_batch_is_one_store_write_per_chunk_and_a_forged_item_is_named() {
+    let f = Fixture::new(3, 1).unwrap();
+    let mut h = harness(&f, 0);
+    let envelopes = feed(&f, f.roster(), Tlp::Green, 600);
+    let mut items: Vec<Vec<u8>> = envelopes.iter().map(Envelope::encode).collect();
+    // A well-formed signature by the wrong key, in the middle.
+    let real = &envelopes[300];
+    let forged = Envelope::sign(
+        real.header.clone(),
+        real.payload.clone(),
+        f.keys(2, 0).unwrap(),
+    );
+    items[300] = forged.encode();
+
+    let store = h.worker.store.clone();
+    let before = store.batches_applied();
+    h.worker.ingest(items, sync());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let expected = if threads < 2 {
+        1
+    } else {
+        600usize.div_ceil(PIPELINE_CHUNK.min(600usize.div_ceil(threads)))
+    };
+    assert_eq!(store.batches_applied() - before, expected as u64);
+
+    assert_eq!(store.counts().envelopes, 599);
+    assert!(!store.contains(&forged.id().0).unwrap());
+    assert!(!store.contains(&real.id().0).unwrap());
+    // Every stored GREEN envelope is readable and indexed.
+    assert_eq!(store.counts().plaintext, 599);
+    let stored = (0..h.events.len())
+        .filter(|_| matches!(h.events.try_recv(), Ok(NodeEvent::Stored(s)) if s.readable))
+        .count();
+    assert_eq!(stored, 599);
+}
+
+#[test]
+fn epoch_sealed_bodies_are_not_stored_but_show_reopens_them() {
+    let f = Fixture::new(3, 1).unwrap();
+    let mut h = harness(&f, 0);
+    let green = feed(&f, f.roster(), Tlp::Green, 2);
+    let amber = &feed(&f, f.roster(), Tlp::Amber, 1)[0];
+    // (The AMBER one is seq 1 of the same feed: it goes to another node.)
+    let items: Vec<Vec<u8>> = green.iter().map(Envelope::encode).collect();
+    h.worker.ingest(items, sync());
+    let id = green[0].id();
+    let raw = h.worker.store.plaintext(&id.0).unwrap().unwrap();
+    assert_eq!(raw[0], 0x01, "postcard record");
+    assert!(matches!(Opened::decode(&raw), Some(Opened::Brief(_))));
+    assert!(
+        !raw.windows(12).any(|w| w == b"long summary"),
+        "the body is not kept"
+    );
+    let detail = h.worker.get(&id.to_hex()).unwrap();
+    let Some(Body::Bulletin(bulletin)) = detail.body else {
+        panic!("show reopens the body: {:?}", detail.body)
+    };
+    assert!(bulletin.summary.starts_with("a long summary"));
+    assert_eq!(detail.summary.title.as_deref(), Some("Bulletin 1"));
+    // list and search work from the brief alone.
+    let listed = h.worker.list(&Default::default()).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|s| s.readable && s.indicators.is_some()));
+    let indicator = Indicator::parse("ipv4:192.0.2.1").unwrap();
+    assert_eq!(h.worker.search(&indicator).unwrap().len(), 1);
+    assert_eq!(h.worker.status().unwrap().readable, 2);
+
+    // Sealed to nodes: the whole record is kept.
+    let mut other = harness(&f, 0);
+    other.worker.ingest(vec![amber.encode()], sync());
+    let raw = other
+        .worker
+        .store
+        .plaintext(&amber.id().0)
+        .unwrap()
+        .unwrap();
+    let Some(Opened::Full(record)) = Opened::decode(&raw) else {
+        panic!("a node-sealed record is kept whole")
+    };
+    assert!(matches!(record.body, Body::Bulletin(_)));
+    let detail = other.worker.get(&amber.id().to_hex()).unwrap();
+    assert!(detail.body.is_some());
+}
+
+#[test]
+fn postcard_records_round_trip_and_legacy_json_records_still_read() {
+    let f = Fixture::new(3, 1).unwrap();
+    let h = harness(&f, 0);
+    let amber = &feed(&f, f.roster(), Tlp::Amber, 1)[0];
+    let body = h.worker.open(amber).unwrap();
+    let opened = Opened::of(&amber.header, &body);
+    let encoded = opened.encode();
+    let Some(Opened::Full(back)) = Opened::decode(&encoded) else {
+        panic!("round trip")
+    };
+    assert_eq!(back.body, body);
+    let green = &feed(&f, f.roster(), Tlp::Green, 1)[0];
+    let body = h.worker.open(green).unwrap();
+    let brief = Opened::of(&green.header, &body);
+    let Some(Opened::Brief(back)) = Opened::decode(&brief.encode()) else {
+        panic!("round trip")
+    };
+    assert_eq!(Some(back), Some(brief.brief()));
+
+    // A record as earlier versions wrote it: JSON.
+    let store = &h.worker.store;
+    let id = amber.id();
+    store
+        .insert_envelope(&id.0, &amber.header.author.0, 1, &amber.encode())
+        .unwrap();
+    let legacy = serde_json::json!({
+        "tlp": amber.header.tlp,
+        "created_at": amber.header.created_at,
+        "expires_at": amber.header.expires_at,
+        "body": body_of(&h, amber),
+    });
+    store
+        .put_plaintext(&id.0, legacy.to_string().as_bytes())
+        .unwrap();
+    let detail = h.worker.get(&id.to_hex()).unwrap();
+    assert_eq!(detail.body, Some(body_of(&h, amber)));
+    assert!(detail.summary.readable);
+    assert_eq!(detail.summary.title.as_deref(), Some("Bulletin 1"));
+}
+
+fn body_of(h: &Harness, envelope: &Envelope) -> Body {
+    h.worker.open(envelope).unwrap()
+}
+
+#[test]
+fn a_pending_epoch_entry_is_written_with_its_envelope() {
+    let f = Fixture::new(3, 1).unwrap();
+    let mut h = harness(&f, 0);
+    // Roster version 2 (org 2 revoked, a new GREEN key), which this node
+    // has not applied: GREEN sealed under it cannot open yet.
+    let v2 = f
+        .roster()
+        .with_revoked(&f.orgs[2].org_id)
+        .unwrap()
+        .with_green_key(&fixture_green_key(2))
+        .unwrap();
+    let envelope = &feed(&f, &v2, Tlp::Green, 1)[0];
+    assert!(matches!(envelope.header.seal, Seal::Epoch { epoch: 2, .. }));
+    let store = h.worker.store.clone();
+    let before = store.batches_applied();
+    h.worker.ingest(vec![envelope.encode()], sync());
+    assert_eq!(store.batches_applied() - before, 1);
+    assert_eq!(store.pending_up_to(2).unwrap(), vec![(2, envelope.id().0)]);
+    assert!(store.contains(&envelope.id().0).unwrap());
+    assert_eq!(store.counts().plaintext, 0);
+}
+
+#[test]
+fn a_stored_duplicate_is_recognised_before_any_signature_check() {
+    let f = Fixture::new(3, 1).unwrap();
+    let mut h = harness(&f, 0);
+    let real = &feed(&f, f.roster(), Tlp::Green, 1)[0];
+    // Its signature is wrong: checking it again would reject it. Put it
+    // in the store directly, as if it had been stored long ago.
+    let forged = Envelope::sign(
+        real.header.clone(),
+        real.payload.clone(),
+        f.keys(2, 0).unwrap(),
+    );
+    let bytes = forged.encode();
+    let id = forged.id();
+    let store = h.worker.store.clone();
+    store
+        .insert_envelope(&id.0, &forged.header.author.0, 1, &bytes)
+        .unwrap();
+
+    // Sync and gossip chunks alike: recognised by id, never prechecked.
+    let (roster, keys) = (&h.worker.roster.roster, &h.worker.keys);
+    let consortium = h.worker.consortium;
+    let checked = precheck_chunk(
+        &[bytes.clone(), real.encode()],
+        &store,
+        roster,
+        consortium,
+        keys,
+        &h.worker.epoch_keys,
+    );
+    assert!(matches!(checked[0], Checked::Stored));
+    // The same forgery not yet stored is rejected by its signature.
+    let fresh = Store::temporary().unwrap();
+    let checked = precheck_chunk(
+        std::slice::from_ref(&bytes),
+        &fresh,
+        roster,
+        consortium,
+        keys,
+        &h.worker.epoch_keys,
+    );
+    assert!(matches!(
+        checked[0],
+        Checked::Rejected(Rejection::BadSignature(_))
+    ));
+
+    // By gossip: ignored (a duplicate), not rejected (a bad signature).
+    let before = store.batches_applied();
+    h.worker.ingest(
+        vec![bytes],
+        Origin::Gossip {
+            message_id: MessageId::new(b"dup"),
+            source: PeerId::random(),
+        },
+    );
+    match h.outcomes.try_recv() {
+        Ok(Outcome::Verdict { acceptance, .. }) => {
+            assert_eq!(acceptance, MessageAcceptance::Ignore)
+        }
+        other => panic!("expected a verdict, got {other:?}"),
+    }
+    assert_eq!(store.batches_applied(), before, "nothing to write");
+}
