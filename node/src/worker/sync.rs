@@ -74,8 +74,12 @@ impl Round {
 const ROUND_STALE: Duration = Duration::from_secs(60);
 
 /// How long a round's ranges keep other rounds from asking for them while
-/// its peer does not answer.
-const CLAIM_QUIET: Duration = Duration::from_secs(10);
+/// its peer does not answer. Short: a request to a peer behind a partition
+/// that dropped no connection hangs until the request timeout (30 s), and
+/// the ranges must be asked elsewhere long before that (a 10 s hold made
+/// convergence after a heal take 10 s and more). A sync answer that takes
+/// longer than this is rare; its ranges are then fetched twice.
+const CLAIM_QUIET: Duration = Duration::from_secs(3);
 
 /// How long a round's ranges keep other rounds from asking for them at all.
 const CLAIM_MAX: Duration = Duration::from_secs(30);
