@@ -276,6 +276,9 @@ struct Sim<'a> {
     heal_ms: Option<f64>,
     convergence_ms: Option<f64>,
     convergence_confirmed: bool,
+    /// When frontiers were last polled by status while the event view
+    /// disagreed (a lagged event stream must not hide convergence).
+    last_status_poll: Instant,
     published: u64,
     verbose: bool,
 }
@@ -512,10 +515,18 @@ impl Sim<'_> {
             self.network.reset_random(resets / 60.0);
             self.network.stall_random(stalls / 60.0, stall);
         }
+        // Stored events are the fast signal; status is the truth, polled at
+        // most every second (more rarely for large meshes) when the events
+        // say no, so an event that never arrived cannot hide convergence.
+        let poll_every = Duration::from_millis(1000.max(20 * self.dirs.len() as u64));
+        let poll = self.last_status_poll.elapsed() >= poll_every;
         if let Some(heal_at) = self.heal_at
             && self.convergence_ms.is_none()
-            && self.frontiers_equal_by_events()
-            && self.frontiers_equal_by_status().await
+            && (self.frontiers_equal_by_events() || poll)
+            && {
+                self.last_status_poll = Instant::now();
+                self.frontiers_equal_by_status().await
+            }
         {
             self.convergence_ms = Some(heal_at.elapsed().as_secs_f64() * 1000.0);
             self.convergence_confirmed = true;
@@ -688,6 +699,7 @@ pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<Ph
         heal_ms: None,
         convergence_ms: None,
         convergence_confirmed: false,
+        last_status_poll: Instant::now(),
         published: 0,
         verbose: options.verbose,
     };
