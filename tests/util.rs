@@ -173,18 +173,15 @@ impl Org {
 
     /// Runs a command that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        assert!(
-            out.status.success(),
-            "{} {args:?} failed: {}",
-            self.org,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&self.succeeds(args).stdout).into_owned()
     }
 
     /// Runs a command that must succeed; returns stderr (what it reported).
     pub fn ok_stderr(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.succeeds(args).stderr).into_owned()
+    }
+
+    fn succeeds(&self, args: &[&str]) -> Output {
         let out = self.cmd(args);
         assert!(
             out.status.success(),
@@ -192,7 +189,7 @@ impl Org {
             self.org,
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        out
     }
 
     /// Runs a command that must fail with a one-line error; returns it.

@@ -70,14 +70,18 @@ struct Brief {
 
 impl Brief {
     fn of(header: &Header, body: &Body) -> Brief {
+        Brief::from_parts(header.tlp, header.created_at, header.expires_at, body)
+    }
+
+    fn from_parts(tlp: Tlp, created_at: u64, expires_at: u64, body: &Body) -> Brief {
         let bulletin = match body {
             Body::Bulletin(bulletin) => Some(bulletin),
             _ => None,
         };
         Brief {
-            tlp: header.tlp,
-            created_at: header.created_at,
-            expires_at: header.expires_at,
+            tlp,
+            created_at,
+            expires_at,
             severity: bulletin.map(|b| b.severity),
             title: bulletin.map(|b| b.title.clone()),
             indicators: bulletin.map(|b| b.indicators.clone()),
@@ -128,20 +132,12 @@ impl Opened {
 
     fn brief(&self) -> Brief {
         match self {
-            Opened::Full(record) => {
-                let bulletin = match &record.body {
-                    Body::Bulletin(bulletin) => Some(bulletin),
-                    _ => None,
-                };
-                Brief {
-                    tlp: record.tlp,
-                    created_at: record.created_at,
-                    expires_at: record.expires_at,
-                    severity: bulletin.map(|b| b.severity),
-                    title: bulletin.map(|b| b.title.clone()),
-                    indicators: bulletin.map(|b| b.indicators.clone()),
-                }
-            }
+            Opened::Full(record) => Brief::from_parts(
+                record.tlp,
+                record.created_at,
+                record.expires_at,
+                &record.body,
+            ),
             Opened::Brief(brief) => brief.clone(),
         }
     }
@@ -198,6 +194,19 @@ pub(crate) fn now_ms() -> u64 {
 
 fn store_err(e: StoreError) -> RequestError {
     RequestError::Store(e.to_string())
+}
+
+/// The key ids of `envelope`'s per-node wraps (empty unless sealed per node).
+fn recipient_key_ids(
+    envelope: &Envelope,
+) -> std::collections::BTreeSet<breakwater_protocol::KeyId> {
+    envelope
+        .header
+        .seal
+        .recipients()
+        .iter()
+        .map(|r| r.key_id)
+        .collect()
 }
 
 /// The body of `envelope`, if `keys` (with the GREEN keys `epoch_keys`) is

@@ -3,10 +3,8 @@
 //! stores and flushes each before handing it to the event loop to gossip.
 //! Answers `NodeHandle::publish`, `retract` and `sight`.
 
-use std::collections::BTreeSet;
-
 use super::index::Staged;
-use super::{Outcome, Worker, now_ms, store_err};
+use super::{Outcome, Worker, now_ms, recipient_key_ids, store_err};
 use crate::handle::{PublishRequest, Published, RequestError};
 use crate::store::{NewEnvelope, StoreError};
 use breakwater_protocol::{
@@ -143,13 +141,7 @@ impl Worker {
             // one, to every active node.
             return self.roster.roster.all_sealing_keys();
         }
-        let wanted: BTreeSet<_> = envelope
-            .header
-            .seal
-            .recipients()
-            .iter()
-            .map(|r| r.key_id)
-            .collect();
+        let wanted = recipient_key_ids(envelope);
         let mine = self.org_of(&self.keys.node_public());
         self.roster
             .roster

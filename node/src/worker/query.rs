@@ -2,11 +2,9 @@
 //! status, read from the store for `NodeHandle`; also the [`Summary`] every
 //! `Stored` event carries.
 
-use std::collections::BTreeSet;
-
 use breakwater_protocol::{Digest, Envelope, Indicator};
 
-use super::{Brief, Opened, Worker, now_ms, store_err};
+use super::{Brief, Opened, Worker, now_ms, recipient_key_ids, store_err};
 use crate::handle::{Detail, ListFilter, RequestError, Status, Summary};
 use crate::store::StoreError;
 
@@ -148,13 +146,7 @@ impl Worker {
             .map_err(store_err)?
             .map(Digest)
             .filter(|_| retracted);
-        let key_ids: BTreeSet<_> = envelope
-            .header
-            .seal
-            .recipients()
-            .iter()
-            .map(|r| r.key_id)
-            .collect();
+        let key_ids = recipient_key_ids(&envelope);
         let epoch_sealed = envelope.header.seal.epoch().is_some();
         let recipients = self
             .roster
