@@ -17,6 +17,7 @@ pub mod green;
 pub mod keys;
 pub mod roster;
 pub mod seal;
+pub mod stix;
 pub mod sync;
 pub mod tlp;
 pub mod validate;
