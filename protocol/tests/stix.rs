@@ -798,7 +798,8 @@ fn exports_reference_only_the_official_tlp_2_markings_and_carry_their_objects() 
 fn bundle_merges_shared_objects_and_keeps_the_strictest_copy() {
     let mut mesh = Mesh::new();
     let mut first = Bulletin::new("one", Severity::Low);
-    first.indicators = vec![ind("ipv4:203.0.113.7")];
+    // A repeated indicator is one object and one ref.
+    first.indicators = vec![ind("ipv4:203.0.113.7"), ind("ipv4:203.0.113.7")];
     let mut second = Bulletin::new("two", Severity::Low);
     second.indicators = vec![ind("ipv4:203.0.113.7")];
     let clear = mesh.publish(0, Tlp::Clear, first, &[]);
@@ -815,6 +816,12 @@ fn bundle_merges_shared_objects_and_keeps_the_strictest_copy() {
         vec![marking_id(Tlp::Red).to_string()]
     );
     assert_eq!(by_type(objects, "report").len(), 2);
+    let refs = by_id(objects, &stix::report_id(&clear.envelope.id()))["object_refs"].clone();
+    assert_eq!(
+        refs.as_array().unwrap().len(),
+        3,
+        "identity, indicator, observable: {refs}"
+    );
     assert_eq!(by_type(objects, "indicator").len(), 2);
     let mut ids: Vec<(&str, Option<&str>)> = objects
         .iter()

@@ -329,6 +329,9 @@ fn bulletin_objects(envelope: &Opened<'_>, bulletin: &Bulletin) -> (Vec<Value>, 
     let mut parts = Vec::new();
     for indicator in &bulletin.indicators {
         let id = indicator_id(&envelope.id, indicator);
+        if refs.contains(&json!(id)) {
+            continue;
+        }
         refs.push(json!(id));
         let description = indicator
             .note
