@@ -1298,33 +1298,10 @@ fn import_of_a_retracted_export_maps_nothing_revoked() {
 
 // ---------------------------------------------------- reference validator
 
-/// The venv `scripts/stix-venv.sh` makes: `$STIX_VENV`, else
-/// `<workspace>/target/stix-venv`.
-fn stix_venv() -> PathBuf {
-    std::env::var_os("STIX_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-                .join("stix-venv")
-        })
-}
-
-/// Runs the OASIS `stix2-validator` (and `stix2.parse(…, allow_custom=False)`)
-/// over exported bundles of every kind. Needs Python packages, so it is
-/// opt-in: `scripts/stix-venv.sh && cargo test -p breakwater-protocol --test
-/// stix -- --ignored reference_validator`. It fails, saying why, when the venv
-/// is missing.
-#[test]
-#[ignore = "needs the Python venv from scripts/stix-venv.sh (stix2-validator, stix2)"]
-fn reference_validator_accepts_exported_bundles() {
-    let python = stix_venv().join("bin").join("python");
-    assert!(
-        python.exists(),
-        "cannot run the STIX reference validator: {} does not exist; run scripts/stix-venv.sh (or set STIX_VENV)",
-        python.display()
-    );
+/// Bundles of every kind of envelope (a CLEAR bulletin; an AMBER one with an
+/// attachment that supersedes another; a sighting; all of them with a
+/// retraction), from fixed keys and a seeded RNG.
+fn sample_bundles() -> Vec<(&'static str, Value)> {
     let mut mesh = Mesh::new();
     let mut with_attachment = phishing();
     with_attachment.supersedes = Some(Digest([9u8; 32]));
@@ -1370,7 +1347,7 @@ fn reference_validator_accepts_exported_bundles() {
         NOW + DAY,
         (1, 0),
     );
-    let bundles = [
+    vec![
         ("clear", bundle_of(&[(&clear, None)])),
         ("amber-attached-superseding", bundle_of(&[(&amber, None)])),
         ("sighting", bundle_of(&[(&sighting, None)])),
@@ -1383,7 +1360,68 @@ fn reference_validator_accepts_exported_bundles() {
                 (&retraction, Some(&amber)),
             ]),
         ),
-    ];
+    ]
+}
+
+/// Golden file of the export: `protocol/tests/data/stix/<name>.json`.
+/// Regenerate with `BREAKWATER_BLESS=1` after a deliberate mapping change,
+/// and say why in the commit.
+#[test]
+fn exports_match_the_golden_files() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/stix");
+    for (name, bundle) in sample_bundles() {
+        let path = dir.join(format!("{name}.json"));
+        if std::env::var_os("BREAKWATER_BLESS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let text = serde_json::to_string_pretty(&bundle).unwrap() + "\n";
+            std::fs::write(&path, text).unwrap();
+        }
+        let golden: Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap();
+        assert_eq!(bundle, golden, "{name} differs from {}", path.display());
+    }
+}
+
+/// The venv `scripts/stix-venv.sh` makes: `$STIX_VENV`, else
+/// `<workspace>/target/stix-venv`.
+fn stix_venv() -> PathBuf {
+    std::env::var_os("STIX_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("stix-venv")
+        })
+}
+
+/// Runs the OASIS `stix2-validator` (and `stix2.parse(…, allow_custom=False)`)
+/// over exported bundles of every kind. Needs Python packages, so it is
+/// opt-in: `scripts/stix-venv.sh && cargo test -p breakwater-protocol --test
+/// stix -- --ignored reference_validator`. It fails, saying why, when the venv
+/// is missing.
+#[test]
+#[ignore = "needs the Python venv from scripts/stix-venv.sh (stix2-validator, stix2)"]
+fn reference_validator_accepts_exported_bundles() {
+    let python = stix_venv().join("bin").join("python");
+    assert!(
+        python.exists(),
+        "cannot run the STIX reference validator: {} does not exist; run scripts/stix-venv.sh (or set STIX_VENV)",
+        python.display()
+    );
+    let tools = Command::new(&python)
+        .args(["-c", "import stix2validator, stix2"])
+        .output()
+        .unwrap();
+    assert!(
+        tools.status.success(),
+        "cannot run the STIX reference validator: stix2-validator or stix2 is missing from {}; run scripts/stix-venv.sh\n{}",
+        python.display(),
+        String::from_utf8_lossy(&tools.stderr)
+    );
+    let bundles = sample_bundles();
     let dir = std::env::temp_dir().join(format!("breakwater-stix-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let script = r#"
