@@ -1273,6 +1273,53 @@ fn round_trip_export_then_import_gives_the_same_indicators() {
 }
 
 #[test]
+fn import_cleans_report_text_to_the_bulletin_rules() {
+    let long_name = format!("Evil\u{202E}txt.exe\ncampaign {}", "x".repeat(400));
+    let report = json!({"type": "report", "spec_version": "2.1", "id": "report--a1b2c3d4-0000-4000-8000-0000000000aa",
+        "created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z", "published": "2026-01-01T00:00:00.000Z",
+        "name": long_name, "description": "line one\nline two\u{0007}", "labels": ["tlp:green", "severity:critical", "ransomware", "sector:rail"],
+        "object_refs": ["indicator--a1b2c3d4-0000-4000-8000-000000000001"]});
+    let mut indicator = indicator_object(
+        "indicator--a1b2c3d4-0000-4000-8000-000000000001",
+        "[domain-name:value = 'evil.example']",
+        json!([]),
+    );
+    indicator["description"] = json!(format!("seen\tin\u{2028}logs {}", "y".repeat(600)));
+    let imported = import(&bundle_with(vec![report, indicator]), None).unwrap();
+    assert_eq!(imported.tlp, Tlp::Green, "the report's tlp:green label");
+    let bulletin = imported.to_bulletin("fallback", Severity::Low).unwrap();
+    assert!(bulletin.title.starts_with("Evil txt.exe campaign xxx"));
+    assert_eq!(bulletin.title.chars().count(), 200);
+    assert_eq!(bulletin.summary, "line one\nline two");
+    assert_eq!(bulletin.severity, Severity::Critical);
+    assert_eq!(bulletin.tags, vec!["ransomware".to_string()]);
+    assert_eq!(bulletin.sectors, vec!["rail".to_string()]);
+    let note = bulletin.indicators[0].note.clone().unwrap();
+    assert!(note.starts_with("seen in logs yyy"), "{note:?}");
+    assert!(note.len() <= 512);
+    bulletin.check().unwrap();
+    // Without a report, the fallbacks are used.
+    let bare = import(
+        &bundle_with(vec![indicator_object(
+            "indicator--a1b2c3d4-0000-4000-8000-000000000001",
+            "[domain-name:value = 'evil.example']",
+            json!([marking_id(Tlp::Clear)]),
+        )]),
+        None,
+    )
+    .unwrap();
+    let bulletin = bare
+        .to_bulletin("Imported from STIX", Severity::Medium)
+        .unwrap();
+    assert_eq!(
+        (bulletin.title.as_str(), bulletin.severity),
+        ("Imported from STIX", Severity::Medium)
+    );
+    assert_eq!((bare.mapped, bare.kept_count, bare.dropped), (1, 0, 0));
+    assert_eq!(bare.kept, None);
+}
+
+#[test]
 fn import_of_a_retracted_export_maps_nothing_revoked() {
     let mut mesh = Mesh::new();
     let original = mesh.publish(0, Tlp::Green, phishing(), &[]);
