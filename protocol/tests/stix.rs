@@ -472,6 +472,51 @@ fn every_node_that_can_open_a_bulletin_exports_identical_objects() {
 }
 
 #[test]
+fn bundle_of_an_envelope_looks_its_author_up_in_the_roster() {
+    let mut mesh = Mesh::new();
+    let original = mesh.publish(1, Tlp::Amber, phishing(), &[2]);
+    let roster = mesh.fixture.roster().clone();
+    let via_roster = stix::bundle_of(&original.envelope, &original.body, &roster).unwrap();
+    assert_eq!(via_roster.to_value(), bundle_of(&[(&original, None)]));
+    let retraction = mesh.publish_at(
+        1,
+        Tlp::Amber,
+        Kind::Retraction {
+            target: original.envelope.id(),
+        },
+        Body::Retraction {
+            reason: "false positive".into(),
+        },
+        &[2],
+        NOW + DAY,
+        (2, 0),
+    );
+    let mut bundle = Bundle::new();
+    bundle
+        .add_envelope(
+            &retraction.envelope,
+            &retraction.body,
+            Some((&original.envelope, &original.body)),
+            &roster,
+        )
+        .unwrap();
+    assert_eq!(
+        bundle.to_value(),
+        bundle_of(&[(&retraction, Some(&original))])
+    );
+    // An author the roster does not know is refused.
+    let stranger = Fixture::legacy(1, 1).unwrap();
+    let err = stix::bundle_of(&original.envelope, &original.body, stranger.roster()).unwrap_err();
+    assert_eq!(
+        err,
+        ExportError::UnknownAuthor {
+            id: original.envelope.id()
+        }
+    );
+    assert!(err.to_string().ends_with("its author is not in the roster"));
+}
+
+#[test]
 fn sighting_maps_to_a_sighting_of_the_derived_indicator_with_its_own_tlp() {
     let mut mesh = Mesh::new();
     let bulletin = mesh.publish(0, Tlp::Green, phishing(), &[]);

@@ -14,7 +14,7 @@ use super::pattern::{observable_of, pattern_of};
 use crate::body::{Body, Bulletin, Indicator, IndicatorKind};
 use crate::bytes::{Digest, NodePublicKey};
 use crate::card::OrgId;
-use crate::envelope::{Header, Kind};
+use crate::envelope::{Envelope, Header, Kind};
 use crate::roster::Roster;
 use crate::tlp::Tlp;
 
@@ -66,6 +66,12 @@ pub struct Opened<'a> {
 /// Why an envelope cannot be exported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExportError {
+    /// The envelope's author is in no version of the roster given.
+    #[error("envelope {id}: its author is not in the roster")]
+    UnknownAuthor {
+        /// The envelope.
+        id: Digest,
+    },
     /// The body is not the kind the header says.
     #[error("envelope {id}: body does not match envelope kind {kind}")]
     KindMismatch {
@@ -512,6 +518,14 @@ fn tlp_of_object(object: &Value) -> Option<Tlp> {
         .max()
 }
 
+/// The bundle of one opened bulletin or sighting, its author looked up in
+/// `roster`.
+pub fn bundle_of(envelope: &Envelope, body: &Body, roster: &Roster) -> Result<Bundle, ExportError> {
+    let mut bundle = Bundle::new();
+    bundle.add_envelope(envelope, body, None, roster)?;
+    Ok(bundle)
+}
+
 /// A STIX 2.1 bundle gathered from many envelopes. Objects with the same
 /// `id` and `modified` (identities, observables, marking-definitions shared
 /// by several envelopes) appear once; when two such copies differ, the one
@@ -539,6 +553,41 @@ impl Bundle {
         self.skipped += exported.skipped;
         self.extend(exported.objects);
         Ok(())
+    }
+
+    /// Adds the objects of an envelope this node has opened (`body`), its
+    /// author's organisation looked up in `roster`; a retraction also needs
+    /// its opened target.
+    pub fn add_envelope(
+        &mut self,
+        envelope: &Envelope,
+        body: &Body,
+        target: Option<(&Envelope, &Body)>,
+        roster: &Roster,
+    ) -> Result<(), ExportError> {
+        let org_of = |e: &Envelope| {
+            Org::of(roster, &e.header.author).ok_or(ExportError::UnknownAuthor { id: e.id() })
+        };
+        let org = org_of(envelope)?;
+        let opened = Opened {
+            id: envelope.id(),
+            header: &envelope.header,
+            org: &org,
+            body,
+        };
+        match target {
+            Some((target, target_body)) => {
+                let target_org = org_of(target)?;
+                let target = Opened {
+                    id: target.id(),
+                    header: &target.header,
+                    org: &target_org,
+                    body: target_body,
+                };
+                self.add(&opened, Some(&target))
+            }
+            None => self.add(&opened, None),
+        }
     }
 
     /// Adds objects, merging duplicates.

@@ -3,7 +3,8 @@
 //! the official TLP 2.0 markings, and import of a STIX bundle into a
 //! bulletin's indicators, text and TLP. The CLI's `export stix` and
 //! `publish --from-stix`, and the TAXII inbox, are thin wrappers around
-//! [`Bundle`] and [`import`].
+//! [`Bundle::add_envelope`] and [`import`] / [`import_objects`] with
+//! [`Imported::to_bulletin`].
 //!
 //! The mapping follows `design/interop.md` §1 and is specified in
 //! `docs/PROTOCOL.md` ("STIX 2.1").
@@ -15,7 +16,7 @@ pub mod marking;
 pub mod pattern;
 
 pub use export::{
-    Bundle, ExportError, Exported, IDENTITY_CREATED, Opened, Org, export, identity_id,
+    Bundle, ExportError, Exported, IDENTITY_CREATED, Opened, Org, bundle_of, export, identity_id,
     indicator_id, report_id, sighting_id, supersedes_id,
 };
 pub use ids::{canonical_json, sco_id, sdo_id, timestamp};
