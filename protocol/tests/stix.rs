@@ -1569,3 +1569,73 @@ sys.exit(1 if failed else 0)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------- properties
+
+/// A runner with a fixed seed, so every run checks the same cases.
+fn seeded_runner(cases: u32) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha))
+}
+
+#[test]
+fn pattern_quoting_round_trips_any_url_and_file_name() {
+    use proptest::prelude::*;
+    let mut runner = seeded_runner(2000);
+    let tail =
+        proptest::string::string_regex("[a-zA-Z0-9'\\\\\"\\[\\] ORAND=!_%.-]{0,40}").unwrap();
+    runner
+        .run(&(tail, any::<bool>()), |(tail, as_url)| {
+            let text = if as_url {
+                format!("url:https://gate-appt.example/{}", tail.replace(' ', "+"))
+            } else {
+                format!("file-name:x{}", tail.replace('\\', "_"))
+            };
+            let Ok(indicator) = Indicator::parse(&text) else {
+                return Ok(());
+            };
+            let pattern = stix::pattern_of(&indicator).unwrap();
+            prop_assert_eq!(
+                stix::parse_pattern(&pattern),
+                Some(vec![indicator]),
+                "{}",
+                pattern
+            );
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn import_and_the_pattern_parser_never_panic() {
+    use proptest::prelude::*;
+    let mut runner = seeded_runner(3000);
+    runner
+        .run(&any::<String>(), |text| {
+            let _ = stix::parse_pattern(&text);
+            let _ = import(&text, None);
+            let _ = import(&format!("[{text}]"), Some(Tlp::Red));
+            let pattern = format!("[ipv4-addr:value = '{text}'] OR [{text}]");
+            let _ = stix::parse_pattern(&pattern);
+            Ok(())
+        })
+        .unwrap();
+    // Structured but hostile bundles: wrong types everywhere.
+    let shapes = [
+        json!({"type": "bundle", "objects": {"a": 1}}),
+        json!({"type": "bundle", "objects": [{"type": 1, "id": "x"}]}),
+        json!({"type": "bundle", "objects": [{"type": "indicator", "id": "indicator--1", "pattern": 5, "labels": "tlp:red", "object_marking_refs": "x"}]}),
+        json!({"type": "bundle", "objects": [{"type": "marking-definition", "id": "marking-definition--1", "extensions": {TLP_EXT: {"tlp_2_0": 3}}}]}),
+        json!({"type": "bundle", "objects": [{"type": "report", "id": "report--1", "labels": [1, null], "granular_markings": [{"marking_ref": 7}], "object_marking_refs": [TLP1_RED]}]}),
+    ];
+    for shape in shapes {
+        let _ = import(&shape.to_string(), None);
+    }
+}
+
+const TLP_EXT: &str = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d";
