@@ -11,6 +11,7 @@
 pub mod body;
 pub mod bytes;
 pub mod card;
+pub mod egress;
 pub mod envelope;
 pub mod fixture;
 pub mod green;
@@ -26,6 +27,7 @@ mod wire;
 pub use body::{Body, BodyError, Bulletin, Indicator, IndicatorError, IndicatorKind, Severity};
 pub use bytes::{Digest, KeyId, NodePublicKey, SealingPublicKey, Signature};
 pub use card::{CardError, MemberCard, NodeEntry, OrgId};
+pub use egress::{Channel, EgressCap, EgressCapError, egress_allowed};
 pub use envelope::{DecodeError, Envelope, Header, Kind, MAX_ENVELOPE_BYTES, Recipient, Seal};
 pub use green::{EpochKey, EpochKeyError, EpochKeys, audit_package, open_epoch_key};
 pub use keys::{KeyError, NodeKeys};

@@ -14,6 +14,7 @@ use super::pattern::{observable_of, pattern_of};
 use crate::body::{Body, Bulletin, Indicator, IndicatorKind};
 use crate::bytes::{Digest, NodePublicKey};
 use crate::card::OrgId;
+use crate::egress::{EgressCap, egress_allowed};
 use crate::envelope::{Envelope, Header, Kind};
 use crate::roster::Roster;
 use crate::tlp::Tlp;
@@ -526,30 +527,104 @@ pub fn bundle_of(envelope: &Envelope, body: &Body, roster: &Roster) -> Result<Bu
     Ok(bundle)
 }
 
+/// The strictest TLP an exported object carries: its own level for an
+/// official marking-definition, else the strictest TLP ref it holds
+/// (object-level or granular, any known TLP id).
+fn strictest_tlp(object: &Value) -> Option<Tlp> {
+    let id = object.get("id").and_then(Value::as_str);
+    if object.get("type").and_then(Value::as_str) == Some("marking-definition") {
+        return id.and_then(marking::tlp_of_known_id);
+    }
+    let object_refs = object
+        .get("object_marking_refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    let granular_refs = object
+        .get("granular_markings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.get("marking_ref"));
+    object_refs
+        .chain(granular_refs)
+        .filter_map(|r| r.as_str().and_then(marking::tlp_of_known_id))
+        .max()
+}
+
 /// A STIX 2.1 bundle gathered from many envelopes. Objects with the same
 /// `id` and `modified` (identities, observables, marking-definitions shared
 /// by several envelopes) appear once; when two such copies differ, the one
 /// marked more strictly is kept.
+///
+/// A bundle made with [`Bundle::capped`] applies the egress policy
+/// ([`egress_allowed`]) to everything added: an envelope whose label (for a
+/// retraction, the stricter of its own and its target's) the cap does not
+/// let out adds nothing, and any object whose strictest TLP marking the cap
+/// does not let out (an attached object marked RED inside an AMBER
+/// bulletin) is left out; both are counted.
 #[derive(Debug, Clone, Default)]
 pub struct Bundle {
     objects: Vec<Value>,
     index: HashMap<(String, Option<String>), usize>,
     skipped: usize,
+    cap: Option<EgressCap>,
+    withheld_envelopes: usize,
+    withheld_objects: usize,
 }
 
 impl Bundle {
-    /// An empty bundle.
+    /// An empty bundle with no cap, for callers that already applied the
+    /// egress policy (or the operator's own API, [`EgressCap::ALL`]).
     pub fn new() -> Bundle {
         Bundle::default()
     }
 
-    /// Adds the objects of one envelope ([`export`]).
+    /// An empty bundle that lets out only what `cap` allows (the channel's
+    /// cap: `export stix --max-tlp`, a TAXII collection's).
+    pub fn capped(cap: EgressCap) -> Bundle {
+        Bundle {
+            cap: Some(cap),
+            ..Bundle::default()
+        }
+    }
+
+    /// The cap this bundle applies, if any.
+    pub fn cap(&self) -> Option<EgressCap> {
+        self.cap
+    }
+
+    /// Envelopes that added nothing because their label is above the cap.
+    pub fn withheld_envelopes(&self) -> usize {
+        self.withheld_envelopes
+    }
+
+    /// Objects of allowed envelopes left out because their own marking is
+    /// above the cap.
+    pub fn withheld_objects(&self) -> usize {
+        self.withheld_objects
+    }
+
+    /// Adds the objects of one envelope ([`export`]), or nothing (counted in
+    /// [`Bundle::withheld_envelopes`]) when its label is above the cap.
     pub fn add(
         &mut self,
         envelope: &Opened<'_>,
         target: Option<&Opened<'_>>,
     ) -> Result<(), ExportError> {
         let exported = export(envelope, target)?;
+        if let Some(cap) = self.cap {
+            let label = match (envelope.header.kind, target) {
+                (Kind::Retraction { .. }, Some(target)) => {
+                    envelope.header.tlp.max(target.header.tlp)
+                }
+                _ => envelope.header.tlp,
+            };
+            if !egress_allowed(label, cap) {
+                self.withheld_envelopes += 1;
+                return Ok(());
+            }
+        }
         self.skipped += exported.skipped;
         self.extend(exported.objects);
         Ok(())
@@ -590,12 +665,22 @@ impl Bundle {
         }
     }
 
-    /// Adds objects, merging duplicates.
+    /// Adds objects, merging duplicates and leaving out (and counting)
+    /// those above the cap.
     pub fn extend(&mut self, objects: impl IntoIterator<Item = Value>) {
         for object in objects {
             let Some(id) = object.get("id").and_then(Value::as_str) else {
                 continue;
             };
+            if let Some(cap) = self.cap
+                && let Some(tlp) = strictest_tlp(&object)
+                && !egress_allowed(tlp, cap)
+            {
+                if object.get("type").and_then(Value::as_str) != Some("marking-definition") {
+                    self.withheld_objects += 1;
+                }
+                continue;
+            }
             let key = (
                 id.to_string(),
                 object
