@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod fixture;
 pub mod green;
 pub mod keys;
+pub mod misp;
 pub mod roster;
 pub mod seal;
 pub mod stix;
