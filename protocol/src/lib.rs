@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod airgap;
 pub mod body;
 pub mod bytes;
 pub mod card;
