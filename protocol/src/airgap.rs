@@ -267,19 +267,21 @@ impl Decoded {
             && self.items.iter().all(|item| item.content.is_ok())
     }
 
-    /// The well-formed rosters, in ascending version (the order to apply
-    /// them in), one per version (the first in the file).
-    pub fn rosters(&self) -> Vec<&SignedRoster> {
-        let mut rosters: Vec<&SignedRoster> = self
+    /// The well-formed rosters in ascending version (the order to apply
+    /// them in; file order among equal versions), with their item index.
+    /// Two different rosters of one version are both listed: applying the
+    /// second is a conflicting version, which the node's roster path
+    /// handles (and keeps as evidence) as it does one from sync.
+    pub fn rosters(&self) -> Vec<(usize, &SignedRoster)> {
+        let mut rosters: Vec<(usize, &SignedRoster)> = self
             .items
             .iter()
             .filter_map(|item| match &item.content {
-                Ok(Content::Roster(roster)) => Some(roster),
+                Ok(Content::Roster(roster)) => Some((item.index, roster)),
                 _ => None,
             })
             .collect();
-        rosters.sort_by_key(|r| r.roster.version);
-        rosters.dedup_by_key(|r| r.roster.version);
+        rosters.sort_by_key(|(_, r)| r.roster.version);
         rosters
     }
 

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use breakwater_protocol::airgap::{
-    self, Content, FileError, HEADER_LEN, ITEM_HEADER_LEN, ImportTally, ItemError, ItemSummary,
-    MAGIC, MAX_FILE_BYTES, MAX_ITEMS, Outcome, Writer,
+    self, FileError, HEADER_LEN, ITEM_HEADER_LEN, ImportTally, ItemError, ItemSummary, MAGIC,
+    MAX_FILE_BYTES, MAX_ITEMS, Outcome, Writer,
 };
 use breakwater_protocol::fixture::{Fixture, fixture_org};
 use breakwater_protocol::*;
@@ -136,9 +136,13 @@ fn a_file_round_trips_and_lists_what_each_item_is() {
     assert!(decoded.is_intact());
     assert!(decoded.problems().is_empty());
     assert_eq!(decoded.declared, 6);
-    let versions: Vec<u64> = decoded.rosters().iter().map(|r| r.roster.version).collect();
-    assert_eq!(versions, [1, 2]);
-    assert_eq!(decoded.rosters()[1], &world.v2);
+    let versions: Vec<(usize, u64)> = decoded
+        .rosters()
+        .iter()
+        .map(|(i, r)| (*i, r.roster.version))
+        .collect();
+    assert_eq!(versions, [(0, 1), (1, 2)]);
+    assert_eq!(decoded.rosters()[1].1, &world.v2);
     let carried: Vec<Vec<u8>> = decoded.envelopes().map(|(_, _, b)| b.to_vec()).collect();
     let expected: Vec<Vec<u8>> = world.envelopes.iter().map(Envelope::encode).collect();
     assert_eq!(carried, expected, "ciphertext bytes as stored, in order");
@@ -374,10 +378,7 @@ fn the_writer_takes_only_well_formed_signed_envelopes() {
 fn import(file: &[u8], roster: &mut Roster, state: &mut MemState) -> ImportTally {
     let decoded = airgap::decode(file).unwrap();
     let mut tally = ImportTally::of(&decoded);
-    for (index, item) in decoded.items.iter().enumerate() {
-        let Ok(Content::Roster(signed)) = &item.content else {
-            continue;
-        };
+    for (index, signed) in decoded.rosters() {
         if signed.roster.version <= roster.version {
             let same = signed.roster.version == roster.version && signed.roster == *roster;
             tally.record(
@@ -500,4 +501,40 @@ fn decoding_random_damage_never_panics_and_never_yields_an_altered_envelope() {
         }
         let _ = decoded.report();
     }
+}
+
+#[test]
+fn two_rosters_of_one_version_are_both_listed_for_the_roster_path_to_judge() {
+    let world = world();
+    let fixture = Fixture::legacy(3, 1).unwrap();
+    let mut fork = SignedRoster::unsigned(
+        fixture
+            .roster()
+            .with_member(fixture_org(4, 1).card)
+            .unwrap(),
+    );
+    fork.sign(fixture.keys(0, 0).unwrap());
+    assert_eq!(fork.roster.version, 2);
+    // The writer keeps one roster per version, so craft the file by hand.
+    let mut file = MAGIC.to_vec();
+    file.push(1);
+    file.extend_from_slice(&2u32.to_be_bytes());
+    for roster in [&world.v2, &fork] {
+        let bytes = roster.encode();
+        file.push(airgap::KIND_ROSTER);
+        file.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_be_bytes());
+        file.extend_from_slice(&bytes);
+    }
+    let decoded = airgap::decode(&file).unwrap();
+    assert!(decoded.is_intact());
+    let listed: Vec<(usize, &SignedRoster)> = decoded.rosters();
+    assert_eq!(listed, [(0, &world.v2), (1, &fork)]);
+    let mut roster = world.genesis.roster.clone();
+    let tally = import(&file, &mut roster, &mut MemState::default());
+    assert_eq!(tally.accepted, 1);
+    assert_eq!(
+        tally.refused,
+        [(1, "conflicts with the roster held".to_string())]
+    );
+    assert_eq!(roster, world.v2.roster);
 }
