@@ -600,6 +600,132 @@ fn a_feed_updates_in_place_and_only_with_newer_events() {
     }
 }
 
+fn sealed(
+    fixture: &Fixture,
+    author: usize,
+    seq: u64,
+    prev: Digest,
+    kind: Kind,
+    body: Body,
+    at: u64,
+) -> Envelope {
+    let draft = Draft {
+        seq,
+        prev,
+        created_at: at,
+        expires_at: at + 30 * DAY,
+        tlp: Tlp::Amber,
+        kind,
+        body,
+    };
+    let to = [fixture.orgs[1].org_id.clone()];
+    let mut rng = <rand::rngs::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seq);
+    seal(
+        fixture.keys(author, 0).unwrap(),
+        fixture.roster(),
+        draft,
+        &to,
+        &mut rng,
+    )
+    .unwrap()
+}
+
+#[test]
+fn event_of_a_stored_envelope_needs_only_the_retractions_header() {
+    let fixture = fixture();
+    let bulletin = sealed(
+        &fixture,
+        0,
+        1,
+        Digest::ZERO,
+        Kind::Bulletin,
+        Body::Bulletin(phishing()),
+        NOW,
+    );
+    let retraction = sealed(
+        &fixture,
+        0,
+        2,
+        bulletin.id(),
+        Kind::Retraction {
+            target: bulletin.id(),
+        },
+        Body::Retraction {
+            reason: "sealed reason".into(),
+        },
+        NOW + DAY,
+    );
+    // Opened as a recipient node of org 1.
+    let reader = fixture.keys(1, 0).unwrap();
+    let body = open(&bulletin, reader).unwrap();
+    let retraction_body = open(&retraction, reader).unwrap();
+    let roster = fixture.roster();
+    let org = Org::of(roster, &bulletin.header.author).unwrap();
+    let opened = Opened {
+        id: bulletin.id(),
+        header: &bulletin.header,
+        org: &org,
+        body: &body,
+    };
+    let opened_retraction = Opened {
+        id: retraction.id(),
+        header: &retraction.header,
+        org: &org,
+        body: &retraction_body,
+    };
+    assert_eq!(
+        misp::event_of(&bulletin, &body, None, roster).unwrap(),
+        misp::event(&opened, None).unwrap()
+    );
+    let withdrawn = misp::event_of(&bulletin, &body, Some(&retraction), roster).unwrap();
+    assert_eq!(
+        withdrawn,
+        misp::event(&opened, Some(&opened_retraction)).unwrap()
+    );
+    assert!(withdrawn.retracted);
+    assert_eq!(withdrawn.uuid, event_uuid(&bulletin.id()));
+    assert!(!withdrawn.to_json().contains("sealed reason"));
+    // A retraction by another organisation, or of another bulletin.
+    let foreign = sealed(
+        &fixture,
+        1,
+        1,
+        Digest::ZERO,
+        Kind::Retraction {
+            target: bulletin.id(),
+        },
+        Body::Retraction { reason: "x".into() },
+        NOW + DAY,
+    );
+    assert_eq!(
+        misp::event_of(&bulletin, &body, Some(&foreign), roster),
+        Err(MispError::WrongRetraction {
+            id: bulletin.id(),
+            given: foreign.id()
+        })
+    );
+    assert!(matches!(
+        misp::event_of(&bulletin, &body, Some(&bulletin), roster),
+        Err(MispError::WrongRetraction { .. })
+    ));
+    // An author the roster does not list.
+    let small = Fixture::legacy(1, 1).unwrap();
+    let by_org1 = sealed(
+        &fixture,
+        1,
+        2,
+        foreign.id(),
+        Kind::Bulletin,
+        Body::Bulletin(phishing()),
+        NOW,
+    );
+    let by_org1_body = open(&by_org1, reader).unwrap();
+    assert_eq!(
+        misp::event_of(&by_org1, &by_org1_body, None, small.roster()),
+        Err(MispError::UnknownAuthor { id: by_org1.id() })
+    );
+}
+
 /// The venv `scripts/misp-venv.sh` makes: `$MISP_VENV`, else
 /// `<workspace>/target/misp-venv`.
 fn misp_venv() -> PathBuf {

@@ -10,8 +10,9 @@ use uuid::Uuid;
 use crate::body::{Body, Bulletin, IndicatorKind, Severity};
 use crate::bytes::Digest;
 use crate::card::OrgId;
-use crate::envelope::Kind;
-use crate::stix::{Opened, timestamp};
+use crate::envelope::{Envelope, Header, Kind};
+use crate::roster::Roster;
+use crate::stix::{Opened, Org, timestamp};
 use crate::tlp::Tlp;
 
 /// The UUIDv5 namespace of every MISP uuid Breakwater derives:
@@ -40,6 +41,12 @@ pub enum MispError {
         id: Digest,
         /// The envelope given as its retraction.
         given: Digest,
+    },
+    /// The envelope's author is in no version of the roster given.
+    #[error("envelope {id}: its author is not in the roster")]
+    UnknownAuthor {
+        /// The envelope.
+        id: Digest,
     },
     /// An event was added to the feed of another TLP level.
     #[error("event {uuid} is {tlp}, not for the {feed} feed")]
@@ -235,27 +242,73 @@ pub fn event(
     bulletin: &Opened<'_>,
     retraction: Option<&Opened<'_>>,
 ) -> Result<MispEvent, MispError> {
+    if let Some(r) = retraction
+        && !matches!(r.body, Body::Retraction { .. })
+    {
+        return Err(MispError::WrongRetraction {
+            id: bulletin.id,
+            given: r.id,
+        });
+    }
+    build(
+        bulletin,
+        retraction.map(|r| (r.id, r.header, r.org.org_id.clone())),
+    )
+}
+
+/// [`event`] for a stored bulletin this node has opened (`body`), its
+/// author's organisation looked up in `roster` (revoked members too), and,
+/// when it has been withdrawn, the retraction envelope. Only the
+/// retraction's signed header is used (its target, author and time, which
+/// every relay sees), never its body, so applying it lets nothing out
+/// beyond the bulletin's own label, and a node that cannot open the
+/// retraction still exports the withdrawal. The caller checks
+/// `egress_allowed(envelope.header.tlp, cap)` first.
+pub fn event_of(
+    envelope: &Envelope,
+    body: &Body,
+    retraction: Option<&Envelope>,
+    roster: &Roster,
+) -> Result<MispEvent, MispError> {
+    let org_of = |e: &Envelope| {
+        Org::of(roster, &e.header.author).ok_or(MispError::UnknownAuthor { id: e.id() })
+    };
+    let org = org_of(envelope)?;
+    let opened = Opened {
+        id: envelope.id(),
+        header: &envelope.header,
+        org: &org,
+        body,
+    };
+    let retraction = match retraction {
+        Some(r) => Some((r.id(), &r.header, org_of(r)?.org_id)),
+        None => None,
+    };
+    build(&opened, retraction)
+}
+
+fn build(
+    bulletin: &Opened<'_>,
+    retraction: Option<(Digest, &Header, OrgId)>,
+) -> Result<MispEvent, MispError> {
     let (Kind::Bulletin, Body::Bulletin(body)) = (bulletin.header.kind, bulletin.body) else {
         return Err(MispError::NotABulletin {
             id: bulletin.id,
             kind: bulletin.header.kind.as_str(),
         });
     };
-    if let Some(r) = retraction {
-        let targets = matches!(r.header.kind, Kind::Retraction { target } if target == bulletin.id);
-        if !targets
-            || !matches!(r.body, Body::Retraction { .. })
-            || r.org.org_id != bulletin.org.org_id
-        {
+    if let Some((id, header, org)) = &retraction {
+        let targets = matches!(header.kind, Kind::Retraction { target } if target == bulletin.id);
+        if !targets || *org != bulletin.org.org_id {
             return Err(MispError::WrongRetraction {
                 id: bulletin.id,
-                given: r.id,
+                given: *id,
             });
         }
     }
     let created = bulletin.header.created_at / 1000;
-    let stamp = match retraction {
-        Some(r) => (r.header.created_at / 1000).max(created.saturating_add(1)),
+    let stamp = match &retraction {
+        Some((_, header, _)) => (header.created_at / 1000).max(created.saturating_add(1)),
         None => created,
     };
     let retracted = retraction.is_some();
