@@ -8,15 +8,19 @@
 
 #![deny(missing_docs)]
 
+pub mod airgap;
 pub mod body;
 pub mod bytes;
 pub mod card;
+pub mod egress;
 pub mod envelope;
 pub mod fixture;
 pub mod green;
 pub mod keys;
+pub mod misp;
 pub mod roster;
 pub mod seal;
+pub mod stix;
 pub mod sync;
 pub mod tlp;
 pub mod validate;
@@ -25,6 +29,7 @@ mod wire;
 pub use body::{Body, BodyError, Bulletin, Indicator, IndicatorError, IndicatorKind, Severity};
 pub use bytes::{Digest, KeyId, NodePublicKey, SealingPublicKey, Signature};
 pub use card::{CardError, MemberCard, NodeEntry, OrgId};
+pub use egress::{Channel, EgressCap, EgressCapError, egress_allowed};
 pub use envelope::{DecodeError, Envelope, Header, Kind, MAX_ENVELOPE_BYTES, Recipient, Seal};
 pub use green::{EpochKey, EpochKeyError, EpochKeys, audit_package, open_epoch_key};
 pub use keys::{KeyError, NodeKeys};

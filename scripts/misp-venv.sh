@@ -1,0 +1,16 @@
+#!/bin/sh
+# Creates the Python virtual environment with PyMISP, which the test
+# `cargo test -p breakwater-protocol --test misp -- --ignored pymisp` uses to
+# load every event of exported MISP feed directories. Not needed by CI yet.
+#
+# Usage: scripts/misp-venv.sh [VENV_DIR]   (default: target/misp-venv, or $MISP_VENV)
+set -eu
+cd "$(dirname "$0")/.."
+venv="${1:-${MISP_VENV:-target/misp-venv}}"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet "pymisp>=2.5,<3"
+"$venv/bin/python" -c "import pymisp"
+echo "misp venv ready: $venv"

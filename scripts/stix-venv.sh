@@ -1,0 +1,17 @@
+#!/bin/sh
+# Creates the Python virtual environment with the OASIS STIX 2.1 reference
+# validator (stix2-validator) and the python-stix2 library, which the test
+# `cargo test -p breakwater-protocol --test stix reference_validator` runs
+# over exported bundles. Not needed by CI yet.
+#
+# Usage: scripts/stix-venv.sh [VENV_DIR]   (default: target/stix-venv, or $STIX_VENV)
+set -eu
+cd "$(dirname "$0")/.."
+venv="${1:-${STIX_VENV:-target/stix-venv}}"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet "stix2-validator>=3.3,<4" "stix2>=3.0,<4"
+"$venv/bin/stix2_validator" --version >/dev/null 2>&1 || "$venv/bin/python" -c "import stix2validator"
+echo "stix venv ready: $venv"
