@@ -258,3 +258,68 @@ fn h3_node_starts_on_the_last_roster_that_decodes() {
         members[0].log()
     );
 }
+
+/// H2 end to end: the admin signs two different versions 2 (`rekey` twice);
+/// each node joins one. `status --json` shows `roster_fork` on both and
+/// `status` prints it; `consortium resolve-fork` refuses while the node
+/// runs, then re-bases the losing node onto the kept version, which keeps
+/// its envelopes.
+#[test]
+fn h2_roster_fork_in_status_and_resolve_fork() {
+    let root = tempfile::tempdir().unwrap();
+    let mut members = consortium(root.path(), &["fa", "fb"]);
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let (v1, v2a, v2b) = (path("roster.json"), path("v2a.json"), path("v2b.json"));
+    members[0].ok(&["consortium", "rekey", "--roster", &v1, "--out", &v2a]);
+    members[0].ok(&["consortium", "rekey", "--roster", &v1, "--out", &v2b]);
+    members[0].ok(&["join", &v2a]);
+    members[1].ok(&["join", &v2b]);
+    members[1].start();
+    let id = members[1]
+        .ok(&["publish", "--tlp", "green", "--title", "b-side bulletin"])
+        .trim()
+        .to_string();
+    members[0].start();
+    for member in &members {
+        let fork = crate::util::wait_for(&format!("{} reports the fork", member.org), || {
+            let fork = member.status()["roster_fork"].clone();
+            (!fork.is_null()).then_some(fork)
+        });
+        assert_eq!(fork["version"], 2, "{fork}");
+        assert_ne!(fork["ours"], fork["theirs"]);
+        assert!(fork["detected_at"].as_u64().unwrap() > 0);
+        let shown = member.ok(&["status"]);
+        assert!(shown.starts_with("ROSTER FORK"), "{shown}");
+        assert!(member.log().contains("ROSTER FORK"));
+    }
+    let running = members[1].fails(&["consortium", "resolve-fork", "--keep", &v2a]);
+    assert!(running.contains("stop it first"), "{running}");
+
+    // The admins keep branch a: both nodes resolve; b re-bases.
+    for member in members.iter_mut() {
+        member.kill9();
+    }
+    let said = members[1].ok_stderr(&["consortium", "resolve-fork", "--keep", &v2a]);
+    assert!(said.contains("re-based"), "{said}");
+    let said = members[0].ok_stderr(&["consortium", "resolve-fork", "--keep", &v2a]);
+    assert!(said.contains("already holds"), "{said}");
+    // Nothing left to resolve.
+    members[0].fails(&["consortium", "resolve-fork", "--keep", &v2a]);
+    for member in members.iter_mut() {
+        member.start();
+    }
+    for member in &members {
+        let status = member.status();
+        assert!(status["roster_fork"].is_null(), "{status}");
+        assert_eq!(status["roster_version"], 2);
+    }
+    let item = members[1].item(&id).expect("b keeps its bulletin");
+    assert_eq!(item["readable"], true);
+    // Updates resume: a successor of v2a reaches b, so b holds v2a.
+    let v3 = path("v3.json");
+    members[0].ok(&["consortium", "rekey", "--roster", &v2a, "--out", &v3]);
+    members[0].ok(&["join", &v3]);
+    crate::util::wait_for("b applies version 3", || {
+        (members[1].status()["roster_version"] == 3).then_some(())
+    });
+}

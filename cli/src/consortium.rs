@@ -84,6 +84,19 @@ pub enum Consortium {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Resolves a roster fork on this (stopped) node: keeps the branch
+    /// whose version at the fork is in FILE (signed by a threshold of the
+    /// admins of the version before it), re-bases this node's roster chain
+    /// onto it and keeps every envelope. Run it on every node that reports
+    /// the fork, then start the node: later versions arrive by sync.
+    ResolveFork {
+        #[command(flatten)]
+        dir: Dir,
+        /// The signed roster to keep: the version at the fork, on the
+        /// branch the admins chose.
+        #[arg(long)]
+        keep: PathBuf,
+    },
     /// Adds this node's signature to a roster version, after checking that
     /// it follows the roster in force and that its GREEN key package gives
     /// every node the same key.
@@ -332,6 +345,46 @@ pub async fn run(command: Consortium) -> Result<()> {
             let signed = sign(&dir.get(), &current.roster, SignedRoster::unsigned(next))?;
             write_roster(&out, &signed)?;
             report(&signed, &current.roster, &out);
+            Ok(())
+        }
+        Consortium::ResolveFork { dir, keep } => {
+            let data_dir = dir.get();
+            let offered = read_roster(&keep)?;
+            if crate::client::Client::for_data_dir(&data_dir)?
+                .reachable()
+                .await
+            {
+                bail!(
+                    "the node of {} is running: stop it first, resolve-fork re-bases its store offline",
+                    data_dir.root().display()
+                );
+            }
+            let dir = data_dir.clone();
+            let keep_roster = offered.clone();
+            let resolved = tokio::task::spawn_blocking(move || {
+                breakwater_node::node::resolve_fork_offline(&dir, &keep_roster)
+            })
+            .await?
+            .with_context(|| format!("roster {}", keep.display()))?;
+            if resolved.kept_ours {
+                eprintln!(
+                    "roster fork at version {} resolved: this node already holds the kept version ({}); roster updates resume",
+                    resolved.version,
+                    offered.roster.hash()
+                );
+            } else {
+                let dropped = resolved
+                    .dropped
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                eprintln!(
+                    "roster fork at version {} resolved: re-based onto {} (dropped this node's version(s) {dropped}, kept as evidence); envelopes kept; start the node to sync the rest",
+                    resolved.version,
+                    offered.roster.hash()
+                );
+            }
             Ok(())
         }
         Consortium::Sign { dir, roster, out } => {

@@ -849,13 +849,41 @@ fn show_detail(detail: &Detail, on: bool) -> String {
 
 fn show_status(status: &Status) -> String {
     let mut table = Table::default();
+    let mut banner = String::new();
+    if let Some(fork) = &status.roster_fork {
+        banner = format!(
+            "{}\n  version {}: ours {}, theirs {} (detected {}{})\n  no roster update is applied until the admins pick a branch and every\n  forked node runs `breakwater consortium resolve-fork --keep FILE`\n",
+            paint(
+                "ROSTER FORK: two valid rosters for one version",
+                "1;31",
+                colour()
+            ),
+            fork.version,
+            fork.ours,
+            fork.theirs,
+            time(fork.detected_at),
+            fork.peer
+                .as_deref()
+                .map(|p| format!(", from {p}"))
+                .unwrap_or_default()
+        );
+    }
     let mut field =
         |name: &str, value: String| table.row(vec![(format!("{name}:"), Some("1")), (value, None)]);
     field("org", status.org_id.clone());
     field("peer id", status.peer_id.clone());
     field("node key", status.node_key.to_string());
     field("consortium", status.consortium.to_hex());
-    field("roster version", status.roster_version.to_string());
+    field(
+        "roster version",
+        match &status.roster_fork {
+            Some(fork) => format!(
+                "{} (FORKED at version {}: updates stopped)",
+                status.roster_version, fork.version
+            ),
+            None => status.roster_version.to_string(),
+        },
+    );
     field(
         "green key",
         match (&status.green_key_problem, status.green_epoch) {
@@ -889,7 +917,7 @@ fn show_status(status: &Status) -> String {
             t.duplicates()
         ),
     );
-    table.render(colour())
+    banner + &table.render(colour())
 }
 
 fn show_peers(peers: &[PeerInfo], on: bool) -> String {
@@ -944,6 +972,14 @@ fn show_event(event: &NodeEvent, on: bool) -> String {
             "{now}  {}  roster version {version}: {}",
             paint("green key alarm", "1;31", on),
             output::clean(problem, false)
+        ),
+        NodeEvent::RosterFork {
+            version,
+            ours,
+            theirs,
+        } => format!(
+            "{now}  {}  roster version {version}: ours {ours}, theirs {theirs}; roster updates stopped until `breakwater consortium resolve-fork`",
+            paint("ROSTER FORK", "1;31", on)
         ),
         NodeEvent::PeerConnected { peer } => format!("{now}  peer connected {peer}"),
         NodeEvent::PeerDisconnected { peer } => format!("{now}  peer disconnected {peer}"),

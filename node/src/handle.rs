@@ -46,6 +46,18 @@ pub enum NodeEvent {
         /// What is wrong.
         problem: String,
     },
+    /// A second valid roster for a version this node holds: a roster fork.
+    /// Kept as evidence in the store; from now on this node applies no
+    /// roster update until an operator resolves it
+    /// (`breakwater consortium resolve-fork`).
+    RosterFork {
+        /// The version both rosters claim.
+        version: u64,
+        /// Hash of this node's roster of that version.
+        ours: Digest,
+        /// Hash of the other one.
+        theirs: Digest,
+    },
     /// A peer connected.
     PeerConnected {
         /// The peer.
@@ -197,6 +209,27 @@ pub struct Status {
     /// Why this node distrusts a GREEN key package, if it does.
     #[serde(default)]
     pub green_key_problem: Option<String>,
+    /// The roster fork this node has recorded, if any: while it is set the
+    /// node applies no roster update.
+    #[serde(default)]
+    pub roster_fork: Option<RosterFork>,
+}
+
+/// A recorded roster fork, as `status` shows it (the two signed rosters are
+/// kept in the store as evidence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterFork {
+    /// The version both rosters claim.
+    pub version: u64,
+    /// Hash of this node's roster of that version.
+    pub ours: Digest,
+    /// Hash of the other roster of that version.
+    pub theirs: Digest,
+    /// When this node noticed it (unix ms).
+    pub detected_at: u64,
+    /// The peer it came from, if it came from one.
+    #[serde(default)]
+    pub peer: Option<String>,
 }
 
 /// Envelope copies a node received from its peers since it started: what

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod config;
 mod event_loop;
+pub mod fork;
 pub mod handle;
 mod job;
 pub mod net;
@@ -22,7 +23,7 @@ mod worker;
 pub use config::{Config, ConfigError, DataDir};
 pub use handle::{
     Detail, ListFilter, NodeEvent, NodeHandle, PeerInfo, PublishRequest, Published, RequestError,
-    Status, Summary, Traffic,
+    RosterFork, Status, Summary, Traffic,
 };
 pub use net::TransportKind;
 pub use node::{Node, SpawnError, spawn};

@@ -238,13 +238,20 @@ pub async fn spawn(
 /// Verifies `roster` (as genesis for a fresh node, as the next version
 /// otherwise) and stores it. Fails while a node runs on this directory.
 pub fn join_offline(data_dir: &DataDir, roster: &SignedRoster) -> Result<u64, SpawnError> {
-    data_dir.keys()?;
+    let keys = data_dir.keys()?;
+    check_own_entry(&keys, roster)?;
     let store = Store::open(&data_dir.store_path())?;
     match stored_roster(&store)? {
         None => roster
             .verify_genesis()
             .map_err(|e| SpawnError::Join(e.to_string()))?,
         Some(current) => {
+            if let Some(fork) = crate::fork::recorded(&store)? {
+                return Err(SpawnError::Join(format!(
+                    "a roster fork at version {} is recorded: no roster update is applied until it is resolved (`breakwater consortium resolve-fork`)",
+                    fork.version
+                )));
+            }
             if roster.roster.consortium_id() != current.roster.consortium_id() {
                 return Err(SpawnError::Join(format!(
                     "roster belongs to consortium {}, not {}",
@@ -266,9 +273,61 @@ pub fn join_offline(data_dir: &DataDir, roster: &SignedRoster) -> Result<u64, Sp
     Ok(roster.roster.version)
 }
 
+/// Refuses a roster that lists this node's node key with a sealing key this
+/// node does not hold (a card altered on its way to the admins, or a typo):
+/// the node can check what no one else can, that it owns the key every
+/// wrap to it is sealed to.
+pub(crate) fn check_own_entry(
+    keys: &breakwater_protocol::NodeKeys,
+    roster: &SignedRoster,
+) -> Result<(), SpawnError> {
+    if let Some((member, entry)) = roster.roster.node(&keys.node_public())
+        && entry.sealing_key != keys.sealing_public()
+    {
+        return Err(SpawnError::Join(format!(
+            "roster version {} lists this node (org {}) with sealing key {}, but this node's sealing key is {}: wraps to it could not be opened; ask the admins to fix its card",
+            roster.roster.version,
+            member.card.org_id,
+            entry.sealing_key,
+            keys.sealing_public()
+        )));
+    }
+    Ok(())
+}
+
 /// The newest stored roster, read without a running node.
 pub fn roster_offline(data_dir: &DataDir) -> Result<Option<SignedRoster>, SpawnError> {
     data_dir.keys()?;
     let store = Store::open(&data_dir.store_path())?;
     stored_roster(&store)
+}
+
+/// Resolves a recorded roster fork on a stopped node in favour of `keep`
+/// (see [`crate::fork::resolve`]): the roster chain is re-based onto it,
+/// envelopes are kept. Fails while a node runs on this directory.
+pub fn resolve_fork_offline(
+    data_dir: &DataDir,
+    keep: &SignedRoster,
+) -> Result<crate::fork::Resolved, SpawnError> {
+    data_dir.keys()?;
+    let store = Store::open(&data_dir.store_path())?;
+    let current = stored_roster(&store)?.ok_or(SpawnError::NoRoster)?;
+    if keep.roster.consortium_id() != current.roster.consortium_id() {
+        return Err(SpawnError::Join(format!(
+            "roster belongs to consortium {}, not {}",
+            keep.roster.consortium_id(),
+            current.roster.consortium_id()
+        )));
+    }
+    let resolved =
+        crate::fork::resolve(&store, keep, crate::worker::now_ms()).map_err(|e| match e {
+            crate::fork::ResolveError::Store(e) => SpawnError::Store(e),
+            crate::fork::ResolveError::Refused(why) => SpawnError::Join(why),
+        })?;
+    tracing::warn!(
+        version = resolved.version,
+        kept_ours = resolved.kept_ours,
+        "roster fork resolved; roster updates resume"
+    );
+    Ok(resolved)
 }

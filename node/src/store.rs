@@ -411,6 +411,27 @@ impl Store {
         Ok(self.kv.get(meta_key(key))?.map(|value| value.to_vec()))
     }
 
+    /// Removes the metadata value under `key`, if any. Not flushed.
+    pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        let _writer = self.lock_writer();
+        self.kv.remove(meta_key(key))?;
+        Ok(())
+    }
+
+    /// Every metadata value whose name starts with `prefix`, by name.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let start = meta_key(prefix);
+        let skip = meta_key("").len();
+        self.kv
+            .scan_prefix(&start)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let name = String::from_utf8_lossy(key.get(skip..).unwrap_or_default());
+                Ok((name.into_owned(), value.to_vec()))
+            })
+            .collect()
+    }
+
     // -------------------------------------------------------------- envelopes
 
     /// Stores an envelope of `author` at `seq` and advances the author's
@@ -731,6 +752,30 @@ impl Store {
         }
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Re-bases the roster chain onto another branch: removes every stored
+    /// version from `version` on and stores `bytes` as `version`, in one
+    /// batch, and flushes. Returns the removed versions with their bytes.
+    /// The one exception to append-only, for resolving a roster fork: the
+    /// caller has verified `bytes` as the successor of `version - 1`.
+    pub fn rebase_rosters(
+        &self,
+        version: u64,
+        bytes: &[u8],
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let _writer = self.lock_writer();
+        let mut removed = Vec::new();
+        let mut batch = sled::Batch::default();
+        for entry in self.rosters.range(version.to_be_bytes()..) {
+            let (key, old) = entry?;
+            removed.push((decode_u64_in(ROSTERS_TREE, &key)?, old.to_vec()));
+            batch.remove(key);
+        }
+        batch.insert(&version.to_be_bytes(), bytes);
+        self.rosters.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(removed)
     }
 
     /// The signed roster stored as `version`, if any.

@@ -182,6 +182,13 @@ pub(crate) struct Worker {
     epoch_keys: Arc<EpochKeys>,
     /// Why this node distrusts a GREEN key package, if it does.
     green_problem: Option<String>,
+    /// The roster fork recorded in the store, if any: while it is set no
+    /// roster update is applied.
+    fork: Option<crate::handle::RosterFork>,
+    /// GREEN keys of the rosters kept as fork evidence that differ from the
+    /// keys of the chain in force: what was sealed on another branch (or on
+    /// this node's own branch before a re-base) still opens.
+    fork_keys: EpochKeys,
 }
 
 /// Unix ms now.
@@ -245,9 +252,44 @@ impl Worker {
             traffic: Traffic::default(),
             epoch_keys: Arc::new(EpochKeys::new()),
             green_problem: None,
+            fork: None,
+            fork_keys: EpochKeys::new(),
         };
+        worker.fork = match crate::fork::recorded(&worker.store) {
+            Ok(fork) => fork.map(|evidence| evidence.summary()),
+            Err(e) => {
+                warn!("reading roster fork evidence failed: {e}");
+                None
+            }
+        };
+        if let Some(fork) = &worker.fork {
+            warn!(
+                version = fork.version,
+                ours = %fork.ours,
+                theirs = %fork.theirs,
+                "a roster fork is recorded: no roster update is applied until an operator resolves it (breakwater consortium resolve-fork)"
+            );
+        }
         worker.load_epoch_keys();
+        worker.load_fork_keys();
         worker
+    }
+
+    /// Fills [`Worker::fork_keys`] from the fork evidence in the store.
+    pub(super) fn load_fork_keys(&mut self) {
+        let rosters = match crate::fork::evidence_rosters(&self.store) {
+            Ok(rosters) => rosters,
+            Err(e) => return warn!("reading roster fork evidence failed: {e}"),
+        };
+        for signed in rosters {
+            let Ok(key) = breakwater_protocol::open_epoch_key(&signed.roster, &self.keys) else {
+                continue;
+            };
+            let in_force = self.epoch_keys.get(&key.epoch).map(|k| k.key_id);
+            if in_force != Some(key.key_id) {
+                self.fork_keys.entry(key.epoch).or_insert(key);
+            }
+        }
     }
 
     /// Runs until every job sender is gone.
@@ -342,7 +384,15 @@ impl Worker {
 
     /// The body, if this node is a recipient and it opens.
     fn open(&self, envelope: &Envelope) -> Option<Body> {
-        open_as(envelope, &self.keys, &self.epoch_keys)
+        open_as(envelope, &self.keys, &self.epoch_keys).or_else(|| {
+            let sealed_elsewhere = matches!(
+                envelope.header.seal,
+                Seal::Epoch { epoch, .. } if self.fork_keys.contains_key(&epoch)
+            );
+            sealed_elsewhere
+                .then(|| open_as(envelope, &self.keys, &self.fork_keys))
+                .flatten()
+        })
     }
 
     fn org_of(&self, author: &NodePublicKey) -> Option<OrgId> {

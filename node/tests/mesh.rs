@@ -1273,3 +1273,199 @@ async fn concurrent_rounds_do_not_fetch_a_range_twice() {
         mesh.stop(i).await;
     }
 }
+
+/// The roster fork each node has recorded, if any.
+async fn roster_fork(mesh: &Mesh, i: usize) -> Option<breakwater_node::RosterFork> {
+    mesh.node(i).handle.status().await.unwrap().roster_fork
+}
+
+/// Waits until node `i` has raised a `RosterFork` event (from its start on).
+async fn wait_fork_event(
+    mesh: &mut Mesh,
+    i: usize,
+) -> (
+    u64,
+    breakwater_protocol::Digest,
+    breakwater_protocol::Digest,
+) {
+    let events = &mut mesh.nodes[i].as_mut().expect("node running").0.events;
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.recv().await {
+                Ok(NodeEvent::RosterFork {
+                    version,
+                    ours,
+                    theirs,
+                }) => break (version, ours, theirs),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("node {i} events: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("node {i} raised no RosterFork"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_roster_fork_is_detected_kept_and_resolved_without_losing_envelopes() {
+    // The admin (org 0; threshold 1) signs two different versions 2. Node 0
+    // holds v2a and then v3a, node 1 holds v2b; they meet. Both must notice
+    // (node 0 from node 1's Hello, node 1 from v3a, whose prev is not its
+    // v2), keep the evidence across a restart, refuse further updates, and
+    // after `resolve-fork` on both the losing node converges and keeps its
+    // envelopes.
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::new(2, |_| true).await;
+    let v1 = mesh.fixture.roster.clone();
+    let v2a = next_version(&mesh, &v1, |r| r.rekeyed());
+    let v3a = next_version(&mesh, &v2a, |r| r.rekeyed());
+    let v2b = {
+        let keyed = v1.roster.rekeyed().with_green_key(&[0xb2; 32]).unwrap();
+        let mut signed = SignedRoster::unsigned(keyed);
+        signed.sign(mesh.fixture.keys(0, 0).unwrap());
+        signed
+    };
+    assert_ne!(v2a.roster.hash(), v2b.roster.hash());
+    let data = |i: usize| DataDir::new(mesh.dirs[i].path());
+    join_offline(&data(0), &v2a).unwrap();
+    join_offline(&data(0), &v3a).unwrap();
+    join_offline(&data(1), &v2b).unwrap();
+    // Node 1 publishes on its branch before the nodes meet.
+    mesh.start(1).await;
+    let mut mine = Vec::new();
+    for k in 0..3 {
+        mine.push(
+            mesh.publish(1, Tlp::Green, &[], &format!("b-side {k}"))
+                .await,
+        );
+    }
+    mine.push(mesh.publish(1, Tlp::Clear, &[], "b-side clear").await);
+    mesh.start(0).await;
+
+    let (version, ours, theirs) = wait_fork_event(&mut mesh, 0).await;
+    assert_eq!(
+        (version, ours, theirs),
+        (2, v2a.roster.hash(), v2b.roster.hash())
+    );
+    let (version, ours, theirs) = wait_fork_event(&mut mesh, 1).await;
+    assert_eq!(
+        (version, ours, theirs),
+        (2, v2b.roster.hash(), v2a.roster.hash())
+    );
+    let fork = roster_fork(&mesh, 1)
+        .await
+        .expect("status.roster_fork on node 1");
+    assert_eq!(
+        (fork.version, fork.ours, fork.theirs),
+        (2, v2b.roster.hash(), v2a.roster.hash())
+    );
+    assert!(fork.detected_at > 0);
+    // Node 1 did not move to v3a, and refuses every update now.
+    let roster1 = mesh.node(1).handle.roster().await.unwrap();
+    assert_eq!(roster1.roster.hash(), v2b.roster.hash());
+    let v4a = next_version(&mesh, &v3a, |r| r.rekeyed());
+    let refused = mesh.node(0).handle.join(v4a.clone()).await.unwrap_err();
+    assert!(refused.to_string().contains("roster fork"), "{refused}");
+    assert_eq!(
+        mesh.node(0).handle.roster().await.unwrap().roster.version,
+        3
+    );
+
+    // The evidence survives a restart, and so does the stop.
+    for i in 0..2 {
+        mesh.stop(i).await;
+    }
+    assert!(
+        join_offline(&data(0), &v4a)
+            .unwrap_err()
+            .to_string()
+            .contains("roster fork")
+    );
+    let store = breakwater_node::store::Store::open(&data(1).store_path()).unwrap();
+    let evidence = breakwater_node::fork::recorded(&store).unwrap().unwrap();
+    assert_eq!(hex::decode(&evidence.ours).unwrap(), v2b.encode());
+    assert_eq!(hex::decode(&evidence.theirs).unwrap(), v2a.encode());
+    drop(store);
+    mesh.start(1).await;
+    assert!(roster_fork(&mesh, 1).await.is_some());
+    let held = mesh.count(1, true).await;
+    assert!(held >= mine.len());
+    mesh.stop(1).await;
+
+    // The admins keep branch a. Node 1 re-bases (dropping v2b), node 0
+    // keeps its chain; neither loses an envelope.
+    let resolved = breakwater_node::node::resolve_fork_offline(&data(1), &v2a).unwrap();
+    assert!(!resolved.kept_ours);
+    assert_eq!(resolved.dropped, vec![2]);
+    let resolved = breakwater_node::node::resolve_fork_offline(&data(0), &v2a).unwrap();
+    assert!(resolved.kept_ours);
+    // A roster the ancestor's admins did not sign cannot be kept.
+    let mut unsigned = v2b.clone();
+    unsigned.signatures.clear();
+    assert!(breakwater_node::node::resolve_fork_offline(&data(1), &unsigned).is_err());
+    mesh.start_all().await;
+    for i in 0..2 {
+        assert!(roster_fork(&mesh, i).await.is_none(), "node {i}");
+    }
+    assert_eq!(mesh.node(0).handle.join(v4a.clone()).await.unwrap(), 4);
+    let h1 = mesh.node(1).handle.clone();
+    eventually("node 1 converges on v4a", || {
+        let h1 = h1.clone();
+        let want = v4a.roster.hash();
+        async move { h1.roster().await.unwrap().roster.hash() == want }
+    })
+    .await;
+    assert!(roster_fork(&mesh, 1).await.is_none());
+    assert!(mesh.count(1, true).await >= held);
+    for published in &mine {
+        let detail = mesh
+            .node(1)
+            .handle
+            .get(published.id.to_hex())
+            .await
+            .unwrap();
+        assert!(detail.summary.readable, "node 1 lost {}", published.id);
+        assert!(
+            detail.body.is_some(),
+            "node 1 cannot reopen {}",
+            published.id
+        );
+        // Node 0 stored them unread (sealed under v2b's key); the key of
+        // the fork evidence opens them after the resolution.
+        let h0 = mesh.node(0).handle.clone();
+        let id = published.id.to_hex();
+        eventually("node 0 reads the b-side bulletins", || {
+            let (h0, id) = (h0.clone(), id.clone());
+            async move { h0.get(id).await.is_ok_and(|d| d.body.is_some()) }
+        })
+        .await;
+    }
+    for i in 0..2 {
+        mesh.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l3_join_refuses_a_roster_with_a_sealing_key_this_node_does_not_hold() {
+    // Org 1's card reached the admins with a valid sealing key that is not
+    // its node's (altered in transit): the node itself notices at join.
+    let stranger = breakwater_protocol::fixture::fixture_org(9, 1).card.nodes[0].sealing_key;
+    let mut idx = 0;
+    let fixture = Fixture::with_cards(2, 1, |org| {
+        if idx == 1 {
+            org.card.nodes[0].sealing_key = stranger;
+        }
+        idx += 1;
+    })
+    .unwrap();
+    let dirs: Vec<TempDir> = (0..2).map(|_| TempDir::new().unwrap()).collect();
+    for (i, dir) in dirs.iter().enumerate() {
+        let data = DataDir::new(dir.path());
+        let config = test_config(format!("/memory/{}", memory_base()).parse().unwrap());
+        data.init(&config, fixture.keys(i, 0).unwrap(), "token")
+            .unwrap();
+    }
+    join_offline(&DataDir::new(dirs[0].path()), &fixture.roster).unwrap();
+    let refused = join_offline(&DataDir::new(dirs[1].path()), &fixture.roster).unwrap_err();
+    assert!(refused.to_string().contains("sealing key"), "{refused}");
+}

@@ -5,7 +5,11 @@
 //! A round starts with [`SyncRequest::Hello`]. Peers already in sync answer
 //! [`SyncResponse::InSync`]: one round trip of well under a kilobyte. Otherwise
 //! the answer is the responder's frontier; the requester asks for the ranges
-//! it lacks, batch by batch, and for newer roster versions.
+//! it lacks, batch by batch, and for newer roster versions. Both `Hello` and
+//! `Frontier` carry the hash of the sender's roster in force, so two nodes
+//! on the same version of different rosters (a roster fork) notice it; the
+//! forms without it (`HelloV1`, `FrontierV1`) are still decoded and served
+//! for nodes built before fork detection.
 
 use std::collections::BTreeMap;
 
@@ -98,11 +102,12 @@ pub struct SeqRange {
     pub to: u64,
 }
 
-/// A sync request.
+/// A sync request. Variants are encoded by position: new ones go last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncRequest {
-    /// "Here is my state in brief."
-    Hello {
+    /// The Hello of nodes built before fork detection (no roster hash).
+    /// Served with [`SyncResponse::FrontierV1`]; never sent.
+    HelloV1 {
         /// Digest of the requester's frontier.
         digest: Digest,
         /// The requester's latest roster version.
@@ -115,15 +120,25 @@ pub enum SyncRequest {
         /// Latest version the requester has.
         after: u64,
     },
+    /// "Here is my state in brief."
+    Hello {
+        /// Digest of the requester's frontier.
+        digest: Digest,
+        /// The requester's roster version in force.
+        roster_version: u64,
+        /// The hash of that version: the same version with another hash is
+        /// a roster fork.
+        roster_hash: Digest,
+    },
 }
 
-/// A sync response.
+/// A sync response. Variants are encoded by position: new ones go last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncResponse {
-    /// Same frontier digest and roster version: nothing to do.
+    /// Same frontier digest, roster version and roster hash: nothing to do.
     InSync,
-    /// The responder's state, when it differs.
-    Frontier {
+    /// The answer to a [`SyncRequest::HelloV1`] (no roster hash).
+    FrontierV1 {
         /// Responder's frontier.
         frontier: Frontier,
         /// Responder's latest roster version.
@@ -140,6 +155,15 @@ pub enum SyncResponse {
     Rosters(Vec<Vec<u8>>),
     /// The request was refused.
     Refused(String),
+    /// The responder's state, when it differs from the [`SyncRequest::Hello`].
+    Frontier {
+        /// Responder's frontier.
+        frontier: Frontier,
+        /// Responder's roster version in force.
+        roster_version: u64,
+        /// The hash of that version.
+        roster_hash: Digest,
+    },
 }
 
 fn cap(field: &'static str, len: usize, cap: usize) -> Result<(), SyncError> {
@@ -182,7 +206,7 @@ impl SyncResponse {
     pub fn decode(bytes: &[u8]) -> Result<SyncResponse, SyncError> {
         let response: SyncResponse = wire::decode(bytes, MAX_SYNC_MESSAGE, false)?;
         match &response {
-            SyncResponse::Frontier { frontier, .. } => {
+            SyncResponse::Frontier { frontier, .. } | SyncResponse::FrontierV1 { frontier, .. } => {
                 cap("frontier", frontier.0.len(), MAX_FRONTIER_AUTHORS)?
             }
             SyncResponse::Envelopes { items, .. } => cap("items", items.len(), MAX_BATCH_ITEMS)?,

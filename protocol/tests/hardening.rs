@@ -251,3 +251,116 @@ fn l8_roster_name_is_bounded() {
     );
     Roster::genesis(&"x".repeat(128), vec![a.card], vec![a.org_id], 1).unwrap();
 }
+
+/// Signs `roster` with the first node of each org in `signers`.
+fn signed_by(fixture: &Fixture, roster: Roster, signers: &[usize]) -> SignedRoster {
+    let key = breakwater_protocol::fixture::fixture_green_key(roster.version);
+    let mut signed = SignedRoster::unsigned(roster.with_green_key(&key).unwrap());
+    for &org in signers {
+        signed.sign(fixture.keys(org, 0).unwrap());
+    }
+    signed
+}
+
+#[test]
+fn h2_two_successors_of_one_version_both_verify() {
+    // Threshold 1 of 2 admins (not a majority): two admins each sign a
+    // different version 2, and both are valid successors of version 1.
+    let fixture = Fixture::new(4, 1).unwrap();
+    let admins = vec![
+        fixture.orgs[0].org_id.clone(),
+        fixture.orgs[1].org_id.clone(),
+    ];
+    let v2 = signed_by(
+        &fixture,
+        fixture.roster().with_admins(admins, 1).unwrap(),
+        &[0],
+    );
+    SignedRoster::verify_update(fixture.roster(), &v2).unwrap();
+    let v3a = signed_by(
+        &fixture,
+        v2.roster.with_revoked(&fixture.orgs[2].org_id).unwrap(),
+        &[0],
+    );
+    let v3b = signed_by(
+        &fixture,
+        v2.roster.with_revoked(&fixture.orgs[3].org_id).unwrap(),
+        &[1],
+    );
+    assert_ne!(v3a.roster.hash(), v3b.roster.hash());
+    assert_eq!(v3a.roster.version, v3b.roster.version);
+    SignedRoster::verify_update(&v2.roster, &v3a).unwrap();
+    SignedRoster::verify_update(&v2.roster, &v3b).unwrap();
+    // Each branch's successor is refused on the other: BadPrev, the
+    // signal that a node on the other branch uses to look for the fork.
+    let v4a = signed_by(&fixture, v3a.roster.rekeyed(), &[0]);
+    assert!(matches!(
+        SignedRoster::verify_update(&v3b.roster, &v4a),
+        Err(RosterError::BadPrev { .. })
+    ));
+
+    // With a majority threshold (2 of 3) a fork needs an admin that signs
+    // both versions: admin 1 here, whose two signatures are the evidence.
+    let admins: Vec<_> = (0..3).map(|i| fixture.orgs[i].org_id.clone()).collect();
+    let v2 = signed_by(
+        &fixture,
+        fixture.roster().with_admins(admins, 2).unwrap(),
+        &[0],
+    );
+    SignedRoster::verify_update(fixture.roster(), &v2).unwrap();
+    let v3a = signed_by(&fixture, v2.roster.rekeyed(), &[0, 1]);
+    let v3b = signed_by(
+        &fixture,
+        v2.roster.with_revoked(&fixture.orgs[3].org_id).unwrap(),
+        &[1, 2],
+    );
+    SignedRoster::verify_update(&v2.roster, &v3a).unwrap();
+    SignedRoster::verify_update(&v2.roster, &v3b).unwrap();
+    let signer = fixture.keys(1, 0).unwrap().node_public();
+    assert!(v3a.signatures.iter().any(|s| s.signer == signer));
+    assert!(v3b.signatures.iter().any(|s| s.signer == signer));
+    // One admin alone cannot fork a majority roster.
+    let lone = signed_by(&fixture, v2.roster.rekeyed(), &[2]);
+    assert!(SignedRoster::verify_update(&v2.roster, &lone).is_err());
+}
+
+#[test]
+fn h2_hello_and_frontier_carry_the_roster_hash() {
+    let hash = Digest([0xab; 32]);
+    let hello = SyncRequest::Hello {
+        digest: Digest([1; 32]),
+        roster_version: 7,
+        roster_hash: hash,
+    };
+    let bytes = hello.encode();
+    // Format byte, variant 3, digest, version, hash.
+    assert_eq!(bytes[..2], [1, 3]);
+    assert_eq!(bytes.len(), 2 + 33 + 1 + 33);
+    assert_eq!(bytes[bytes.len() - 32..], [0xab; 32]);
+    assert_eq!(SyncRequest::decode(&bytes).unwrap(), hello);
+    let frontier = SyncResponse::Frontier {
+        frontier: Frontier::default(),
+        roster_version: 7,
+        roster_hash: hash,
+    };
+    let bytes = frontier.encode();
+    assert_eq!(bytes[..2], [1, 5]);
+    assert_eq!(SyncResponse::decode(&bytes).unwrap(), frontier);
+    // The Hello of nodes built before fork detection still decodes: variant
+    // 0, no hash; its answer is the old Frontier (variant 1).
+    let mut legacy = vec![1u8, 0, 0x20];
+    legacy.extend_from_slice(&[1; 32]);
+    legacy.push(7);
+    assert_eq!(
+        SyncRequest::decode(&legacy).unwrap(),
+        SyncRequest::HelloV1 {
+            digest: Digest([1; 32]),
+            roster_version: 7,
+        }
+    );
+    let old = SyncResponse::FrontierV1 {
+        frontier: Frontier::default(),
+        roster_version: 7,
+    };
+    assert_eq!(old.encode(), vec![1, 1, 0, 7]);
+}

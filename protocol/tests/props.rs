@@ -136,9 +136,16 @@ fn frontier() -> impl Strategy<Value = Frontier> {
 
 fn request() -> impl Strategy<Value = SyncRequest> {
     prop_oneof![
-        (digest(), any::<u64>()).prop_map(|(digest, roster_version)| SyncRequest::Hello {
+        (digest(), any::<u64>()).prop_map(|(digest, roster_version)| SyncRequest::HelloV1 {
             digest,
             roster_version
+        }),
+        (digest(), any::<u64>(), digest()).prop_map(|(digest, roster_version, roster_hash)| {
+            SyncRequest::Hello {
+                digest,
+                roster_version,
+                roster_hash,
+            }
         }),
         prop::collection::vec((node_key(), 1u64..1000, 0u64..1000), 0..10).prop_map(|v| {
             SyncRequest::Ranges(
@@ -158,9 +165,18 @@ fn request() -> impl Strategy<Value = SyncRequest> {
 fn response() -> impl Strategy<Value = SyncResponse> {
     prop_oneof![
         Just(SyncResponse::InSync),
-        (frontier(), any::<u64>()).prop_map(|(frontier, roster_version)| SyncResponse::Frontier {
-            frontier,
-            roster_version
+        (frontier(), any::<u64>()).prop_map(|(frontier, roster_version)| {
+            SyncResponse::FrontierV1 {
+                frontier,
+                roster_version,
+            }
+        }),
+        (frontier(), any::<u64>(), digest()).prop_map(|(frontier, roster_version, roster_hash)| {
+            SyncResponse::Frontier {
+                frontier,
+                roster_version,
+                roster_hash,
+            }
         }),
         (
             prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..10),
@@ -226,7 +242,7 @@ proptest! {
 
     #[test]
     fn frontier_round_trips(f in frontier()) {
-        let resp = SyncResponse::Frontier { frontier: f.clone(), roster_version: 1 };
+        let resp = SyncResponse::Frontier { frontier: f.clone(), roster_version: 1, roster_hash: Digest([7; 32]) };
         prop_assert_eq!(SyncResponse::decode(&resp.encode()).unwrap(), resp);
     }
 

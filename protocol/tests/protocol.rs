@@ -690,11 +690,12 @@ fn in_sync_hello_is_small() {
     let hello = SyncRequest::Hello {
         digest: frontier.digest(),
         roster_version: 3,
+        roster_hash: Digest([9; 32]),
     }
     .encode();
     let reply = SyncResponse::InSync.encode();
     assert!(
-        hello.len() + reply.len() < 64,
+        hello.len() + reply.len() < 96,
         "{} + {}",
         hello.len(),
         reply.len()

@@ -213,6 +213,7 @@ impl Worker {
             green_epoch: self.sealing_epoch_key().map(|k| k.epoch),
             pending_green: counts.pending_green,
             green_key_problem: self.green_problem.clone(),
+            roster_fork: self.fork.clone(),
         })
     }
 }

@@ -21,7 +21,6 @@ use libp2p::PeerId;
 use tracing::debug;
 
 use super::{Origin, Outcome, Worker};
-use crate::handle::RequestError;
 
 /// Per-peer state of an outgoing sync round: a single chain of request and
 /// answer.
@@ -46,6 +45,9 @@ pub(super) struct Round {
     /// it has nothing in flight and asks for what is still missing when one
     /// of them ends.
     waiting: bool,
+    /// The peer's roster chain parts from ours: the `after` of the
+    /// `Rosters` request in flight that looks for the version where it does.
+    fork_probe: Option<u64>,
 }
 
 impl Round {
@@ -165,6 +167,7 @@ impl Worker {
         let request = SyncRequest::Hello {
             digest: self.frontier().digest(),
             roster_version: self.roster.roster.version,
+            roster_hash: self.roster.roster.hash(),
         };
         self.rounds.insert(
             peer,
@@ -176,6 +179,7 @@ impl Worker {
                 asked: Vec::new(),
                 fetching_since: None,
                 waiting: false,
+                fork_probe: None,
             },
         );
         self.traffic.sync_requests += 1;
@@ -286,13 +290,32 @@ impl Worker {
             SyncRequest::Hello {
                 digest,
                 roster_version,
+                roster_hash,
+            } => {
+                let frontier = self.frontier();
+                let ours = self.roster.roster.version;
+                let hash = self.roster.roster.hash();
+                if digest == frontier.digest() && roster_version == ours && roster_hash == hash {
+                    SyncResponse::InSync
+                } else {
+                    SyncResponse::Frontier {
+                        frontier,
+                        roster_version: ours,
+                        roster_hash: hash,
+                    }
+                }
+            }
+            // A node built before fork detection: answered as it expects.
+            SyncRequest::HelloV1 {
+                digest,
+                roster_version,
             } => {
                 let frontier = self.frontier();
                 let ours = self.roster.roster.version;
                 if digest == frontier.digest() && roster_version == ours {
                     SyncResponse::InSync
                 } else {
-                    SyncResponse::Frontier {
+                    SyncResponse::FrontierV1 {
                         frontier,
                         roster_version: ours,
                     }
@@ -368,43 +391,21 @@ impl Worker {
             SyncResponse::Frontier {
                 frontier,
                 roster_version,
-            } => {
-                let Some(round) = self.rounds.get_mut(&peer) else {
-                    // The round was replaced or failed meanwhile.
-                    return;
+                roster_hash,
+            } => self.on_frontier(peer, frontier, roster_version, Some(roster_hash)),
+            SyncResponse::FrontierV1 {
+                frontier,
+                roster_version,
+            } => self.on_frontier(peer, frontier, roster_version, None),
+            SyncResponse::Rosters(rosters) => {
+                let probe = self.rounds.get_mut(&peer).and_then(|r| r.fork_probe.take());
+                let asked_again = match probe {
+                    Some(after) => self.probe_fork(peer, after, &rosters),
+                    None => self.apply_synced_rosters(peer, &rosters),
                 };
-                round.theirs = Some(frontier);
-                if roster_version > self.roster.roster.version {
-                    let request = SyncRequest::Rosters {
-                        after: self.roster.roster.version,
-                    };
-                    self.traffic.sync_requests += 1;
-                    self.send(Outcome::SyncRequest {
-                        peer,
-                        request: request.encode(),
-                    });
-                } else {
+                if !asked_again {
                     self.request_missing(peer);
                 }
-            }
-            SyncResponse::Rosters(rosters) => {
-                for bytes in rosters {
-                    match SignedRoster::decode(&bytes)
-                        .map_err(|e| RequestError::Invalid(e.to_string()))
-                    {
-                        Ok(roster) => {
-                            if let Err(e) = self.apply_roster(roster) {
-                                debug!(%peer, "roster from sync refused: {e}");
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            debug!(%peer, "roster from sync undecodable: {e}");
-                            break;
-                        }
-                    }
-                }
-                self.request_missing(peer);
             }
             SyncResponse::Envelopes { items, more } => {
                 // The rest is asked for before this batch is checked, so the
@@ -418,6 +419,118 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The peer's state: looks into a roster fork when its roster of a
+    /// version we hold is not ours (`hash`, absent from nodes built before
+    /// fork detection), fetches newer roster versions, then asks for the
+    /// envelopes we lack.
+    fn on_frontier(
+        &mut self,
+        peer: PeerId,
+        frontier: Frontier,
+        roster_version: u64,
+        hash: Option<Digest>,
+    ) {
+        let Some(round) = self.rounds.get_mut(&peer) else {
+            // The round was replaced or failed meanwhile.
+            return;
+        };
+        round.theirs = Some(frontier);
+        let ours = self.roster.roster.version;
+        if self.fork.is_some() {
+            // No roster update is applied until the fork is resolved.
+            self.request_missing(peer);
+            return;
+        }
+        if let Some(hash) = hash
+            && roster_version >= 2
+            && roster_version <= ours
+            && self
+                .our_roster_hash(roster_version)
+                .is_some_and(|mine| mine != hash)
+        {
+            // Same version, another roster: fetch theirs to see.
+            self.ask_rosters(peer, roster_version - 1, true);
+        } else if roster_version > ours {
+            self.ask_rosters(peer, ours, false);
+        } else {
+            self.request_missing(peer);
+        }
+    }
+
+    /// Sends `Rosters{after}` to `peer`; `probe` marks it as looking for
+    /// where the peer's roster chain parts from ours.
+    fn ask_rosters(&mut self, peer: PeerId, after: u64, probe: bool) {
+        if let Some(round) = self.rounds.get_mut(&peer) {
+            round.fork_probe = probe.then_some(after);
+            round.active_at = Instant::now();
+        }
+        self.traffic.sync_requests += 1;
+        self.send(Outcome::SyncRequest {
+            peer,
+            request: SyncRequest::Rosters { after }.encode(),
+        });
+    }
+
+    /// Applies newer roster versions from `peer` in order, stopping at the
+    /// first failure. A successor of another version than ours (BadPrev)
+    /// means the chains parted: looks for where. Returns whether it asked
+    /// `peer` again.
+    fn apply_synced_rosters(&mut self, peer: PeerId, rosters: &[Vec<u8>]) -> bool {
+        for bytes in rosters {
+            let roster = match SignedRoster::decode(bytes) {
+                Ok(roster) => roster,
+                Err(e) => {
+                    debug!(%peer, "roster from sync undecodable: {e}");
+                    return false;
+                }
+            };
+            let current = &self.roster.roster;
+            let parted = self.fork.is_none()
+                && roster.roster.consortium_id() == self.consortium
+                && roster.roster.version == current.version + 1
+                && roster.roster.prev != current.hash()
+                && current.version >= 2;
+            if parted {
+                let after = current.version - 1;
+                self.ask_rosters(peer, after, true);
+                return true;
+            }
+            if let Err(e) = self.apply_roster(roster) {
+                debug!(%peer, "roster from sync refused: {e}");
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Looks for a roster fork in versions `peer` sent after `after`
+    /// (oldest first): the first that differs from ours is checked against
+    /// our version before it. When their chain parted from ours before it,
+    /// asks for older versions. Returns whether it asked `peer` again.
+    fn probe_fork(&mut self, peer: PeerId, after: u64, rosters: &[Vec<u8>]) -> bool {
+        for bytes in rosters {
+            let Ok(roster) = SignedRoster::decode(bytes) else {
+                return false;
+            };
+            if roster.roster.consortium_id() != self.consortium
+                || roster.roster.version > self.roster.roster.version
+            {
+                return false;
+            }
+            match self.check_fork(&roster, Some(peer)) {
+                super::roster::ForkCheck::Same => continue,
+                super::roster::ForkCheck::Deeper if after > 0 => {
+                    // Their previous version differs too: look further back.
+                    let earlier = after.saturating_sub(MAX_ROSTERS as u64 / 2);
+                    self.ask_rosters(peer, earlier, true);
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+        false
     }
 
     /// Ends the round with `peer` if the batch just taken moved nothing

@@ -347,6 +347,7 @@ pub async fn in_sync(root: &Path, members: usize) -> anyhow::Result<InSync> {
         let hello = SyncRequest::Hello {
             digest: Digest::ZERO,
             roster_version: 1,
+            roster_hash: Digest::ZERO,
         }
         .encode()
         .len();
