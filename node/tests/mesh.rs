@@ -1326,7 +1326,8 @@ async fn h2_roster_fork_is_detected_kept_and_resolved_without_losing_envelopes()
         signed
     };
     assert_ne!(v2a.roster.hash(), v2b.roster.hash());
-    let data = |i: usize| DataDir::new(mesh.dirs[i].path());
+    let dirs: Vec<DataDir> = mesh.dirs.iter().map(|d| DataDir::new(d.path())).collect();
+    let data = |i: usize| dirs[i].clone();
     join_offline(&data(0), &v2a).unwrap();
     join_offline(&data(0), &v3a).unwrap();
     join_offline(&data(1), &v2b).unwrap();
