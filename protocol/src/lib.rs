@@ -24,7 +24,7 @@ mod wire;
 
 pub use body::{Body, BodyError, Bulletin, Indicator, IndicatorError, IndicatorKind, Severity};
 pub use bytes::{Digest, KeyId, NodePublicKey, SealingPublicKey, Signature};
-pub use card::{CardError, MemberCard, NodeEntry, OrgId};
+pub use card::{CardError, MemberCard, NodeEntry, OrgId, check_addr};
 pub use envelope::{DecodeError, Envelope, Header, Kind, MAX_ENVELOPE_BYTES, Recipient, Seal};
 pub use green::{EpochKey, EpochKeyError, EpochKeys, audit_package, open_epoch_key};
 pub use keys::{KeyError, NodeKeys};
