@@ -11,9 +11,17 @@ use super::{Outcome, Worker, store_err};
 use crate::handle::{NodeEvent, RequestError};
 
 impl Worker {
-    /// Judges a roster received by gossip and reports the verdict.
+    /// Judges a roster received by gossip and reports the verdict: `Reject`
+    /// (the relay is scored down) only when it does not decode or names
+    /// another consortium, which every node decides alike; a roster that
+    /// does not follow the one in force here (a fork, a lagging or leading
+    /// relay, signatures by admins this version does not have) is ignored,
+    /// since the relay judged it against its own roster (M2).
     pub(super) fn on_gossip_roster(&mut self, bytes: &[u8], message_id: MessageId, source: PeerId) {
         let acceptance = match SignedRoster::decode(bytes) {
+            Ok(roster) if roster.roster.consortium_id() != self.consortium => {
+                MessageAcceptance::Reject
+            }
             Ok(roster) if roster.roster.version > self.roster.roster.version + 1 => {
                 // We are behind, not the relay: catch up by sync.
                 self.start_sync(source);
@@ -21,8 +29,7 @@ impl Worker {
             }
             Ok(roster) => match self.apply_roster(roster) {
                 Ok(Some(_)) => MessageAcceptance::Accept,
-                Ok(None) => MessageAcceptance::Ignore,
-                Err(_) => MessageAcceptance::Reject,
+                Ok(None) | Err(_) => MessageAcceptance::Ignore,
             },
             Err(_) => MessageAcceptance::Reject,
         };
