@@ -19,8 +19,11 @@ use rand::seq::IteratorRandom;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info};
 
+mod scores;
+
+pub(crate) use self::scores::{Misbehaviour, Scores};
 use crate::handle::{Command, NetworkView, NodeEvent, PeerInfo};
-use crate::job::{Job, Origin, Outcome};
+use crate::job::{Job, JobSenders, Origin, Outcome};
 use crate::net::{Behaviour, BehaviourEvent};
 
 /// Peers a sync tick starts rounds with. Rounds with several peers fetch
@@ -40,7 +43,7 @@ pub(crate) struct EventLoop {
     pub swarm: Swarm<Behaviour>,
     pub commands: mpsc::Receiver<Command>,
     pub outcomes: mpsc::Receiver<Outcome>,
-    pub jobs: mpsc::Sender<Job>,
+    pub jobs: JobSenders,
     pub events: broadcast::Sender<NodeEvent>,
     pub envelopes_topic: IdentTopic,
     pub roster_topic: IdentTopic,
@@ -61,6 +64,9 @@ pub(crate) struct EventLoop {
     pub dial_orgs: Option<HashSet<String>>,
     /// Gossipsub's metrics.
     pub metrics: Arc<Mutex<Registry>>,
+    /// What this node holds against peers, applied as gossipsub application
+    /// scores.
+    pub scores: Scores,
 }
 
 impl Drop for EventLoop {
@@ -103,7 +109,10 @@ impl EventLoop {
                 Some(outcome) = self.outcomes.recv() => self.on_outcome(outcome),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = sync_tick.tick() => self.on_sync_tick(None),
-                _ = dial_tick.tick() => self.maintain_connections(),
+                _ = dial_tick.tick() => {
+                    self.maintain_connections();
+                    self.decay_scores();
+                }
                 _ = prune_tick.tick() => {
                     self.to_worker(Job::Prune);
                 }
@@ -167,6 +176,30 @@ impl EventLoop {
                 }
             }
             Command::Sync { peer } => self.on_sync_tick(peer),
+            Command::GossipScore { peer, reply } => {
+                let _ = reply.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
+            }
+        }
+    }
+
+    /// Holds `what` against `peer` and applies its new application score
+    /// (gossipsub keeps it only while the peer is connected; the next decay
+    /// re-applies it).
+    fn misbehaved(&mut self, peer: PeerId, what: Misbehaviour) {
+        let score = self.scores.record(peer, what);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, score);
+    }
+
+    /// Decays what is held against peers and applies the scores.
+    fn decay_scores(&mut self) {
+        for (peer, score) in self.scores.decay(Instant::now()) {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .set_application_score(&peer, score);
         }
     }
 
@@ -202,6 +235,7 @@ impl EventLoop {
                 self.roster = roster.roster;
                 self.apply_roster();
             }
+            Outcome::Misbehaved { peer, what } => self.misbehaved(peer, what),
         }
     }
 
@@ -251,6 +285,21 @@ impl EventLoop {
         for peer in &change.removed {
             self.redial.remove(peer);
         }
+        // Members' IPs keep a reserve of pending inbound slots (M3).
+        let member_ips: Vec<std::net::IpAddr> = self
+            .roster
+            .members
+            .iter()
+            .filter(|m| !m.revoked)
+            .flat_map(|m| m.card.nodes.iter())
+            .flat_map(|node| node.addrs.iter())
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .filter_map(|a| crate::net::inbound::ip_of(&a))
+            .collect();
+        self.swarm
+            .behaviour_mut()
+            .inbound
+            .set_roster_ips(member_ips);
         let now = Instant::now();
         for peer in allowed {
             if !self.dials(&peer) {
@@ -285,7 +334,15 @@ impl EventLoop {
         };
         self.roster
             .node(&key)
-            .map(|(_, node)| node.addrs.iter().filter_map(|a| a.parse().ok()).collect())
+            .map(|(_, node)| {
+                // Only the shapes a card may carry (L4), also from a roster
+                // stored before cards were checked for them.
+                node.addrs
+                    .iter()
+                    .filter(|a| breakwater_protocol::check_addr(a).is_ok())
+                    .filter_map(|a| a.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

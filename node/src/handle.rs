@@ -300,6 +300,11 @@ pub(crate) enum Command {
     Dial { addr: Multiaddr },
     /// Run a sync round with a peer now.
     Sync { peer: Option<PeerId> },
+    /// Gossipsub's score of a peer.
+    GossipScore {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<f64>>,
+    },
 }
 
 /// A cloneable handle to a running node.
@@ -412,6 +417,18 @@ impl NodeHandle {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Network { reply })
+            .await
+            .map_err(|_| RequestError::Closed)?;
+        answer.await.map_err(|_| RequestError::Closed)
+    }
+
+    /// Gossipsub's score of `peer` (`None` when gossipsub does not know
+    /// it): what the node's gossip holds against a peer, for diagnostics
+    /// and tests.
+    pub async fn gossip_score(&self, peer: PeerId) -> Result<Option<f64>, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::GossipScore { peer, reply })
             .await
             .map_err(|_| RequestError::Closed)?;
         answer.await.map_err(|_| RequestError::Closed)

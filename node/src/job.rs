@@ -1,13 +1,23 @@
-//! The messages of the store worker's two channels: [`Job`]s that the event
+//! The messages of the store worker's channels: [`Job`]s that the event
 //! loop and [`crate::handle::NodeHandle`]s send to the worker, and the
 //! [`Outcome`]s the worker sends back to the event loop. `handle` and
 //! `event_loop` import these rather than `worker`; the jobs carry
 //! `handle`'s request and answer types.
+//!
+//! Jobs travel in three bounded queues ([`job_queues`]), so that a flood of
+//! one kind never crowds out another (review finding L1): gossip (dropped
+//! when full: anti-entropy delivers later), serving peers' sync requests
+//! (dropped when full: the peer asks again), and everything else (our own
+//! sync rounds and their answers, the API, timers). The worker takes the
+//! last first, and alternates between the other two.
 
 use breakwater_protocol::{Digest, Indicator, SignedRoster};
 use libp2p::PeerId;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc::error::{SendError, TrySendError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::event_loop::Misbehaviour;
 
 use crate::handle::{Detail, ListFilter, PublishRequest, Published, RequestError, Status, Summary};
 
@@ -120,4 +130,137 @@ pub(crate) enum Outcome {
     SyncReply { token: u64, response: Vec<u8> },
     /// A new roster is in force.
     RosterApplied(Box<SignedRoster>),
+    /// Hold `what` against `peer` in its gossip score.
+    Misbehaved { peer: PeerId, what: Misbehaviour },
 }
+
+/// Capacity of the gossip queue.
+pub(crate) const GOSSIP_QUEUE: usize = 1024;
+/// Capacity of the queue of peers' sync requests.
+pub(crate) const SERVE_QUEUE: usize = 256;
+/// Capacity of the queue of everything else.
+pub(crate) const CONTROL_QUEUE: usize = 1024;
+
+/// The sending side of the worker's queues: routes each job to its queue.
+#[derive(Debug, Clone)]
+pub(crate) struct JobSenders {
+    /// Our sync rounds and their answers, the API, timers, stop.
+    pub control: mpsc::Sender<Job>,
+    /// Envelopes and rosters received by gossip.
+    pub gossip: mpsc::Sender<Job>,
+    /// Peers' sync requests.
+    pub serve: mpsc::Sender<Job>,
+}
+
+impl JobSenders {
+    fn queue_for(&self, job: &Job) -> &mpsc::Sender<Job> {
+        match job {
+            Job::Ingest {
+                origin: Origin::Gossip { .. },
+                ..
+            }
+            | Job::GossipRoster { .. } => &self.gossip,
+            Job::ServeSync { .. } => &self.serve,
+            _ => &self.control,
+        }
+    }
+
+    /// Queues `job` without waiting; fails when its queue is full.
+    pub fn try_send(&self, job: Job) -> Result<(), TrySendError<Job>> {
+        self.queue_for(&job).try_send(job)
+    }
+
+    /// Queues `job`, waiting for room.
+    pub async fn send(&self, job: Job) -> Result<(), SendError<Job>> {
+        self.queue_for(&job).send(job).await
+    }
+
+    /// Queues `job` from outside the runtime, blocking for room.
+    pub fn blocking_send(&self, job: Job) -> Result<(), SendError<Job>> {
+        self.queue_for(&job).blocking_send(job)
+    }
+}
+
+/// The worker's side of its queues.
+#[derive(Debug)]
+pub(crate) struct JobQueues {
+    control: mpsc::Receiver<Job>,
+    gossip: mpsc::Receiver<Job>,
+    serve: mpsc::Receiver<Job>,
+    /// Whether gossip goes before serving on the next turn.
+    gossip_first: bool,
+}
+
+impl JobQueues {
+    /// The next job, blocking until there is one: a control job if any is
+    /// waiting, else gossip and serving by turns. `None` once every sender
+    /// of every queue is gone and the queues are empty.
+    pub fn next_blocking(&mut self) -> Option<Job> {
+        if let Ok(job) = self.control.try_recv() {
+            return Some(job);
+        }
+        self.gossip_first = !self.gossip_first;
+        let (first, second) = if self.gossip_first {
+            (&mut self.gossip, &mut self.serve)
+        } else {
+            (&mut self.serve, &mut self.gossip)
+        };
+        if let Ok(job) = first.try_recv() {
+            return Some(job);
+        }
+        if let Ok(job) = second.try_recv() {
+            return Some(job);
+        }
+        let (control, gossip, serve) = (&mut self.control, &mut self.gossip, &mut self.serve);
+        futures::executor::block_on(async {
+            tokio::select! {
+                biased;
+                Some(job) = control.recv() => Some(job),
+                Some(job) = gossip.recv() => Some(job),
+                Some(job) = serve.recv() => Some(job),
+                else => None,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+impl JobQueues {
+    /// The next job [`JobQueues::next_blocking`] would take, if one waits.
+    fn try_next(&mut self) -> Option<Job> {
+        let waiting = !self.control.is_empty() || !self.gossip.is_empty() || !self.serve.is_empty();
+        waiting.then(|| self.next_blocking()).flatten()
+    }
+}
+
+/// The worker's queues with the default capacities.
+pub(crate) fn job_queues() -> (JobSenders, JobQueues) {
+    job_queues_with(CONTROL_QUEUE, GOSSIP_QUEUE, SERVE_QUEUE)
+}
+
+/// The worker's queues with the given capacities.
+pub(crate) fn job_queues_with(
+    control: usize,
+    gossip: usize,
+    serve: usize,
+) -> (JobSenders, JobQueues) {
+    let (control_tx, control_rx) = mpsc::channel(control);
+    let (gossip_tx, gossip_rx) = mpsc::channel(gossip);
+    let (serve_tx, serve_rx) = mpsc::channel(serve);
+    (
+        JobSenders {
+            control: control_tx,
+            gossip: gossip_tx,
+            serve: serve_tx,
+        },
+        JobQueues {
+            control: control_rx,
+            gossip: gossip_rx,
+            serve: serve_rx,
+            gossip_first: false,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -8,10 +8,12 @@
 //!
 //! Submodules: [`transport`] (TCP/QUIC, memory, and the [`upgrade`] seam for simulations),
 //! [`behaviour`] (the composed [`Behaviour`] and its gossipsub/scoring settings), [`codec`]
-//! (the `/breakwater/sync/1` framing).
+//! (the `/breakwater/sync/1` framing), [`inbound`] (pending inbound connections per source IP,
+//! with a reserve for members).
 
 pub mod behaviour;
 pub mod codec;
+pub mod inbound;
 pub mod transport;
 
 #[cfg(test)]
@@ -119,7 +121,9 @@ pub struct NetConfig {
     /// other's, and both connections can die; two also lets a node hold TCP and QUIC at once.
     pub max_established_per_peer: u32,
     /// Incoming connections still in the handshake. Outsiders are refused only once Noise has
-    /// proved their PeerId, so this bounds the work an outsider can cause.
+    /// proved their PeerId, so this bounds the work an outsider can cause; of these, one IP
+    /// that is not a member's may hold [`inbound::MAX_PENDING_PER_IP`], and such IPs together
+    /// all but [`inbound::MEMBER_RESERVE`] (see [`inbound::InboundGate`]).
     pub max_pending_incoming: u32,
     /// Outgoing dials in progress.
     pub max_pending_outgoing: u32,

@@ -21,7 +21,8 @@ use crate::net::{self, NetConfig, NetError, TransportKind};
 use crate::store::{Store, StoreError};
 use crate::worker::Worker;
 
-/// Capacity of the command, job and outcome channels.
+/// Capacity of the command and outcome channels (the job queues' are in
+/// [`crate::job`]).
 const CHANNEL_CAPACITY: usize = 1024;
 /// Capacity of the event broadcast (slow subscribers miss events, never block the node).
 const EVENT_CAPACITY: usize = 4096;
@@ -170,7 +171,7 @@ pub async fn spawn(
     }
 
     let (command_tx, command_rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let (job_tx, job_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (job_tx, job_rx) = crate::job::job_queues();
     let (outcome_tx, outcome_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (event_tx, event_rx) = broadcast::channel(EVENT_CAPACITY);
     let (done_tx, done_rx) = oneshot::channel();
@@ -197,7 +198,7 @@ pub async fn spawn(
 
     let handle = NodeHandle {
         commands: command_tx,
-        jobs: job_tx.clone(),
+        jobs: job_tx.control.clone(),
         events: event_tx.clone(),
         peer_id: keys.peer_id(),
     };
@@ -225,6 +226,7 @@ pub async fn spawn(
         connected: HashMap::new(),
         listeners,
         retried: HashSet::new(),
+        scores: crate::event_loop::Scores::new(std::time::Instant::now()),
     };
     let task = tokio::spawn(event_loop.run(shutdown));
     Ok(Node {

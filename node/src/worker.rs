@@ -41,7 +41,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::warn;
 
 use crate::handle::{NodeEvent, RequestError, Traffic};
-use crate::job::{Job, Origin, Outcome};
+use crate::job::{Job, JobQueues, Origin, Outcome};
 use crate::store::{Store, StoreError};
 
 /// The opened content of an envelope that is costly to open again (sealed to
@@ -293,11 +293,11 @@ impl Worker {
     }
 
     /// Runs until every job sender is gone.
-    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+    pub fn run(mut self, mut jobs: JobQueues) {
         // A crash between storing a roster and opening what waited for its
         // key leaves pending entries behind: open them now.
         self.open_pending_green();
-        while let Some(job) = jobs.blocking_recv() {
+        while let Some(job) = jobs.next_blocking() {
             if matches!(job, Job::Stop) {
                 break;
             }

@@ -1469,4 +1469,332 @@ async fn l3_join_refuses_a_roster_with_a_sealing_key_this_node_does_not_hold() {
     join_offline(&DataDir::new(dirs[0].path()), &fixture.roster).unwrap();
     let refused = join_offline(&DataDir::new(dirs[1].path()), &fixture.roster).unwrap_err();
     assert!(refused.to_string().contains("sealing key"), "{refused}");
+/// Drives two raw swarms for `period`.
+async fn drive_both(
+    a: &mut libp2p::Swarm<net::Behaviour>,
+    b: &mut libp2p::Swarm<net::Behaviour>,
+    period: Duration,
+) {
+    let _ = tokio::time::timeout(period, async {
+        loop {
+            tokio::select! {
+                _ = a.select_next_some() => {}
+                _ = b.select_next_some() => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Node `i`'s gossipsub score of `peer`.
+async fn score_of(mesh: &Mesh, i: usize, peer: PeerId) -> f64 {
+    mesh.node(i)
+        .handle
+        .gossip_score(peer)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("node {i} has no score for {peer}"))
+}
+
+/// M2 (security review 2026-11): an equivocating member pushes `A_i` to
+/// node 0 and `B_i` to node 1 for five rounds. Each honest node forwards its
+/// branch to the other, which finds it equivocating against its own store:
+/// that is Ignored, not Rejected, so neither honest node scores the other
+/// down; the author's own peer is scored down instead, and the evidence is
+/// still recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m2_equivocation_across_honest_relays_scores_the_author_not_the_relays() {
+    let _serial = SERIAL.lock().await;
+    use breakwater_protocol::fixture::bulletin_draft;
+    use breakwater_protocol::{Digest, seal};
+    use rand::SeedableRng;
+
+    // Org 2 is the equivocating member; it never runs a real node.
+    let mut mesh = Mesh::new(3, |i| i != 2).await;
+    mesh.start(0).await;
+    mesh.start(1).await;
+    mesh.wait_connected(0, 1).await;
+    mesh.wait_connected(1, 1).await;
+    // Gossip flows between the honest nodes before the attack.
+    mesh.publish(0, Tlp::Clear, &[], "before").await;
+    wait_count(&mesh, 1, false, 1).await;
+    let (peer0, peer1) = (mesh.node(0).handle.peer_id(), mesh.node(1).handle.peer_id());
+
+    let hostile = mesh.fixture.keys(2, 0).unwrap().clone();
+    let (mut to0, topic) = raw_link(&mesh, &hostile, 0).await;
+    let (mut to1, _) = raw_link(&mesh, &hostile, 1).await;
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(2);
+    let roster = mesh.fixture.roster().clone();
+    let now = breakwater_node_now();
+    let (mut prev_a, mut prev_b) = (Digest::ZERO, Digest::ZERO);
+    for seq in 1..=5 {
+        let mut branch = |prev: Digest, name: &str| {
+            let title = format!("{name}{seq}");
+            let draft = bulletin_draft(seq, prev, Tlp::Clear, &title, now);
+            seal(&hostile, &roster, draft, &[], &mut rng).unwrap()
+        };
+        let (a, b) = (branch(prev_a, "A"), branch(prev_b, "B"));
+        (prev_a, prev_b) = (a.id(), b.id());
+        let _ = to0
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic.clone(), a.encode());
+        let _ = to1
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic.clone(), b.encode());
+        drive_both(&mut to0, &mut to1, Duration::from_millis(400)).await;
+    }
+    // Both honest nodes have found the equivocation.
+    for i in 0..2 {
+        let handle = mesh.node(i).handle.clone();
+        eventually(&format!("node {i} records evidence"), || {
+            let handle = handle.clone();
+            async move { handle.status().await.unwrap().evidence >= 1 }
+        })
+        .await;
+    }
+    // Let the last forwards and a few heartbeats land.
+    drive_both(&mut to0, &mut to1, Duration::from_secs(1)).await;
+
+    let (of0, of1) = (
+        score_of(&mesh, 1, peer0).await,
+        score_of(&mesh, 0, peer1).await,
+    );
+    assert!(of0 >= 0.0, "node 1 scored honest node 0 down to {of0}");
+    assert!(of1 >= 0.0, "node 0 scored honest node 1 down to {of1}");
+    let author = hostile.peer_id();
+    for i in 0..2 {
+        let score = score_of(&mesh, i, author).await;
+        assert!(
+            score < 0.0,
+            "node {i} holds nothing against the author: {score}"
+        );
+    }
+    // Gossip between the honest nodes still flows.
+    mesh.publish(1, Tlp::Clear, &[], "after").await;
+    let handle = mesh.node(0).handle.clone();
+    eventually("node 0 stores node 1's bulletin", || {
+        let handle = handle.clone();
+        async move {
+            let list = handle.list(ListFilter::default()).await.unwrap();
+            list.iter().any(|s| s.title.as_deref() == Some("after"))
+        }
+    })
+    .await;
+    mesh.stop(0).await;
+    mesh.stop(1).await;
+}
+
+/// L1 (security review 2026-11): a member floods node 0 with gossip it must
+/// ignore (envelopes by authors outside the roster, and replays of
+/// envelopes node 0 stored long ago, which gossipsub's seen-cache no longer
+/// catches). The flood counts against the sender's gossip score until it is
+/// graylisted, and an honest bulletin published meanwhile is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_a_flood_of_ignored_gossip_scores_the_sender_down() {
+    let _serial = SERIAL.lock().await;
+    use breakwater_protocol::fixture::bulletin_draft;
+    use breakwater_protocol::{Digest, NodeKeys, seal_to};
+    use rand::SeedableRng;
+
+    const STALE: u64 = 150;
+    const JUNK: usize = 1_000;
+    let mut mesh = Mesh::new(3, |i| i != 2).await;
+    let hostile = mesh.fixture.keys(2, 0).unwrap().clone();
+    let roster = mesh.fixture.roster().clone();
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(11);
+    let now = breakwater_node_now();
+    // The member's old feed reaches node 1 by gossip while node 0 is down;
+    // node 0 then gets it by sync, so its gossipsub never saw these ids.
+    mesh.start(1).await;
+    let mut stale = Vec::new();
+    let mut prev = Digest::ZERO;
+    for seq in 1..=STALE {
+        let draft = bulletin_draft(seq, prev, Tlp::Clear, &format!("old {seq}"), now);
+        let envelope = seal_to(&hostile, &roster, None, draft, &[], &mut rng).unwrap();
+        prev = envelope.id();
+        stale.push(envelope.encode());
+    }
+    {
+        let (mut feeder, topic) = raw_link(&mesh, &hostile, 1).await;
+        for bytes in &stale {
+            let _ = feeder
+                .behaviour_mut()
+                .gossipsub
+                .publish(topic.clone(), bytes.clone());
+        }
+        let handle = mesh.node(1).handle.clone();
+        let fed = tokio::time::timeout(DEADLINE, async {
+            loop {
+                tokio::select! {
+                    _ = feeder.select_next_some() => {}
+                    list = handle.list(ListFilter::default()) => {
+                        if list.unwrap().len() >= STALE as usize {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(fed.is_ok(), "node 1 stored the member's feed");
+    }
+    mesh.start(0).await;
+    wait_count(&mesh, 0, false, STALE as usize).await;
+
+    let (mut swarm, topic) = raw_link(&mesh, &hostile, 0).await;
+    let mut flood: Vec<Vec<u8>> = (0..JUNK)
+        .map(|n| {
+            let stranger = NodeKeys::generate(&mut rng);
+            let draft = bulletin_draft(1, Digest::ZERO, Tlp::Clear, &format!("junk {n}"), now);
+            seal_to(&stranger, &roster, None, draft, &[], &mut rng)
+                .unwrap()
+                .encode()
+        })
+        .collect();
+    flood.extend(stale);
+    for chunk in flood.chunks(50) {
+        for bytes in chunk {
+            let _ = swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(topic.clone(), bytes.clone());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(20), async {
+            loop {
+                swarm.select_next_some().await;
+            }
+        })
+        .await;
+    }
+    // An honest bulletin while the flood is being worked through.
+    mesh.publish(1, Tlp::Clear, &[], "honest").await;
+    let published_at = tokio::time::Instant::now();
+    let handle = mesh.node(0).handle.clone();
+    let stored = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            tokio::select! {
+                _ = swarm.select_next_some() => {}
+                list = handle.list(ListFilter::default()) => {
+                    if list.unwrap().iter().any(|s| s.title.as_deref() == Some("honest")) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        stored.is_ok(),
+        "the honest bulletin was not stored within 10 s of the flood"
+    );
+    println!(
+        "honest bulletin stored {:?} after publishing",
+        published_at.elapsed()
+    );
+    // The sender is graylisted (gossipsub's threshold is -80).
+    let author = hostile.peer_id();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let score = loop {
+        let score = score_of(&mesh, 0, author).await;
+        if score < -80.0 || tokio::time::Instant::now() > deadline {
+            break score;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), swarm.select_next_some()).await;
+    };
+    assert!(score < -80.0, "the flooder's score is only {score}");
+    // Node 1, which sent nothing node 0 ignored, is in good standing.
+    let honest = score_of(&mesh, 0, mesh.node(1).handle.peer_id()).await;
+    assert!(
+        honest >= 0.0,
+        "node 0 scored honest node 1 down to {honest}"
+    );
+    mesh.stop(0).await;
+    mesh.stop(1).await;
+}
+
+/// M3 (security review 2026-11): an outsider holds 40 silent TCP
+/// connections to node 0's listen address from another address (reopening
+/// each one the node closes). Node 0 dials nobody, so node 1 reaches it only
+/// by dialling in; it still connects at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m3_silent_inbound_connections_do_not_lock_members_out() {
+    let _serial = SERIAL.lock().await;
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::AsyncReadExt;
+
+    const SILENT: usize = 40;
+    let mut mesh = Mesh::build(2, |_| true, true).await;
+    let data = DataDir::new(mesh.dirs[0].path());
+    let mut config = data.config().unwrap();
+    config.dial_orgs = Some(vec![mesh.org(0).to_string()]);
+    data.save_config(&config).unwrap();
+    mesh.start(0).await;
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", mesh.ports[0]).parse().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut outsiders = Vec::new();
+    for _ in 0..SILENT {
+        let (stop, opened) = (stop.clone(), opened.clone());
+        outsiders.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                let Ok(mut stream) = socket.connect(target).await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                opened.fetch_add(1, Ordering::SeqCst);
+                // Silent: never speaks, holds the connection until closed.
+                let mut buf = [0u8; 256];
+                while !stop.load(Ordering::SeqCst) {
+                    match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf))
+                        .await
+                    {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(_)) | Err(_) => {}
+                    }
+                }
+            }
+        }));
+    }
+    eventually("the outsider holds its connections", || {
+        let opened = opened.clone();
+        async move { opened.load(Ordering::SeqCst) >= SILENT as u64 }
+    })
+    .await;
+
+    mesh.start(1).await;
+    let started = tokio::time::Instant::now();
+    let handle = mesh.node(0).handle.clone();
+    let member = mesh.node(1).handle.peer_id().to_string();
+    let connected = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            let peers = handle.peers().await.unwrap();
+            if peers.iter().any(|p| p.peer_id == member) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let reopened = opened.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    for outsider in outsiders {
+        let _ = outsider.await;
+    }
+    assert!(
+        connected.is_ok(),
+        "member not connected within 4 s while {SILENT} silent connections were held ({reopened} opened)"
+    );
+    println!(
+        "member connected after {:?}; the outsider opened {reopened} connections",
+        started.elapsed()
+    );
+    mesh.stop(0).await;
+    mesh.stop(1).await;
 }

@@ -80,6 +80,15 @@ pub enum CardError {
     /// The JSON is malformed.
     #[error("malformed member card: {0}")]
     Json(String),
+    /// A node address is not one of the shapes a node dials (see
+    /// [`check_addr`]).
+    #[error("address {addr:?} is not dialable: {reason}")]
+    BadAddr {
+        /// The address (at most 64 characters of it).
+        addr: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// An organisation's short slug, e.g. `polb` or `maersk-apm`.
@@ -161,7 +170,8 @@ pub struct MemberCard {
 impl MemberCard {
     /// Checks field lengths and characters, that there are 1 to
     /// [`MAX_NODES_PER_CARD`] nodes with at most [`MAX_ADDRS_PER_NODE`]
-    /// addresses each, that every node key is a valid, distinct ed25519 key
+    /// addresses each, every address of a dialable shape ([`check_addr`]),
+    /// that every node key is a valid, distinct ed25519 key
     /// and every sealing key a usable, distinct X25519 key.
     pub fn check(&self) -> Result<(), CardError> {
         check_text("name", &self.name, 128)?;
@@ -206,6 +216,7 @@ impl MemberCard {
             }
             for addr in &node.addrs {
                 check_text("addrs", addr, 256)?;
+                check_addr(addr)?;
             }
         }
         Ok(())
@@ -235,4 +246,111 @@ pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result
         return Err(CardError::ForbiddenChar { field });
     }
     Ok(())
+}
+
+/// Checks that `addr` is a multiaddr of a shape every node dials:
+///
+/// - `/ip4/<address>`, `/ip6/<address>`, `/dns/<name>`, `/dns4/<name>` or
+///   `/dns6/<name>`, then
+/// - `/tcp/<port>` or `/udp/<port>/quic-v1` (port 1-65535), then
+/// - optionally `/p2p/<peer id>`;
+///
+/// or `/memory/<port>`, libp2p's in-process transport that tests and
+/// simulations use (it never leaves the process).
+///
+/// Unspecified (`0.0.0.0`, `::`), multicast and broadcast addresses are
+/// refused: nothing listens there. Private, loopback and link-local ranges
+/// are accepted, since a consortium may well run on a private network (and
+/// tests and simulations run on loopback and 198.18.0.0/15); a node dials
+/// only the roster's addresses of the roster's members, and never learns
+/// addresses from peers.
+pub fn check_addr(addr: &str) -> Result<(), CardError> {
+    let bad = |reason| CardError::BadAddr {
+        addr: addr.chars().take(64).collect(),
+        reason,
+    };
+    let Some(rest) = addr.strip_prefix('/') else {
+        return Err(bad("a multiaddr starts with '/'"));
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        ["memory", port] => {
+            return port
+                .parse::<u64>()
+                .ok()
+                .filter(|p| *p > 0)
+                .map(|_| ())
+                .ok_or_else(|| bad("bad memory port"));
+        }
+        [host_kind, host, tail @ ..] => {
+            match *host_kind {
+                "ip4" => {
+                    let ip: std::net::Ipv4Addr =
+                        host.parse().map_err(|_| bad("bad IPv4 address"))?;
+                    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+                        return Err(bad("unspecified, multicast or broadcast IPv4 address"));
+                    }
+                }
+                "ip6" => {
+                    let ip: std::net::Ipv6Addr =
+                        host.parse().map_err(|_| bad("bad IPv6 address"))?;
+                    if ip.is_unspecified() || ip.is_multicast() {
+                        return Err(bad("unspecified or multicast IPv6 address"));
+                    }
+                }
+                "dns" | "dns4" | "dns6" => {
+                    if !is_dns_name(host) {
+                        return Err(bad("bad DNS name"));
+                    }
+                }
+                _ => return Err(bad("must start with /ip4, /ip6, /dns, /dns4 or /dns6")),
+            }
+            let tail = match tail {
+                ["tcp", port, tail @ ..] => {
+                    check_port(port).ok_or_else(|| bad("bad TCP port"))?;
+                    tail
+                }
+                ["udp", port, "quic-v1", tail @ ..] => {
+                    check_port(port).ok_or_else(|| bad("bad UDP port"))?;
+                    tail
+                }
+                _ => return Err(bad("must continue /tcp/<port> or /udp/<port>/quic-v1")),
+            };
+            match tail {
+                [] => Ok(()),
+                ["p2p", peer] if is_peer_id(peer) => Ok(()),
+                _ => Err(bad("may end only in /p2p/<peer id>")),
+            }
+        }
+        _ => Err(bad("must start with /ip4, /ip6, /dns, /dns4 or /dns6")),
+    }
+}
+
+/// A port 1-65535 in decimal.
+fn check_port(port: &str) -> Option<u16> {
+    port.parse::<u16>().ok().filter(|p| *p > 0)
+}
+
+/// A DNS name of 1-253 characters: dot-separated, non-empty labels of ASCII
+/// letters, digits and hyphens, not starting or ending with a hyphen.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A base58 peer id of plausible length.
+fn is_peer_id(peer: &str) -> bool {
+    (32..=64).contains(&peer.len())
+        && peer
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l'))
 }

@@ -28,7 +28,7 @@ mod wire;
 
 pub use body::{Body, BodyError, Bulletin, Indicator, IndicatorError, IndicatorKind, Severity};
 pub use bytes::{Digest, KeyId, NodePublicKey, SealingPublicKey, Signature};
-pub use card::{CardError, MemberCard, NodeEntry, OrgId};
+pub use card::{CardError, MemberCard, NodeEntry, OrgId, check_addr};
 pub use egress::{Channel, EgressCap, EgressCapError, egress_allowed};
 pub use envelope::{DecodeError, Envelope, Header, Kind, MAX_ENVELOPE_BYTES, Recipient, Seal};
 pub use green::{EpochKey, EpochKeyError, EpochKeys, audit_package, open_epoch_key};

@@ -171,6 +171,37 @@ pub enum Rejection {
     },
 }
 
+impl Rejection {
+    /// Whether every node decides this rejection alike, whatever its roster,
+    /// store or clock: the bytes do not decode, name another consortium,
+    /// carry a bad signature or a CLEAR payload that is not a valid body.
+    /// Only these are reported to gossip as `Reject`, which scores down the
+    /// peer that relayed the message.
+    ///
+    /// The others depend on the validating node's own state, so an honest
+    /// relay that checked the message against its state may forward it: an
+    /// author unknown to or revoked in this roster (the relay's may be
+    /// newer), `created_at` in the future by this node's clock, an
+    /// equivocation, a `prev` or epoch that disagrees with what this node
+    /// stored at `seq - 1`, a foreign retraction (only decidable once the
+    /// target is stored). A node ignores those and scores no relay for them.
+    pub fn decided_alike(&self) -> bool {
+        match self {
+            Rejection::Decode(_)
+            | Rejection::WrongConsortium { .. }
+            | Rejection::BadSignature(_)
+            | Rejection::ClearBody(_) => true,
+            Rejection::UnknownAuthor(_)
+            | Rejection::RevokedAuthor { .. }
+            | Rejection::FromTheFuture { .. }
+            | Rejection::Equivocation(_)
+            | Rejection::PrevMismatch { .. }
+            | Rejection::ForeignRetraction { .. }
+            | Rejection::EpochRegression { .. } => false,
+        }
+    }
+}
+
 /// An envelope that passed every check that needs no store: it decodes,
 /// names this consortium, its author is an active member and its signature
 /// (and, for CLEAR, its body) is valid. Only [`precheck`] makes one, so

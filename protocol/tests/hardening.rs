@@ -363,4 +363,77 @@ fn h2_hello_and_frontier_carry_the_roster_hash() {
         roster_version: 7,
     };
     assert_eq!(old.encode(), vec![1, 1, 0, 7]);
+#[test]
+fn l4_node_addresses_must_be_dialable_shapes() {
+    let peer = fixture_org(0, 1).card.nodes[0]
+        .node_key
+        .peer_id()
+        .unwrap()
+        .to_string();
+    let good = [
+        "/ip4/203.0.113.7/tcp/7400".to_string(),
+        "/ip4/127.0.0.1/tcp/7400".to_string(),
+        "/ip4/10.1.2.3/udp/7400/quic-v1".to_string(),
+        "/ip4/198.18.0.1/tcp/1".to_string(),
+        "/ip6/2001:db8::7/tcp/7400".to_string(),
+        "/ip6/::1/udp/65535/quic-v1".to_string(),
+        "/dns/node.port-authority.example/tcp/7400".to_string(),
+        "/dns4/node-1.example/udp/7400/quic-v1".to_string(),
+        "/dns6/node.example./tcp/7400".to_string(),
+        format!("/ip4/203.0.113.7/tcp/7400/p2p/{peer}"),
+        "/memory/1000001".to_string(),
+    ];
+    for addr in &good {
+        check_addr(addr).unwrap_or_else(|e| panic!("{addr} refused: {e}"));
+        let mut org = fixture_org(0, 1);
+        org.card.nodes[0].addrs = vec![addr.clone()];
+        org.card.check().unwrap();
+    }
+    let bad = [
+        "",
+        "ip4/203.0.113.7/tcp/7400",
+        "/ip4/203.0.113.7",
+        "/ip4/203.0.113.7/tcp",
+        "/ip4/203.0.113.7/tcp/0",
+        "/ip4/203.0.113.7/tcp/65536",
+        "/ip4/203.0.113.7/tcp/7400/ws",
+        "/ip4/203.0.113.7/udp/7400",
+        "/ip4/203.0.113.7/udp/7400/quic",
+        "/ip4/203.0.113.7/tcp/7400/p2p/not-a-peer-id",
+        "/ip4/203.0.113.7/tcp/7400/p2p-circuit",
+        "/ip4/0.0.0.0/tcp/7400",
+        "/ip4/255.255.255.255/tcp/7400",
+        "/ip4/224.0.0.1/udp/7400/quic-v1",
+        "/ip4/999.0.0.1/tcp/7400",
+        "/ip6/::/tcp/7400",
+        "/ip6/ff02::1/tcp/7400",
+        "/dns4/-bad.example/tcp/7400",
+        "/dns4/a..b/tcp/7400",
+        "/dns4/under_score.example/tcp/7400",
+        "/unix/%2Ftmp%2Fsock",
+        "/onion3/abc:1234",
+        "/memory/0",
+        "/memory/x",
+        "/ip4/203.0.113.7/tcp/7400/ip4/203.0.113.8/tcp/7400",
+    ];
+    for addr in bad {
+        assert!(
+            matches!(check_addr(addr), Err(CardError::BadAddr { .. })),
+            "{addr:?} accepted"
+        );
+        let mut org = fixture_org(0, 1);
+        org.card.nodes[0].addrs = vec![addr.to_string()];
+        assert!(org.card.check().is_err(), "card with {addr:?} accepted");
+        let roster = Roster::genesis("Bay", vec![org.card], vec![org.org_id], 1);
+        assert!(roster.is_err(), "genesis roster with {addr:?} accepted");
+    }
+    // The error names the address in one line.
+    let message = check_addr("/ip4/203.0.113.7/tcp/7400/ws")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("/ip4/203.0.113.7/tcp/7400/ws"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'));
 }

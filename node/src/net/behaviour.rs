@@ -19,7 +19,9 @@ use libp2p::{
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
 };
 
-use super::{NetConfig, NetError, codec::SYNC_PROTOCOL, codec::SyncCodec, topics};
+use super::{
+    NetConfig, NetError, codec::SYNC_PROTOCOL, codec::SyncCodec, inbound::InboundGate, topics,
+};
 
 /// Envelope size cap in bytes (256 KiB); mirrors the protocol crate's envelope limit.
 pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
@@ -43,7 +45,7 @@ pub const IDENTIFY_PROTOCOL: &str = "/breakwater/id/1";
 
 /// The libp2p behaviour of a Breakwater node.
 ///
-/// Field order matters: the connection gates (`allow`, `blocked`, `limits`) come first so that
+/// Field order matters: the connection gates (`allow`, `blocked`, `inbound`, `limits`) come first so that
 /// a denied connection is refused before any protocol behaviour builds a handler for it.
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "BehaviourEvent")]
@@ -54,6 +56,9 @@ pub struct Behaviour {
     /// Peers refused even if allowed (revoked nodes), so that a stale or out-of-order roster
     /// can never re-admit them. Blocking a peer closes its connections.
     pub blocked: allow_block_list::Behaviour<BlockedPeers>,
+    /// Pending inbound connections per source IP, with a reserve for members' IPs (the event
+    /// loop sets them from the roster); see [`InboundGate`].
+    pub inbound: InboundGate,
     /// Caps on pending and established connections; see [`NetConfig`].
     pub limits: connection_limits::Behaviour,
     /// Envelope and roster gossip: anonymous messages, application validation.
@@ -174,6 +179,7 @@ impl Behaviour {
         Ok(Self {
             allow: allow_block_list::Behaviour::default(),
             blocked: allow_block_list::Behaviour::default(),
+            inbound: InboundGate::new(config.max_pending_incoming as usize),
             limits,
             gossipsub,
             sync,

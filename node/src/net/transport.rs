@@ -27,8 +27,15 @@ pub type BoxedTransport = Boxed<(PeerId, StreamMuxerBox)>;
 /// How long the Noise handshake and Yamux negotiation on a new connection may take.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long an incoming connection may take to finish Noise and Yamux. Short, because until
+/// Noise has proved the dialer's PeerId the connection holds one of the node's pending
+/// inbound slots, whoever opened it (review finding M3); a member on a slow link needs a few
+/// round trips, well under this.
+pub const INBOUND_UPGRADE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Upgrades any raw byte-stream transport with Noise (authentication, encryption) and Yamux
-/// (multiplexing), and boxes it.
+/// (multiplexing), and boxes it. Outgoing upgrades may take [`UPGRADE_TIMEOUT`], incoming ones
+/// [`INBOUND_UPGRADE_TIMEOUT`].
 ///
 /// This is the seam the simulator uses: it passes its own shaped in-memory transport here and
 /// gets back exactly the stack a production node runs over TCP.
@@ -46,6 +53,7 @@ where
         .authenticate(noise)
         .multiplex(yamux::Config::default())
         .timeout(UPGRADE_TIMEOUT)
+        .inbound_timeout(INBOUND_UPGRADE_TIMEOUT)
         .boxed())
 }
 

@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use super::index::Staged;
 use super::{Origin, Outcome, Worker, now_ms, open_as};
+use crate::event_loop::Misbehaviour;
 use crate::handle::NodeEvent;
 use crate::store::{NewEnvelope, Store};
 
@@ -122,6 +123,9 @@ struct Ingest<'a> {
     overlay: BatchView<'a>,
     acceptances: Vec<MessageAcceptance>,
     gap: bool,
+    /// Items ignored as duplicates or expired: stale replays, if they came
+    /// by gossip.
+    ignored: usize,
 }
 
 /// The store as seen by a batch being validated: what is stored plus what
@@ -196,6 +200,7 @@ impl Worker {
             },
             acceptances: vec![MessageAcceptance::Ignore; items.len()],
             gap: false,
+            ignored: 0,
         };
         if let Origin::Sync { .. } = origin {
             self.traffic.sync_received += items.len() as u64;
@@ -215,8 +220,16 @@ impl Worker {
             self.pipeline(&items, threads, &mut batch);
             self.report_gossip(&origin, &batch.acceptances);
         }
-        if let (Origin::Gossip { source, .. }, true) = (&origin, batch.gap) {
-            self.start_sync(*source);
+        if let Origin::Gossip { source, .. } = &origin {
+            // A replay of an envelope stored long ago (past gossipsub's
+            // seen-cache) or an expired one: a few are normal, a flood
+            // counts against the sender (L1).
+            for _ in 0..batch.ignored {
+                self.misbehaved(*source, Misbehaviour::Ignored);
+            }
+            if batch.gap {
+                self.start_sync(*source);
+            }
         }
     }
 
@@ -236,12 +249,16 @@ impl Worker {
             let (pre, body) = match pre {
                 Checked::Passed(pre, body) => (*pre, body),
                 // Ignored as a duplicate, as validation would.
-                Checked::Stored => continue,
+                Checked::Stored => {
+                    batch.ignored += 1;
+                    continue;
+                }
                 Checked::Rejected(rejection) => {
-                    batch.acceptances[index] = self.on_rejection(rejection, batch.origin);
+                    batch.acceptances[index] = self.on_rejection(rejection, batch.origin, None);
                     continue;
                 }
             };
+            let author = pre.envelope().header.author;
             match validate_prechecked(pre, bytes, batch.now, &self.roster.roster, &batch.overlay) {
                 Verdict::Accept(a) => {
                     // A gap in the feed, or GREEN under a roster version we
@@ -263,10 +280,12 @@ impl Worker {
                 }) => {
                     batch.overlay.add(index, id, author, seq);
                     accepted.push((index, id, author, seq, None));
+                    batch.ignored += 1;
                 }
-                Verdict::Ignore(IgnoreReason::Duplicate) => {}
+                Verdict::Ignore(IgnoreReason::Duplicate) => batch.ignored += 1,
                 Verdict::Reject(rejection) => {
-                    batch.acceptances[index] = self.on_rejection(rejection, batch.origin);
+                    batch.acceptances[index] =
+                        self.on_rejection(rejection, batch.origin, Some(author));
                 }
             }
         }
@@ -386,49 +405,81 @@ impl Worker {
     }
 
     /// Records what a rejection calls for and says how gossip should score
-    /// it. An author this roster does not know (or knows as revoked) may be
-    /// news from a newer roster the relay has and we lack: that is ignored,
-    /// not held against the relay, and starts a catch-up.
-    fn on_rejection(&mut self, rejection: Rejection, origin: &Origin) -> MessageAcceptance {
-        let from = match origin {
-            Origin::Gossip { source, .. } => *source,
-            Origin::Sync { peer } => *peer,
+    /// it (M2): `Reject`, which scores the relay down, only for what every
+    /// node decides alike ([`Rejection::decided_alike`]); `Ignore` for what
+    /// depends on this node's roster, store or clock, since an honest relay
+    /// judged it against its own. Equivocation evidence is still recorded,
+    /// and held against the author's own peer, not the relay; any other
+    /// state-dependent failure sent by its `author` itself counts as an
+    /// ignored message against it.
+    ///
+    /// An author this roster does not know (or knows as revoked) may be news
+    /// from a newer roster the relay has and we lack: that starts a catch-up.
+    fn on_rejection(
+        &mut self,
+        rejection: Rejection,
+        origin: &Origin,
+        author: Option<NodePublicKey>,
+    ) -> MessageAcceptance {
+        let (from, gossip) = match origin {
+            Origin::Gossip { source, .. } => (*source, true),
+            Origin::Sync { peer } => (*peer, false),
         };
-        if matches!(
-            rejection,
-            Rejection::UnknownAuthor(_) | Rejection::RevokedAuthor { .. }
-        ) {
-            debug!(peer = %from, "envelope from outside this roster: {rejection}");
-            if matches!(origin, Origin::Gossip { .. }) && !self.rounds.contains_key(&from) {
-                self.start_sync(from);
-            }
-            return MessageAcceptance::Ignore;
-        }
-        if let Rejection::Equivocation(evidence) = &rejection {
-            let record = serde_json::json!({
-                "first": hex::encode(&evidence.first),
-                "second": hex::encode(&evidence.second),
-                "reported_by": from.to_string(),
-                "at": now_ms(),
-            });
-            match self.store.put_evidence(
-                &evidence.author.0,
-                evidence.seq,
-                record.to_string().as_bytes(),
-            ) {
-                Ok(_) => {
-                    warn!(author = %evidence.author, seq = evidence.seq, "equivocation evidence recorded");
-                    self.emit(NodeEvent::Equivocation {
-                        author: evidence.author,
-                        seq: evidence.seq,
-                    });
-                }
-                Err(e) => warn!("recording equivocation evidence failed: {e}"),
-            }
-        } else {
+        if rejection.decided_alike() {
             debug!(peer = %from, "rejected envelope: {rejection}");
+            return MessageAcceptance::Reject;
         }
-        MessageAcceptance::Reject
+        match &rejection {
+            Rejection::UnknownAuthor(_) | Rejection::RevokedAuthor { .. } => {
+                debug!(peer = %from, "envelope from outside this roster: {rejection}");
+                if gossip {
+                    // Junk under a random author key costs no signature
+                    // check; a flood of it counts against the sender.
+                    self.misbehaved(from, Misbehaviour::Ignored);
+                    if !self.rounds.contains_key(&from) {
+                        self.start_sync(from);
+                    }
+                }
+            }
+            Rejection::Equivocation(evidence) => {
+                let record = serde_json::json!({
+                    "first": hex::encode(&evidence.first),
+                    "second": hex::encode(&evidence.second),
+                    "reported_by": from.to_string(),
+                    "at": now_ms(),
+                });
+                match self.store.put_evidence(
+                    &evidence.author.0,
+                    evidence.seq,
+                    record.to_string().as_bytes(),
+                ) {
+                    Ok(new) => {
+                        warn!(author = %evidence.author, seq = evidence.seq, "equivocation evidence recorded");
+                        if new && let Some(peer) = evidence.author.peer_id() {
+                            self.misbehaved(peer, Misbehaviour::Equivocation);
+                        }
+                        self.emit(NodeEvent::Equivocation {
+                            author: evidence.author,
+                            seq: evidence.seq,
+                        });
+                    }
+                    Err(e) => warn!("recording equivocation evidence failed: {e}"),
+                }
+            }
+            _ => {
+                debug!(peer = %from, "ignored envelope: {rejection}");
+                if gossip && author.and_then(|a| a.peer_id()) == Some(from) {
+                    self.misbehaved(from, Misbehaviour::Ignored);
+                }
+            }
+        }
+        MessageAcceptance::Ignore
+    }
+
+    /// Asks the event loop to hold `what` against `peer` in its gossip
+    /// score.
+    fn misbehaved(&self, peer: libp2p::PeerId, what: Misbehaviour) {
+        self.send(Outcome::Misbehaved { peer, what });
     }
 }
 

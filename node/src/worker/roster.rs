@@ -32,9 +32,12 @@ pub(super) enum ForkCheck {
 }
 
 impl Worker {
-    /// Judges a roster received by gossip and reports the verdict. A roster
-    /// that only a node on another branch would accept is Ignored (it is not
-    /// the relay's fault) and looked into by sync.
+    /// Judges a roster received by gossip and reports the verdict: `Reject`
+    /// (the relay is scored down) only when it does not decode or names
+    /// another consortium, which every node decides alike; a roster that
+    /// does not follow the one in force here (a fork, a lagging or leading
+    /// relay, signatures by admins this version does not have) is ignored,
+    /// since the relay judged it against its own roster (M2).
     pub(super) fn on_gossip_roster(&mut self, bytes: &[u8], message_id: MessageId, source: PeerId) {
         let current = self.roster.roster.version;
         let acceptance = match SignedRoster::decode(bytes) {
@@ -61,8 +64,7 @@ impl Worker {
             }
             Ok(roster) => match self.apply_roster(roster) {
                 Ok(Some(_)) => MessageAcceptance::Accept,
-                Ok(None) => MessageAcceptance::Ignore,
-                Err(_) => MessageAcceptance::Reject,
+                Ok(None) | Err(_) => MessageAcceptance::Ignore,
             },
             Err(_) => MessageAcceptance::Reject,
         };

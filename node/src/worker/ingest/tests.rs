@@ -287,3 +287,104 @@ fn a_stored_duplicate_is_recognised_before_any_signature_check() {
     }
     assert_eq!(store.batches_applied(), before, "nothing to write");
 }
+
+/// Every outcome the worker has sent so far.
+fn drain(h: &mut Harness) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    while let Ok(outcome) = h.outcomes.try_recv() {
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+fn verdict(outcomes: &[Outcome]) -> MessageAcceptance {
+    let verdicts: Vec<MessageAcceptance> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Verdict { acceptance, .. } => Some(*acceptance),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(verdicts.len(), 1, "{outcomes:?}");
+    verdicts[0]
+}
+
+fn held_against(outcomes: &[Outcome]) -> Vec<(PeerId, Misbehaviour)> {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Misbehaved { peer, what } => Some((*peer, *what)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// M2 (security review 2026-11): gossip reports `Reject` (which scores the
+/// relay down) only for failures every node decides alike; an equivocation
+/// or a future timestamp is ignored, the equivocating author (not the relay)
+/// is penalised, and the evidence is still recorded.
+#[test]
+fn m2_only_failures_decided_alike_are_rejected_on_gossip() {
+    let f = Fixture::new(3, 1).unwrap();
+    let mut h = harness(&f, 0);
+    let roster = &f.roster.roster;
+    let author = f.keys(1, 0).unwrap();
+    let author_peer = author.peer_id();
+    let relay = PeerId::random();
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(5);
+    let now = now_ms();
+    let mut sealed = |seq, prev, title: &str, at| {
+        seal(
+            author,
+            roster,
+            bulletin_draft(seq, prev, Tlp::Clear, title, at),
+            &[],
+            &mut rng,
+        )
+        .unwrap()
+    };
+    let first = sealed(1, Digest::ZERO, "first", now);
+    let twin = sealed(1, Digest::ZERO, "twin", now);
+    let future = sealed(2, first.id(), "future", now + 10 * 60 * 1000);
+    let mut forged = sealed(2, first.id(), "forged", now);
+    forged.signature.0[0] ^= 1;
+    let gossip = |source: PeerId, n: u8| Origin::Gossip {
+        message_id: MessageId::new(&[n]),
+        source,
+    };
+
+    h.worker.ingest(vec![first.encode()], gossip(relay, 1));
+    assert_eq!(verdict(&drain(&mut h)), MessageAcceptance::Accept);
+
+    h.worker.ingest(vec![twin.encode()], gossip(relay, 2));
+    let outcomes = drain(&mut h);
+    assert_eq!(verdict(&outcomes), MessageAcceptance::Ignore);
+    assert_eq!(
+        held_against(&outcomes),
+        vec![(author_peer, Misbehaviour::Equivocation)],
+        "the author, not the relay"
+    );
+    assert_eq!(h.worker.store.evidence().unwrap().len(), 1);
+    // The same evidence again is not held against the author twice.
+    h.worker.ingest(vec![twin.encode()], gossip(relay, 3));
+    assert!(held_against(&drain(&mut h)).is_empty());
+
+    // A future timestamp by this node's clock: ignored; held against the
+    // sender only when it is the author itself.
+    h.worker.ingest(vec![future.encode()], gossip(relay, 4));
+    let outcomes = drain(&mut h);
+    assert_eq!(verdict(&outcomes), MessageAcceptance::Ignore);
+    assert!(held_against(&outcomes).is_empty());
+    h.worker
+        .ingest(vec![future.encode()], gossip(author_peer, 5));
+    let outcomes = drain(&mut h);
+    assert_eq!(verdict(&outcomes), MessageAcceptance::Ignore);
+    assert_eq!(
+        held_against(&outcomes),
+        vec![(author_peer, Misbehaviour::Ignored)]
+    );
+
+    // A bad signature is decided alike everywhere: rejected.
+    h.worker.ingest(vec![forged.encode()], gossip(relay, 6));
+    assert_eq!(verdict(&drain(&mut h)), MessageAcceptance::Reject);
+}
