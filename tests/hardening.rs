@@ -276,7 +276,15 @@ fn h2_roster_fork_in_status_and_resolve_fork() {
     members[1].ok(&["join", &v2b]);
     members[1].start();
     let id = members[1]
-        .ok(&["publish", "--tlp", "green", "--title", "b-side bulletin"])
+        .ok(&[
+            "publish",
+            "--tlp",
+            "green",
+            "--severity",
+            "low",
+            "--title",
+            "b-side bulletin",
+        ])
         .trim()
         .to_string();
     members[0].start();
