@@ -8,4 +8,5 @@ mod api;
 mod bad_input;
 mod hardening;
 mod lifecycle;
+mod local;
 mod walkthrough;

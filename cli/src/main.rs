@@ -107,9 +107,14 @@ enum Command {
         /// One-line title.
         #[arg(long)]
         title: String,
-        /// Summary text.
-        #[arg(long)]
+        /// Summary text. Anything in argv is visible to other local users
+        /// (`ps`, /proc): use --summary-file for RED or sensitive text.
+        #[arg(long, conflicts_with = "summary_file")]
         summary: Option<String>,
+        /// Reads the summary from FILE, or from standard input with `-`,
+        /// so that its text never appears in argv.
+        #[arg(long, value_name = "FILE|-")]
+        summary_file: Option<PathBuf>,
         /// An indicator, KIND:VALUE (repeatable).
         #[arg(long)]
         indicator: Vec<String>,
@@ -139,6 +144,8 @@ enum Command {
         /// Only this TLP.
         #[arg(long)]
         tlp: Option<String>,
+        #[command(flatten)]
+        page: Page,
         /// One JSON array.
         #[arg(long)]
         json: bool,
@@ -159,6 +166,8 @@ enum Command {
         dir: Dir,
         /// KIND:VALUE, e.g. ipv4:203.0.113.7.
         indicator: String,
+        #[command(flatten)]
+        page: Page,
         /// JSON.
         #[arg(long)]
         json: bool,
@@ -265,11 +274,21 @@ async fn dispatch(command: Command) -> Result<()> {
             severity,
             title,
             summary,
+            summary_file,
             indicator,
             tag,
             stix,
             expires,
         } => {
+            let summary = match summary_file {
+                Some(path) => Some(
+                    read_text_arg(&path)
+                        .context("--summary-file")?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                ),
+                None => summary,
+            };
             let stix = match stix {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -320,9 +339,11 @@ async fn dispatch(command: Command) -> Result<()> {
             since,
             severity,
             tlp,
+            page,
             json,
         } => {
             let mut query = vec![format!("all={all}")];
+            query.extend(page.query());
             if let Some(since) = since {
                 let window = parse_duration(&since).context("--since")?;
                 query.push(format!(
@@ -342,7 +363,9 @@ async fn dispatch(command: Command) -> Result<()> {
             let items: Vec<Summary> = client
                 .get(&format!("/v1/bulletins?{}", query.join("&")))
                 .await?;
-            print_summaries(&items, json)
+            print_summaries(&items, json)?;
+            page.note_more(items.len());
+            Ok(())
         }
         Command::Show { dir, id, json } => {
             let client = Client::for_data_dir(&dir.get())?;
@@ -359,17 +382,19 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Search {
             dir,
             indicator,
+            page,
             json,
         } => {
             Indicator::parse(&indicator)?;
             let client = Client::for_data_dir(&dir.get())?;
+            let mut query = vec![format!("indicator={}", encode_query(&indicator))];
+            query.extend(page.query());
             let items: Vec<Summary> = client
-                .get(&format!(
-                    "/v1/search?indicator={}",
-                    encode_query(&indicator)
-                ))
+                .get(&format!("/v1/search?{}", query.join("&")))
                 .await?;
-            print_summaries(&items, json)
+            print_summaries(&items, json)?;
+            page.note_more(items.len());
+            Ok(())
         }
         Command::Retract { dir, id, reason } => {
             let client = Client::for_data_dir(&dir.get())?;
@@ -760,6 +785,51 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Which page of a `list` or `search` to show.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct Page {
+    /// Show at most this many (newest first; the node's cap is 5000).
+    #[arg(long, default_value_t = breakwater_node::api::DEFAULT_PAGE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=breakwater_node::api::MAX_PAGE as u64)
+    )]
+    limit: usize,
+    /// Skip this many (newest first) before the first one shown.
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+}
+
+impl Page {
+    fn query(&self) -> [String; 2] {
+        [
+            format!("limit={}", self.limit),
+            format!("offset={}", self.offset),
+        ]
+    }
+
+    /// A full page may have more after it: say how to see them.
+    fn note_more(&self, shown: usize) {
+        if shown == self.limit {
+            eprintln!(
+                "showing {shown} from offset {}; more may follow: --offset {}",
+                self.offset,
+                self.offset + shown
+            );
+        }
+    }
+}
+
+/// The text of FILE, or of standard input for `-`.
+fn read_text_arg(path: &Path) -> Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read standard input")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
     }
 }
 

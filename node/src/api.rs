@@ -83,11 +83,13 @@ pub async fn serve(
     token: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    check_loopback(&listener.local_addr()?)?;
+    let local = listener.local_addr()?;
+    check_loopback(&local)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(ApiState {
         handle,
         token,
+        local,
         stop: stop_rx.clone(),
     });
     let app = router(state);
@@ -163,6 +165,8 @@ async fn wait_stopped(mut stop: watch::Receiver<bool>) {
 struct ApiState {
     handle: NodeHandle,
     token: String,
+    /// The address the API listens on: its IP is accepted as a `Host`.
+    local: SocketAddr,
     /// Becomes true at shutdown, so open event streams end.
     stop: watch::Receiver<bool>,
 }
@@ -172,6 +176,7 @@ impl std::fmt::Debug for ApiState {
         f.debug_struct("ApiState")
             .field("handle", &self.handle)
             .field("token", &"<redacted>")
+            .field("local", &self.local)
             .finish_non_exhaustive()
     }
 }
@@ -296,7 +301,60 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::invalid(format!("invalid query: {}", rejection.body_text()))
 }
 
+/// Whether a `Host` header names this loopback API: `localhost`,
+/// `127.0.0.1`, `[::1]` or the IP the API listens on, with or without a
+/// port. Anything else (a DNS-rebinding name, another host) is refused.
+pub fn host_allowed(host: &str, local: &SocketAddr) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`.
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, "")) => ip,
+            Some((ip, port)) if port.strip_prefix(':').is_some_and(is_port) => ip,
+            _ => return false,
+        },
+        None => match host.split_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    if name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1" {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip == local.ip())
+}
+
+fn is_port(digits: &str) -> bool {
+    !digits.is_empty() && digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 async fn authenticate(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    // Defence in depth against DNS rebinding: a page that got a browser to
+    // call this port under its own name is refused before anything else.
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok());
+    match host {
+        Some(host) if host_allowed(host, &state.local) => {}
+        Some(host) => {
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "host {host:?} is not this node's local API (use localhost, 127.0.0.1 or [::1])"
+                ),
+            )
+            .into_response();
+        }
+        None => {
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "missing Host header (use localhost, 127.0.0.1 or [::1])",
+            )
+            .into_response();
+        }
+    }
     // The one unauthenticated endpoint: the node proves itself before the
     // client sends the token.
     if request.uri().path() == "/v1/hello" {
@@ -491,6 +549,23 @@ async fn publish(
     Ok(axum::Json(state.handle.publish(request).await?))
 }
 
+/// Matches `GET /v1/bulletins` and `GET /v1/search` return when the query
+/// names no `limit`.
+pub const DEFAULT_PAGE: usize = 200;
+/// Largest `limit` a query may ask for.
+pub const MAX_PAGE: usize = 5000;
+
+/// Checks a query's `offset`/`limit` and applies the defaults.
+fn page_of(offset: Option<usize>, limit: Option<usize>) -> Result<(usize, usize), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok((offset.unwrap_or(0), limit))
+}
+
 /// Query of `GET /v1/bulletins`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -500,6 +575,8 @@ struct ListQuery {
     tlp: Option<String>,
     all: Option<bool>,
     hide_retracted: Option<bool>,
+    offset: Option<usize>,
+    limit: Option<usize>,
 }
 
 async fn list(
@@ -520,12 +597,15 @@ async fn list(
         ),
         None => None,
     };
+    let (offset, limit) = page_of(query.offset, query.limit)?;
     let filter = ListFilter {
         since: query.since,
         severity,
         tlp,
         all: query.all.unwrap_or(false),
         hide_retracted: query.hide_retracted.unwrap_or(false),
+        offset,
+        limit: Some(limit),
     };
     Ok(axum::Json(state.handle.list(filter).await?))
 }
@@ -546,6 +626,8 @@ async fn show(State(state): State<Shared>, Path(id): Path<String>) -> Json<crate
 #[serde(deny_unknown_fields)]
 struct SearchQuery {
     indicator: String,
+    offset: Option<usize>,
+    limit: Option<usize>,
 }
 
 async fn search(
@@ -554,13 +636,31 @@ async fn search(
 ) -> Json<Vec<crate::handle::Summary>> {
     let indicator =
         Indicator::parse(&query.indicator).map_err(|e| ApiError::invalid(e.to_string()))?;
-    Ok(axum::Json(state.handle.search(indicator).await?))
+    let (offset, limit) = page_of(query.offset, query.limit)?;
+    Ok(axum::Json(
+        state
+            .handle
+            .search_page(indicator, offset, Some(limit))
+            .await?,
+    ))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/bulletins/{id}/retract`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetractBody {
-    reason: String,
+pub struct RetractBody {
+    /// Why the bulletin is withdrawn.
+    pub reason: String,
+}
+
+impl RetractBody {
+    /// The reason, checked as the API checks it before asking the node.
+    pub fn into_reason(self) -> Result<String, String> {
+        if self.reason.trim().is_empty() {
+            return Err("a retraction needs a reason".to_string());
+        }
+        Ok(self.reason)
+    }
 }
 
 async fn retract(
@@ -569,17 +669,24 @@ async fn retract(
     Body(body): Body<RetractBody>,
 ) -> Json<crate::handle::Published> {
     check_id(&id)?;
-    if body.reason.trim().is_empty() {
-        return Err(ApiError::invalid("a retraction needs a reason"));
-    }
+    let reason = body.into_reason().map_err(ApiError::invalid)?;
     let target = state.handle.get(id.to_ascii_lowercase()).await?.summary.id;
-    Ok(axum::Json(state.handle.retract(target, body.reason).await?))
+    Ok(axum::Json(state.handle.retract(target, reason).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/bulletins/{id}/sightings`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SightBody {
-    indicator: String,
+pub struct SightBody {
+    /// The indicator seen, as `kind:value`.
+    pub indicator: String,
+}
+
+impl SightBody {
+    /// The indicator, checked as the API checks it before asking the node.
+    pub fn into_indicator(self) -> Result<Indicator, String> {
+        Indicator::parse(&self.indicator).map_err(|e| e.to_string())
+    }
 }
 
 async fn sight(
@@ -588,8 +695,7 @@ async fn sight(
     Body(body): Body<SightBody>,
 ) -> Json<crate::handle::Published> {
     check_id(&id)?;
-    let indicator =
-        Indicator::parse(&body.indicator).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let indicator = body.into_indicator().map_err(ApiError::invalid)?;
     let target = state.handle.get(id.to_ascii_lowercase()).await?.summary.id;
     Ok(axum::Json(state.handle.sight(target, indicator).await?))
 }
@@ -630,6 +736,66 @@ mod tests {
         assert!(!constant_time_eq(b"ab", b"abc"));
         assert!(!constant_time_eq(b"abcd", b"abc"));
         assert!(!constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn api_state_debug_redacts_the_token() {
+        let (commands, _commands_rx) = tokio::sync::mpsc::channel(1);
+        let (jobs, _jobs_rx) = tokio::sync::mpsc::channel(1);
+        let (events, _) = broadcast::channel(1);
+        let (_stop_tx, stop) = watch::channel(false);
+        let token = "c874f18f0123456789abcdef0123456789abcdef0123456789abcdef0b66b4ce";
+        let state = ApiState {
+            handle: NodeHandle {
+                commands,
+                jobs,
+                events,
+                peer_id: libp2p::PeerId::random(),
+            },
+            token: token.to_string(),
+            local: SocketAddr::from(([127, 0, 0, 1], 7475)),
+            stop,
+        };
+        for text in [format!("{state:?}"), format!("{state:#?}")] {
+            assert!(!text.contains(token), "{text}");
+            assert!(!text.contains(&token[..16]), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
+    }
+
+    #[test]
+    fn host_allow_list() {
+        let v4 = SocketAddr::from(([127, 0, 0, 1], 7475));
+        let other = SocketAddr::from(([127, 0, 0, 2], 7475));
+        for host in [
+            "localhost",
+            "LOCALHOST:7475",
+            "127.0.0.1",
+            "127.0.0.1:7475",
+            "[::1]",
+            "[::1]:7475",
+        ] {
+            assert!(host_allowed(host, &v4), "{host}");
+        }
+        assert!(host_allowed("127.0.0.2:7475", &other));
+        for host in [
+            "",
+            "evil.example",
+            "evil.example:7475",
+            "localhost.evil.example",
+            "127.0.0.2:7475",
+            "127.0.0.1:",
+            "127.0.0.1:port",
+            "127.0.0.1:7475:1",
+            "::1",
+            "[::1",
+            "[::1]7475",
+            "[::2]:7475",
+            "0.0.0.0",
+            "10.0.0.1:7475",
+        ] {
+            assert!(!host_allowed(host, &v4), "{host}");
+        }
     }
 
     #[test]

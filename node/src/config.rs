@@ -41,6 +41,16 @@ pub enum ConfigError {
     /// The directory holds no node.
     #[error("{0} is not initialised: run `breakwater init --data-dir {0}` first")]
     NotInitialised(PathBuf),
+    /// A secret file is open to the group or to others (ssh-style refusal).
+    #[error(
+        "{path} holds secret keys but its mode is {mode:04o} (group or others may access it); run `chmod 600 {path}`"
+    )]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// Node settings, stored as `config.json` in the data directory.
@@ -213,9 +223,15 @@ impl DataDir {
         Ok(config)
     }
 
-    /// Reads the node's secret keys.
+    /// Reads the node's secret keys. Refuses, as ssh does, a `keys.json`
+    /// that its group or others may read or write: a restore or copy with
+    /// the wrong mode should be fixed, not silently used.
     pub fn keys(&self) -> Result<NodeKeys, ConfigError> {
         let path = self.keys_path();
+        if !self.is_initialised() {
+            return Err(ConfigError::NotInitialised(self.root.clone()));
+        }
+        check_private(&path)?;
         let text = zeroize::Zeroizing::new(self.read(&path)?);
         NodeKeys::from_secret_json(&text).map_err(|e| ConfigError::Malformed {
             path,
@@ -234,6 +250,26 @@ impl DataDir {
         }
         fs::read_to_string(path).map_err(|source| io(path, source))
     }
+}
+
+/// Refuses a secret file whose mode grants the group or others any access.
+fn check_private(path: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .map_err(|source| io(path, source))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::TooOpen {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn io(path: &Path, source: std::io::Error) -> ConfigError {

@@ -141,6 +141,20 @@ pub struct ListFilter {
     pub all: bool,
     /// Include retracted ones (default: yes, marked).
     pub hide_retracted: bool,
+    /// Skip this many matches (newest first) before the first one returned.
+    pub offset: usize,
+    /// Return at most this many matches (`None`: all; the API always sets
+    /// one, see [`crate::api::DEFAULT_PAGE`]).
+    pub limit: Option<usize>,
+}
+
+/// Applies `offset` and `limit` to a list sorted newest first.
+pub(crate) fn page<T>(items: Vec<T>, offset: usize, limit: Option<usize>) -> Vec<T> {
+    items
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect()
 }
 
 /// What to publish.
@@ -376,7 +390,24 @@ impl NodeHandle {
 
     /// Readable, unretracted bulletins carrying this indicator.
     pub async fn search(&self, indicator: Indicator) -> Result<Vec<Summary>, RequestError> {
-        self.ask(|reply| Job::Search { indicator, reply }).await
+        self.search_page(indicator, 0, None).await
+    }
+
+    /// [`NodeHandle::search`], newest first, skipping `offset` matches and
+    /// returning at most `limit`.
+    pub async fn search_page(
+        &self,
+        indicator: Indicator,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<Summary>, RequestError> {
+        self.ask(|reply| Job::Search {
+            indicator,
+            offset,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// The roster in force.

@@ -83,6 +83,8 @@ pub(crate) enum Job {
     },
     Search {
         indicator: Indicator,
+        offset: usize,
+        limit: Option<usize>,
         reply: Reply<Vec<Summary>>,
     },
     Roster {

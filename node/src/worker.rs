@@ -364,8 +364,16 @@ impl Worker {
             Job::Get { id, reply } => {
                 let _ = reply.send(self.get(&id));
             }
-            Job::Search { indicator, reply } => {
-                let _ = reply.send(self.search(&indicator));
+            Job::Search {
+                indicator,
+                offset,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.search(&indicator)
+                        .map(|items| crate::handle::page(items, offset, limit)),
+                );
             }
             Job::Roster { reply } => {
                 let _ = reply.send(Ok(self.roster.clone()));

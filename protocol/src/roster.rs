@@ -119,6 +119,11 @@ pub enum RosterError {
     /// A signature does not verify.
     #[error("signature by {0} does not verify")]
     BadSignature(NodePublicKey),
+    /// One node signed twice: [`SignedRoster::sign`] never does that, and
+    /// accepting it would let anyone re-encode a signed roster into other
+    /// bytes (found by the decoder fuzzing of issue 11).
+    #[error("signer {0} appears more than once")]
+    DuplicateSigner(NodePublicKey),
     /// The encoding is malformed.
     #[error("malformed roster: {0}")]
     Decode(#[from] FrameError),
@@ -556,7 +561,11 @@ impl SignedRoster {
     fn admin_signers(&self, authority: &Roster) -> Result<BTreeSet<OrgId>, RosterError> {
         let input = signing_input(&self.roster);
         let mut orgs = BTreeSet::new();
+        let mut signers = BTreeSet::new();
         for sig in &self.signatures {
+            if !signers.insert(sig.signer) {
+                return Err(RosterError::DuplicateSigner(sig.signer));
+            }
             let org = match authority.org_of(&sig.signer) {
                 Some(org) if authority.is_admin(org) => org.clone(),
                 _ => return Err(RosterError::NotAnAdmin(sig.signer)),

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod batch;
+mod commitment;
+mod fuzz_findings;
 mod green;
 mod hardening;
 mod props;

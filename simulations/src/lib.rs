@@ -2,9 +2,10 @@
 //! runtime over a shaped in-memory network ([`network`]), driven through a
 //! scripted scenario ([`scenario`], [`run`]), measured ([`metrics`]) and
 //! reported ([`report`], [`plots`]). The binary in `main.rs` is a thin CLI
-//! over [`simulate`].
+//! over [`simulate`]. [`fuzz`] runs every decoder under mutation.
 
 pub mod bench;
+pub mod fuzz;
 pub mod hostile;
 pub mod machine;
 pub mod metrics;

@@ -2,7 +2,8 @@
 //! runs a scenario file with real nodes, prints the summary table and writes
 //! `report.json`, `report.md` and the plots; `bench --out DIR [--quick]`
 //! measures Breakwater against raw gossipsub and writes `bench.json` and
-//! `bench.md`.
+//! `bench.md`; `fuzz [--cases N] [--seed S]` runs every decoder under
+//! mutation and exits non-zero on any failure.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,29 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Runs every decoder (envelope, roster, card, sync, API bodies) on
+    /// mutated valid encodings; exits non-zero if one panics or accepts a
+    /// mutated signed object.
+    Fuzz {
+        /// Cases per decoder.
+        #[arg(long, default_value_t = 1_000_000)]
+        cases: u64,
+        /// Makes every case repeatable.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Only these decoders (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Runs only this case index (replays a reported failure).
+        #[arg(long)]
+        case: Option<u64>,
+        /// Runs the input in FILE through the one decoder named by --only.
+        #[arg(long, conflicts_with = "case")]
+        replay: Option<PathBuf>,
+        /// Where failing inputs are written.
+        #[arg(long, default_value = "fuzz-failures")]
+        failures: PathBuf,
+    },
     /// Used by `bench`: starts the node at DATA_DIR in this fresh process,
     /// prints its start time and memory as JSON, and stops it.
     #[command(hide = true)]
@@ -106,6 +130,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<()> {
+    if let Command::Fuzz {
+        cases,
+        seed,
+        only,
+        case,
+        replay,
+        failures,
+    } = cli.command
+    {
+        return fuzz(cases, seed, only, case, replay, failures);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -171,9 +206,60 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<()> {
             println!("{}", bench::markdown(&report));
             println!("wrote {} and bench.json", md.display());
         }
+        Command::Fuzz { .. } => {}
         Command::ColdStart { data_dir } => {
             runtime.block_on(bench::node::cold_start_child(&data_dir, process_start))?;
         }
     }
     Ok(())
+}
+
+fn fuzz(
+    cases: u64,
+    seed: u64,
+    only: Vec<String>,
+    case: Option<u64>,
+    replay: Option<PathBuf>,
+    failures: PathBuf,
+) -> anyhow::Result<()> {
+    use breakwater_simulations::fuzz;
+    let world = fuzz::World::new()?;
+    if let Some(path) = replay {
+        let [decoder] = only.as_slice() else {
+            anyhow::bail!("--replay needs exactly one decoder in --only");
+        };
+        let input = std::fs::read(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let outcome = fuzz::replay(&world, decoder, &input)?;
+        println!(
+            "{decoder}: decoded {} accepted {}",
+            outcome.decoded, outcome.accepted
+        );
+        return match outcome.problem {
+            Some(problem) => anyhow::bail!("{decoder}: {problem}"),
+            None => Ok(()),
+        };
+    }
+    let options = fuzz::FuzzOptions {
+        cases,
+        seed,
+        only,
+        case,
+        failures_dir: Some(failures),
+    };
+    let reports = fuzz::fuzz(&world, &options, |decoder, done| {
+        if done % 100_000 == 0 {
+            eprintln!("{decoder}: {done} cases");
+        }
+    })?;
+    print!("{}", fuzz::table(&reports));
+    let failed: Vec<_> = reports.iter().flat_map(|r| &r.failures).collect();
+    for failure in &failed {
+        println!("FAIL {failure}");
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} failing case(s)", failed.len())
+    }
 }

@@ -98,7 +98,7 @@ impl Worker {
             out.push(summary);
         }
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
-        Ok(out)
+        Ok(crate::handle::page(out, filter.offset, filter.limit))
     }
 
     fn resolve(&self, id: &str) -> Result<Digest, RequestError> {
@@ -189,7 +189,8 @@ impl Worker {
                 out.push(self.summary(id, &envelope, brief.as_ref(), retracted));
             }
         }
-        out.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        // A total order (newest first, then by id), so pages do not overlap.
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         Ok(out)
     }
 
