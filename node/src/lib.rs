@@ -12,6 +12,7 @@
 pub mod api;
 pub mod config;
 mod event_loop;
+pub mod export;
 pub mod handle;
 mod job;
 pub mod net;
