@@ -7,5 +7,6 @@ mod util;
 mod api;
 mod bad_input;
 mod hardening;
+mod interop;
 mod lifecycle;
 mod walkthrough;
