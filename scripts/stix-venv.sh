@@ -2,12 +2,18 @@
 # Creates the Python virtual environment with the OASIS STIX 2.1 reference
 # validator (stix2-validator) and the python-stix2 library, which the test
 # `cargo test -p breakwater-protocol --test stix reference_validator` runs
-# over exported bundles. Not needed by CI yet.
+# over exported bundles. `.ci/run` runs it before the tests;
+# `tests/interop.rs` runs the same client over the binary's output.
 #
 # Usage: scripts/stix-venv.sh [VENV_DIR]   (default: target/stix-venv, or $STIX_VENV)
 set -eu
 cd "$(dirname "$0")/.."
 venv="${1:-${STIX_VENV:-target/stix-venv}}"
+# Fast and idempotent: nothing to do when the venv already has the packages.
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import stix2validator, stix2" 2>/dev/null; then
+    echo "stix venv ready: $venv"
+    exit 0
+fi
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi

@@ -7,6 +7,7 @@ mod util;
 mod api;
 mod bad_input;
 mod hardening;
+mod interop;
 mod lifecycle;
 mod local;
 mod walkthrough;

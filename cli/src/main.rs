@@ -5,6 +5,7 @@
 mod client;
 mod consortium;
 mod demo;
+mod interop;
 mod output;
 
 use std::net::SocketAddr;
@@ -35,7 +36,7 @@ struct Cli {
 
 /// The node's data directory.
 #[derive(Debug, Args)]
-struct Dir {
+pub(crate) struct Dir {
     /// The node's data directory.
     #[arg(long, env = "BREAKWATER_DATA_DIR")]
     data_dir: PathBuf,
@@ -95,18 +96,19 @@ enum Command {
     Publish {
         #[command(flatten)]
         dir: Dir,
-        /// clear, green, amber, amber+strict or red.
-        #[arg(long)]
-        tlp: String,
+        /// clear, green, amber, amber+strict or red (with --from-stix: only
+        /// to tighten the bundle's marking).
+        #[arg(long, required_unless_present = "from_stix")]
+        tlp: Option<String>,
         /// Recipient organisations (amber and stricter).
         #[arg(long, value_delimiter = ',')]
         to: Vec<String>,
         /// low, medium, high or critical.
-        #[arg(long)]
-        severity: String,
+        #[arg(long, required_unless_present = "from_stix")]
+        severity: Option<String>,
         /// One-line title.
-        #[arg(long)]
-        title: String,
+        #[arg(long, required_unless_present = "from_stix")]
+        title: Option<String>,
         /// Summary text. Anything in argv is visible to other local users
         /// (`ps`, /proc): use --summary-file for RED or sensitive text.
         #[arg(long, conflicts_with = "summary_file")]
@@ -127,6 +129,24 @@ enum Command {
         /// Lifetime, e.g. 30d (default: the node's).
         #[arg(long)]
         expires: Option<String>,
+        /// Publishes a STIX 2.1 bundle's indicators and vulnerabilities,
+        /// its TLP taken from its markings (the strictest); objects that
+        /// cannot be mapped travel in the attached bundle.
+        #[arg(long, conflicts_with_all = ["stix", "indicator", "summary"])]
+        from_stix: Option<PathBuf>,
+    },
+    /// Exports bulletins as STIX 2.1, as MISP feeds, or as an air-gap
+    /// bundle of envelopes.
+    #[command(subcommand)]
+    Export(interop::Export),
+    /// Imports an air-gap bundle (`export envelopes`): every envelope is
+    /// validated as sync does and stored; prints accepted, already held
+    /// and refused with each reason.
+    Import {
+        #[command(flatten)]
+        dir: Dir,
+        /// The bundle file.
+        file: PathBuf,
     },
     /// Lists envelopes, newest first.
     List {
@@ -279,6 +299,7 @@ async fn dispatch(command: Command) -> Result<()> {
             tag,
             stix,
             expires,
+            from_stix,
         } => {
             let summary = match summary_file {
                 Some(path) => Some(
@@ -289,6 +310,22 @@ async fn dispatch(command: Command) -> Result<()> {
                 ),
                 None => summary,
             };
+            let ttl_ms = match expires {
+                Some(text) => Some(parse_duration(&text).context("--expires")?.as_millis() as u64),
+                None => None,
+            };
+            if let Some(path) = from_stix {
+                let from = interop::FromStix {
+                    path: &path,
+                    tlp,
+                    to,
+                    severity,
+                    title,
+                    tags: tag,
+                    ttl_ms,
+                };
+                return interop::publish_from_stix(&dir.get(), from).await;
+            }
             let stix = match stix {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -299,15 +336,11 @@ async fn dispatch(command: Command) -> Result<()> {
                 }
                 None => None,
             };
-            let ttl_ms = match expires {
-                Some(text) => Some(parse_duration(&text).context("--expires")?.as_millis() as u64),
-                None => None,
-            };
             let body = PublishBody {
-                tlp,
+                tlp: tlp.unwrap_or_default(),
                 to,
-                severity,
-                title,
+                severity: severity.unwrap_or_default(),
+                title: title.unwrap_or_default(),
                 summary: summary.unwrap_or_default(),
                 indicators: indicator,
                 tags: tag,
@@ -457,6 +490,8 @@ async fn dispatch(command: Command) -> Result<()> {
                 .await?;
             bail!("the node at {} closed the event stream", client.addr())
         }
+        Command::Export(command) => interop::export(command).await,
+        Command::Import { dir, file } => interop::import(&dir.get(), &file).await,
         Command::Demo { orgs, duration } => {
             let duration = duration
                 .map(|d| parse_duration(&d).context("--duration"))

@@ -196,6 +196,8 @@ fn router(state: Shared) -> Router {
         .route("/v1/bulletins/{id}/sightings", post(sight))
         .route("/v1/search", get(search))
         .route("/v1/events", get(events))
+        .route("/v1/export", get(export))
+        .route("/v1/import", post(import))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -698,6 +700,25 @@ async fn sight(
     let indicator = body.into_indicator().map_err(ApiError::invalid)?;
     let target = state.handle.get(id.to_ascii_lowercase()).await?.summary.id;
     Ok(axum::Json(state.handle.sight(target, indicator).await?))
+}
+
+/// `GET /v1/export?since=MS&ids=HEX,HEX&author=ORG&all=BOOL`: stored
+/// envelopes (hex bytes) with the bodies this node opens and the roster,
+/// for the CLI's interop exports, which apply the egress policy.
+async fn export(
+    State(state): State<Shared>,
+    Query(filter): Query<crate::export::ExportFilter>,
+) -> Json<crate::export::Exported> {
+    Ok(axum::Json(state.handle.export(filter).await?))
+}
+
+/// `POST /v1/import`: an air-gap bundle's items (hex), validated and stored
+/// as a sync answer is; one outcome per item.
+async fn import(
+    State(state): State<Shared>,
+    Body(request): Body<crate::export::ImportRequest>,
+) -> Json<crate::export::ImportReport> {
+    Ok(axum::Json(state.handle.import(request).await?))
 }
 
 async fn events(State(state): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -434,6 +434,24 @@ impl NodeHandle {
         Ok(status)
     }
 
+    /// Stored envelopes with the bodies this node opens, for the interop
+    /// exports (the caller applies the egress policy).
+    pub async fn export(
+        &self,
+        filter: crate::export::ExportFilter,
+    ) -> Result<crate::export::Exported, RequestError> {
+        self.ask(|reply| Job::Export { filter, reply }).await
+    }
+
+    /// Imports an air-gap bundle's items through the roster and sync ingest
+    /// paths; one outcome per item.
+    pub async fn import(
+        &self,
+        request: crate::export::ImportRequest,
+    ) -> Result<crate::export::ImportReport, RequestError> {
+        self.ask(|reply| Job::Import { request, reply }).await
+    }
+
     /// Connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, RequestError> {
         Ok(self.network().await?.peers)

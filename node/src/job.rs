@@ -97,6 +97,16 @@ pub(crate) enum Job {
     Status {
         reply: Reply<Status>,
     },
+    /// Stored envelopes with the bodies this node opens (interop exports).
+    Export {
+        filter: crate::export::ExportFilter,
+        reply: Reply<crate::export::Exported>,
+    },
+    /// An air-gap bundle's items, validated and stored as sync does.
+    Import {
+        request: crate::export::ImportRequest,
+        reply: Reply<crate::export::ImportReport>,
+    },
     /// The event loop has ended: flush and stop, even while handles remain.
     Stop,
 }

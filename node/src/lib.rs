@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 mod event_loop;
 pub mod fork;
+pub mod export;
 pub mod handle;
 mod job;
 pub mod net;

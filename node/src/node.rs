@@ -97,7 +97,7 @@ impl Node {
 /// Loads the newest stored roster that decodes. A newer version that does
 /// not (e.g. one stored before rosters were size-checked, H3) is skipped
 /// with a warning, so the node still starts on the last good version.
-fn stored_roster(store: &Store) -> Result<Option<SignedRoster>, SpawnError> {
+pub(crate) fn stored_roster(store: &Store) -> Result<Option<SignedRoster>, SpawnError> {
     let Some((latest, bytes)) = store.latest_roster()? else {
         return Ok(None);
     };

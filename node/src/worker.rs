@@ -18,7 +18,9 @@
 //! - `query`: list, show, search and status;
 //! - `prune`: dropping expired plaintext.
 
+mod export;
 mod green;
+mod import;
 mod index;
 mod ingest;
 mod prune;
@@ -383,6 +385,12 @@ impl Worker {
             }
             Job::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Job::Export { filter, reply } => {
+                let _ = reply.send(self.export(&filter));
+            }
+            Job::Import { request, reply } => {
+                let _ = reply.send(self.import(request));
             }
             Job::Stop => {}
         }
