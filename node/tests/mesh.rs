@@ -1469,6 +1469,8 @@ async fn l3_join_refuses_a_roster_with_a_sealing_key_this_node_does_not_hold() {
     join_offline(&DataDir::new(dirs[0].path()), &fixture.roster).unwrap();
     let refused = join_offline(&DataDir::new(dirs[1].path()), &fixture.roster).unwrap_err();
     assert!(refused.to_string().contains("sealing key"), "{refused}");
+}
+
 /// Drives two raw swarms for `period`.
 async fn drive_both(
     a: &mut libp2p::Swarm<net::Behaviour>,

@@ -363,6 +363,8 @@ fn h2_hello_and_frontier_carry_the_roster_hash() {
         roster_version: 7,
     };
     assert_eq!(old.encode(), vec![1, 1, 0, 7]);
+}
+
 #[test]
 fn l4_node_addresses_must_be_dialable_shapes() {
     let peer = fixture_org(0, 1).card.nodes[0]
