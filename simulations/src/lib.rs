@@ -5,6 +5,7 @@
 //! over [`simulate`].
 
 pub mod bench;
+pub mod chaos;
 pub mod hostile;
 pub mod machine;
 pub mod metrics;
