@@ -5,6 +5,7 @@
 //! over [`simulate`]. [`fuzz`] runs every decoder under mutation.
 
 pub mod bench;
+pub mod chaos;
 pub mod fuzz;
 pub mod hostile;
 pub mod machine;

@@ -3,12 +3,16 @@
 //! `report.json`, `report.md` and the plots; `bench --out DIR [--quick]`
 //! measures Breakwater against raw gossipsub and writes `bench.json` and
 //! `bench.md`; `fuzz [--cases N] [--seed S]` runs every decoder under
-//! mutation and exits non-zero on any failure.
+//! mutation and exits non-zero on any failure; `chaos --out DIR [--quick]`
+//! runs real `breakwater` processes in network namespaces under injected
+//! faults and writes `chaos.json` and `chaos.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use breakwater_simulations::bench::{self, BenchSettings, Section};
+use breakwater_simulations::chaos;
 use breakwater_simulations::run::PhaseOptions;
 use breakwater_simulations::scenario::Scenario;
 use breakwater_simulations::{Options, report, simulate, write_outputs};
@@ -99,6 +103,32 @@ enum Command {
         /// Where failing inputs are written.
         #[arg(long, default_value = "fuzz-failures")]
         failures: PathBuf,
+    },
+    /// Runs real `breakwater run` processes in network namespaces under a
+    /// seeded fault schedule, checks the recorded history and writes
+    /// chaos.json and chaos.md (needs root, ip, tc and iptables).
+    Chaos {
+        /// A short run: 5 nodes, 45 s of faults (unless set otherwise).
+        #[arg(long)]
+        quick: bool,
+        /// Makes the fault schedule and the workload repeatable.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Nodes, at least 5 (default 7, or 5 with --quick).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Length of the fault-and-workload phase, e.g. 90s, 30m (default 5m, or 45s with --quick).
+        #[arg(long)]
+        duration: Option<String>,
+        /// Where chaos.json, chaos.md, the timeline and the history go.
+        #[arg(long)]
+        out: PathBuf,
+        /// The breakwater binary (default: next to this one, built first under cargo run).
+        #[arg(long)]
+        breakwater: Option<PathBuf>,
+        /// Prints the faults as they are applied and keeps the node logs.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Used by `bench`: starts the node at DATA_DIR in this fresh process,
     /// prints its start time and memory as JSON, and stops it.
@@ -207,6 +237,39 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<()> {
             println!("wrote {} and bench.json", md.display());
         }
         Command::Fuzz { .. } => {}
+        Command::Chaos {
+            quick,
+            seed,
+            nodes,
+            duration,
+            out,
+            breakwater,
+            verbose,
+        } => {
+            let bin = match breakwater {
+                Some(bin) => bin,
+                None => chaos::sibling_binary()?,
+            };
+            let mut options = chaos::ChaosOptions::new(quick, bin, out.clone());
+            options.seed = seed;
+            options.verbose = verbose;
+            if let Some(n) = nodes {
+                options.nodes = n;
+            }
+            if let Some(text) = duration {
+                options.duration = chaos::parse_duration(&text).context("--duration")?;
+                options.converge_deadline = options.converge_deadline.max(options.duration / 4);
+            }
+            let report = chaos::run(&options)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("wrote {}", out.join("chaos.md").display());
+            if !report.passed() {
+                anyhow::bail!(
+                    "the chaos run broke a promise; history and logs are in {}",
+                    out.display()
+                );
+            }
+        }
         Command::ColdStart { data_dir } => {
             runtime.block_on(bench::node::cold_start_child(&data_dir, process_start))?;
         }

@@ -204,7 +204,16 @@ impl Worker {
         if let Some(Err(equivocation)) = outcomes.first() {
             return Err(store_err(StoreError::Equivocation(*equivocation)));
         }
-        self.store.flush().map_err(store_err)?;
+        // The envelope is in the store now, so a failed flush is no refusal:
+        // sync may still serve it once the disk recovers, or it is lost if
+        // the node stops first. Say so, so that nobody publishes it twice.
+        self.store.flush().map_err(|e| {
+            RequestError::Store(format!(
+                "envelope {} is stored but could not be flushed to disk ({e}); whether it is published is unknown: it may still reach peers when the disk recovers, or be lost if the node stops first; check with `breakwater show {}` before publishing it again",
+                id.to_hex(),
+                id.to_hex()
+            ))
+        })?;
         self.send(Outcome::PublishEnvelope(bytes));
         Ok(Published {
             id,
