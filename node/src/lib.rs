@@ -12,8 +12,8 @@
 pub mod api;
 pub mod config;
 mod event_loop;
-pub mod fork;
 pub mod export;
+pub mod fork;
 pub mod handle;
 mod job;
 pub mod net;
