@@ -854,9 +854,13 @@ mod tests {
             served += batch;
         }
         assert_eq!(served as f64, SERVE_BURST);
-        // Refilled at the sustained rate: one batch after a quarter second.
-        assert!(!budget.allows(start + Duration::from_millis(100)));
-        assert!(budget.allows(start + Duration::from_millis(300)));
+        assert!(!budget.allows(start));
+        // Refilled at the sustained rate (8 MiB/s); an answer may overdraw.
+        let t = start + Duration::from_millis(100);
+        assert!(budget.allows(t));
+        budget.charge(10 * 1024 * 1024, t);
+        assert!(!budget.allows(t + Duration::from_secs(1)));
+        assert!(budget.allows(t + Duration::from_millis(1500)));
         // Never above the burst, however long it waits.
         let mut idle = Budget::new(start);
         idle.charge(1, start);
