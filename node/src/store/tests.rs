@@ -313,7 +313,7 @@ fn the_smallest_retraction_wins() -> anyhow::Result<()> {
 fn l2_rosters_after_a_version_are_a_bounded_range() -> anyhow::Result<()> {
     let store = Store::temporary()?;
     for v in 1..=10u64 {
-        store.put_roster(v, &vec![v as u8; 100])?;
+        store.put_roster(v, &[v as u8; 100])?;
     }
     let versions =
         |found: Vec<(u64, Vec<u8>)>| found.into_iter().map(|(v, _)| v).collect::<Vec<_>>();
