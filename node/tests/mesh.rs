@@ -1437,9 +1437,11 @@ async fn h1_a_fork_cannot_starve_catch_up_and_becomes_evidence() {
             matches!(event, NodeEvent::Equivocation { author, .. } if author == m.node_public());
     }
     assert!(saw_event, "an Equivocation event was raised");
-    // M's feed is held: after a few more sync intervals the victim does not
-    // keep pulling M's branch A.
-    let received = status.traffic.sync_received;
+    // M's feed is held: once the batches in flight when the evidence came
+    // have landed, the victim does not keep pulling M's branch A over
+    // several sync intervals.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = handle.status().await.unwrap().traffic.sync_received;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = handle.status().await.unwrap().traffic.sync_received;
     assert!(
