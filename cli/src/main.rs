@@ -1010,6 +1010,15 @@ fn show_status(status: &Status) -> String {
         format!("{} ({} readable)", status.envelopes, status.readable),
     );
     field("evidence", status.evidence.to_string());
+    for e in &status.equivocations {
+        field(
+            "equivocation",
+            format!(
+                "node {} signed two envelopes for seq {}; its feed is held there",
+                e.author, e.seq
+            ),
+        );
+    }
     field("disk", format!("{} bytes", status.disk_bytes));
     let t = &status.traffic;
     field(

@@ -772,6 +772,8 @@ mod tests {
                 jobs,
                 events,
                 peer_id: libp2p::PeerId::random(),
+                own_feed: watch::channel(true).1,
+                publish_wait_until: tokio::time::Instant::now(),
             },
             token: token.to_string(),
             local: SocketAddr::from(([127, 0, 0, 1], 7475)),

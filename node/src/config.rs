@@ -83,6 +83,14 @@ pub struct Config {
     pub default_ttl: Duration,
     /// Discover peers with mDNS (opt-in).
     pub mdns: bool,
+    /// How long after start a publish (or retraction, or sighting) waits
+    /// for this node's first completed sync round with a peer, so that a
+    /// node restored from an older copy of its data learns the seqs it
+    /// already used before it signs a new one (L7). Past it, publishing
+    /// goes ahead unsynced. 0 turns the wait off (the operator override).
+    /// A node whose roster lists no other node never waits.
+    #[serde(with = "millis")]
+    pub publish_sync_wait: Duration,
 }
 
 impl Default for Config {
@@ -98,6 +106,7 @@ impl Default for Config {
             max_redial_backoff: Duration::from_secs(60),
             default_ttl: Duration::from_secs(90 * 24 * 3600),
             mdns: false,
+            publish_sync_wait: Duration::from_secs(10),
         }
     }
 }

@@ -480,7 +480,11 @@ impl EventLoop {
                     } => {
                         let token = self.next_token;
                         self.next_token += 1;
-                        if self.to_worker(Job::ServeSync { request, token }) {
+                        if self.to_worker(Job::ServeSync {
+                            peer,
+                            request,
+                            token,
+                        }) {
                             self.pending_replies.insert(token, channel);
                         }
                     }

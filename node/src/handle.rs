@@ -208,6 +208,10 @@ pub struct Status {
     pub readable: u64,
     /// Equivocation evidence records.
     pub evidence: u64,
+    /// Every `(author, seq)` with equivocation evidence, by author then
+    /// seq. An author's feed is held at its lowest one.
+    #[serde(default)]
+    pub equivocations: Vec<Equivocated>,
     /// Bytes on disk.
     pub disk_bytes: u64,
     /// Envelope copies received from peers since the node started.
@@ -246,6 +250,15 @@ pub struct RosterFork {
     pub peer: Option<String>,
 }
 
+/// Equivocation evidence held against one `(author, seq)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Equivocated {
+    /// The author (node key) that signed two envelopes for `seq`.
+    pub author: NodePublicKey,
+    /// The seq.
+    pub seq: u64,
+}
+
 /// Envelope copies a node received from its peers since it started: what
 /// gossip and sync cost in redundant transfers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +272,10 @@ pub struct Traffic {
     pub stored_from_peers: u64,
     /// Anti-entropy requests this node sent (one per round trip).
     pub sync_requests: u64,
+    /// Rounds a peer answered `InSync` (same frontier digest and roster
+    /// version): the one-round-trip fast path.
+    #[serde(default)]
+    pub sync_in_sync: u64,
 }
 
 impl Traffic {
@@ -328,6 +345,10 @@ pub struct NodeHandle {
     pub(crate) jobs: mpsc::Sender<Job>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) peer_id: PeerId,
+    /// True once the node's own feed is synced with a peer (L7).
+    pub(crate) own_feed: tokio::sync::watch::Receiver<bool>,
+    /// Until when a publish waits for `own_feed`.
+    pub(crate) publish_wait_until: tokio::time::Instant,
 }
 
 impl NodeHandle {
@@ -351,11 +372,38 @@ impl NodeHandle {
     /// Seals, signs, stores and flushes a bulletin, then gossips it. Returns
     /// only after the envelope and its seq are on disk.
     pub async fn publish(&self, request: PublishRequest) -> Result<Published, RequestError> {
+        self.own_feed_synced().await;
         self.ask(|reply| Job::Publish { request, reply }).await
+    }
+
+    /// Waits until this node's own feed is synced with a peer, for as long
+    /// as `publish_sync_wait` after start allows: a node restored from an
+    /// older copy of its data must learn the seqs it already signed before
+    /// it signs the next one (L7). Returns whether it is synced.
+    pub async fn own_feed_synced(&self) -> bool {
+        let mut own_feed = self.own_feed.clone();
+        let waited = tokio::time::timeout_at(self.publish_wait_until, async {
+            own_feed.wait_for(|synced| *synced).await.is_ok()
+        })
+        .await;
+        match waited {
+            Ok(synced) => synced,
+            Err(_) => {
+                let synced = *self.own_feed.borrow();
+                if !synced {
+                    tracing::warn!(
+                        "publishing before any sync round with a peer completed: a seq this node \
+                         used before a restore may be signed again"
+                    );
+                }
+                synced
+            }
+        }
     }
 
     /// Retracts an envelope of this organisation.
     pub async fn retract(&self, target: Digest, reason: String) -> Result<Published, RequestError> {
+        self.own_feed_synced().await;
         self.ask(|reply| Job::Retract {
             target,
             reason,
@@ -370,6 +418,7 @@ impl NodeHandle {
         target: Digest,
         indicator: Indicator,
     ) -> Result<Published, RequestError> {
+        self.own_feed_synced().await;
         self.ask(|reply| Job::Sight {
             target,
             indicator,

@@ -44,6 +44,7 @@ pub(crate) enum Job {
     },
     /// A peer's sync request to answer.
     ServeSync {
+        peer: PeerId,
         request: Vec<u8>,
         token: u64,
     },
@@ -121,6 +122,17 @@ pub(crate) enum Origin {
     Sync {
         peer: PeerId,
     },
+}
+
+impl Origin {
+    /// The peer the envelopes came from (the gossip relay, or the sync
+    /// peer).
+    pub(crate) fn peer(&self) -> PeerId {
+        match self {
+            Origin::Gossip { source, .. } => *source,
+            Origin::Sync { peer } => *peer,
+        }
+    }
 }
 
 /// What the worker asks of the event loop.

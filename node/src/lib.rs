@@ -23,8 +23,8 @@ mod worker;
 
 pub use config::{Config, ConfigError, DataDir};
 pub use handle::{
-    Detail, ListFilter, NodeEvent, NodeHandle, PeerInfo, PublishRequest, Published, RequestError,
-    RosterFork, Status, Summary, Traffic,
+    Detail, Equivocated, ListFilter, NodeEvent, NodeHandle, PeerInfo, PublishRequest, Published,
+    RequestError, RosterFork, Status, Summary, Traffic,
 };
 pub use net::TransportKind;
 pub use node::{Node, SpawnError, spawn};

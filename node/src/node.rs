@@ -180,6 +180,8 @@ pub async fn spawn(
     let worker_roster = roster.clone();
     let worker_events = event_tx.clone();
     let ttl = config.default_ttl.as_millis() as u64;
+    let (own_feed_tx, own_feed_rx) = tokio::sync::watch::channel(false);
+    let publish_wait_until = tokio::time::Instant::now() + config.publish_sync_wait;
     std::thread::Builder::new()
         .name("breakwater-store".into())
         .spawn(move || {
@@ -191,6 +193,7 @@ pub async fn spawn(
                 worker_events,
                 outcome_tx,
             )
+            .with_own_feed_signal(own_feed_tx)
             .run(job_rx);
             let _ = done_tx.send(());
         })
@@ -201,6 +204,8 @@ pub async fn spawn(
         jobs: job_tx.control.clone(),
         events: event_tx.clone(),
         peer_id: keys.peer_id(),
+        own_feed: own_feed_rx,
+        publish_wait_until,
     };
     let event_loop = EventLoop {
         swarm,

@@ -794,6 +794,35 @@ impl Store {
             .transpose()
     }
 
+    /// Stored rosters with a version above `after`, oldest first: at most
+    /// `max_items`, and stopping before their total size would exceed
+    /// `max_bytes` (the first always included). A range scan: only what is
+    /// returned is read.
+    pub fn rosters_after(
+        &self,
+        after: u64,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let Some(from) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for entry in self.rosters.range(from.to_be_bytes()..) {
+            if out.len() >= max_items {
+                break;
+            }
+            let (key, bytes) = entry?;
+            total = total.saturating_add(bytes.len());
+            if !out.is_empty() && total > max_bytes {
+                break;
+            }
+            out.push((decode_u64_in(ROSTERS_TREE, &key)?, bytes.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Every stored roster, oldest version first.
     pub fn rosters(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.rosters

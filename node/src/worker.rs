@@ -29,7 +29,7 @@ mod query;
 mod roster;
 mod sync;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -172,6 +172,24 @@ pub(crate) struct Worker {
     pub events: broadcast::Sender<NodeEvent>,
     pub outcomes: mpsc::Sender<Outcome>,
     rounds: HashMap<PeerId, sync::Round>,
+    /// Single seqs to ask a peer for because what it sent conflicts with a
+    /// stored neighbour (a `prev` mismatch either way): the answer turns a
+    /// fork into equivocation evidence.
+    probes: HashMap<PeerId, Vec<breakwater_protocol::sync::SeqRange>>,
+    /// Feeds a peer's batches did not move forward, backed off per peer and
+    /// author (see `sync`).
+    stalled: HashMap<(PeerId, NodePublicKey), sync::Stall>,
+    /// What each peer may still have served (L2).
+    budgets: HashMap<PeerId, sync::Budget>,
+    /// Every `(author, seq)` with equivocation evidence.
+    evidenced: BTreeSet<(NodePublicKey, u64)>,
+    /// Feeds held at a fork: the lowest seq with evidence per author. Nothing
+    /// beyond it is stored or requested.
+    forks: BTreeMap<NodePublicKey, u64>,
+    /// Set once this node may publish without risking a seq it used
+    /// before (L7): a sync round with a peer has completed, so its own feed
+    /// is as far as that peer knows it, or the roster lists no other node.
+    own_feed_ready: Option<tokio::sync::watch::Sender<bool>>,
     rng: rand::rngs::ThreadRng,
     /// Sync-received and newly stored counts for `Status::traffic`.
     traffic: Traffic,
@@ -250,6 +268,12 @@ impl Worker {
             events,
             outcomes,
             rounds: HashMap::new(),
+            probes: HashMap::new(),
+            stalled: HashMap::new(),
+            budgets: HashMap::new(),
+            evidenced: BTreeSet::new(),
+            forks: BTreeMap::new(),
+            own_feed_ready: None,
             rng: rand::rng(),
             traffic: Traffic::default(),
             epoch_keys: Arc::new(EpochKeys::new()),
@@ -274,6 +298,14 @@ impl Worker {
         }
         worker.load_epoch_keys();
         worker.load_fork_keys();
+        match worker.store.evidence() {
+            Ok(all) => {
+                for (author, seq, _) in all {
+                    worker.note_fork(NodePublicKey(author), seq);
+                }
+            }
+            Err(e) => warn!("reading equivocation evidence failed: {e}"),
+        }
         worker
     }
 
@@ -294,8 +326,43 @@ impl Worker {
         }
     }
 
+    /// Notes evidence at `(author, seq)`: the feed is held at its lowest
+    /// evidenced seq from now on.
+    fn note_fork(&mut self, author: NodePublicKey, seq: u64) {
+        self.evidenced.insert((author, seq));
+        let held = self.forks.entry(author).or_insert(seq);
+        *held = (*held).min(seq);
+    }
+
+    /// Signals on `ready` once this node's own feed is synced with a peer
+    /// (see [`Worker::own_feed_synced`]).
+    pub fn with_own_feed_signal(mut self, ready: tokio::sync::watch::Sender<bool>) -> Worker {
+        self.own_feed_ready = Some(ready);
+        self
+    }
+
+    /// Marks this node's own feed as synced: publishing may go ahead.
+    fn own_feed_synced(&self) {
+        if let Some(ready) = &self.own_feed_ready {
+            ready.send_if_modified(|synced| !std::mem::replace(synced, true));
+        }
+    }
+
     /// Runs until every job sender is gone.
     pub fn run(mut self, mut jobs: JobQueues) {
+        // With no other node in the roster (a one-node consortium) nobody
+        // can hold seqs of ours that this store lacks.
+        let me = self.keys.node_public();
+        let alone = self
+            .roster
+            .roster
+            .members
+            .iter()
+            .flat_map(|m| &m.card.nodes)
+            .all(|n| n.node_key == me);
+        if alone {
+            self.own_feed_synced();
+        }
         // A crash between storing a roster and opening what waited for its
         // key leaves pending entries behind: open them now.
         self.open_pending_green();
@@ -329,12 +396,13 @@ impl Worker {
                 source,
             } => self.on_gossip_roster(&bytes, message_id, source),
             Job::StartSync { peer } => self.start_sync(peer),
-            Job::ServeSync { request, token } => {
-                let response = self.serve_sync(&request);
-                self.send(Outcome::SyncReply {
-                    token,
-                    response: response.encode(),
-                });
+            Job::ServeSync {
+                peer,
+                request,
+                token,
+            } => {
+                let response = self.serve_sync_for(peer, &request);
+                self.send(Outcome::SyncReply { token, response });
             }
             Job::SyncAnswer { peer, response } => self.on_sync_answer(peer, &response),
             Job::SyncFailed { peer, retry } => self.sync_failed(peer, retry),
@@ -424,6 +492,20 @@ impl Worker {
             .store
             .plaintext(&id.0)?
             .and_then(|raw| Opened::decode(&raw)))
+    }
+
+    /// The frontier this node states in sync (its digest in `Hello`, the map
+    /// in a `Frontier` answer): every feed that can still converge. Feeds
+    /// of authors the roster does not hold as active members (revoked,
+    /// removed) and feeds held at a fork are left out: no node would fetch
+    /// them, so they would keep two nodes' digests apart for good (L6).
+    fn sync_frontier(&self) -> Frontier {
+        let roster = &self.roster.roster;
+        let mut frontier = self.frontier();
+        frontier.0.retain(|author, _| {
+            roster.org_of(author).is_some() && !self.forks.contains_key(author)
+        });
+        frontier
     }
 
     /// This node's frontier: the highest contiguous seq of every feed.

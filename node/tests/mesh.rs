@@ -118,6 +118,7 @@ fn test_config(listen: Multiaddr) -> Config {
         sync_interval: Duration::from_millis(700),
         heartbeat: Duration::from_millis(200),
         max_redial_backoff: Duration::from_secs(1),
+        publish_sync_wait: Duration::from_secs(3),
         ..Config::default()
     }
 }
@@ -1799,4 +1800,301 @@ async fn m3_silent_inbound_connections_do_not_lock_members_out() {
     );
     mesh.stop(0).await;
     mesh.stop(1).await;
+}
+
+/// A CLEAR bulletin by `keys` at `seq` with `prev`, padded to about `pad`
+/// bytes with an attached STIX bundle.
+fn padded_envelope(
+    keys: &breakwater_protocol::NodeKeys,
+    roster: &SignedRoster,
+    seq: u64,
+    prev: breakwater_protocol::Digest,
+    title: &str,
+    pad: usize,
+) -> breakwater_protocol::Envelope {
+    use breakwater_protocol::{Body, fixture::bulletin_draft, seal};
+    use rand::SeedableRng;
+    let mut draft = bulletin_draft(seq, prev, Tlp::Clear, title, breakwater_node_now());
+    if let (Body::Bulletin(b), true) = (&mut draft.body, pad > 0) {
+        b.stix = Some(format!(
+            r#"{{"type":"bundle","id":"bundle--{seq}","x_pad":"{}"}}"#,
+            "x".repeat(pad)
+        ));
+    }
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seq);
+    seal(keys, &roster.roster, draft, &[], &mut rng).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_a_fork_cannot_starve_catch_up_and_becomes_evidence() {
+    // H1. Org 0 is the victim. Of orgs 1..3, the one with the smallest node
+    // key is the hostile author M (it runs no node; its feed is asked for
+    // first), the next one C publishes while the victim is offline, the
+    // last one relays. M forks: the victim holds the odd seqs of branch B
+    // (so its lacking seqs are every even one), everyone else holds branch
+    // A, whose even seqs (~5.5 MiB) each fail `prev` at the victim and were
+    // asked for again, first, in every round: C's bulletins never came.
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::new(4, |_| true).await;
+    let mut roles: Vec<usize> = (1..4).collect();
+    roles.sort_by_key(|&i| mesh.fixture.keys(i, 0).unwrap().node_public());
+    let (hostile, third, relay) = (roles[0], roles[1], roles[2]);
+    let m = mesh.fixture.keys(hostile, 0).unwrap().clone();
+    let roster = mesh.fixture.roster.clone();
+
+    // Branches A and B of M's feed, seqs 1..=60.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut prev_a, mut prev_b) = (
+        breakwater_protocol::Digest::ZERO,
+        breakwater_protocol::Digest::ZERO,
+    );
+    for seq in 1..=60u64 {
+        let pad = if seq % 2 == 0 { 180 * 1024 } else { 0 };
+        let ea = padded_envelope(&m, &roster, seq, prev_a, &format!("A {seq}"), pad);
+        let eb = padded_envelope(&m, &roster, seq, prev_b, &format!("B {seq}"), 0);
+        prev_a = ea.id();
+        prev_b = eb.id();
+        a.push(ea);
+        b.push(eb);
+    }
+
+    // The victim, cut off from the others, gets B's odd seqs, then stops.
+    let victim_port = vec![mesh.ports[0]];
+    let others: Vec<u64> = mesh.ports[1..].to_vec();
+    mesh.gate.split(&victim_port, &others);
+    mesh.start(0).await;
+    {
+        let (mut swarm, topic) = raw_link(&mesh, &m, 0).await;
+        for e in b.iter().filter(|e| e.header.seq % 2 == 1) {
+            let _ = swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(topic.clone(), e.encode());
+        }
+        let handle = mesh.node(0).handle.clone();
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                tokio::select! {
+                    _ = swarm.select_next_some() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        if handle.status().await.unwrap().envelopes >= 30 { break }
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the victim stored B's odd seqs");
+    }
+    mesh.stop(0).await;
+    mesh.gate.heal();
+
+    // The rest of the port: M's branch A reaches the relay and C by gossip;
+    // C publishes three bulletins.
+    mesh.start(relay).await;
+    mesh.start(third).await;
+    mesh.wait_connected(relay, 1).await;
+    {
+        let (mut swarm, topic) = raw_link(&mesh, &m, relay).await;
+        for e in &a {
+            let _ = swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(topic.clone(), e.encode());
+            let _ = tokio::time::timeout(Duration::from_millis(20), async {
+                loop {
+                    swarm.select_next_some().await;
+                }
+            })
+            .await;
+        }
+        let handle = mesh.node(third).handle.clone();
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                tokio::select! {
+                    _ = swarm.select_next_some() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        if handle.status().await.unwrap().envelopes >= 60 { break }
+                    }
+                }
+            }
+        })
+        .await
+        .expect("branch A reached every other node");
+    }
+    for k in 0..3 {
+        mesh.publish(third, Tlp::Green, &[], &format!("critical {k}"))
+            .await;
+    }
+    wait_count(&mesh, relay, false, 63).await;
+
+    // The victim comes back: it gets C's bulletins, and the fork becomes
+    // evidence that holds M's feed.
+    let mut events = {
+        mesh.start(0).await;
+        mesh.node(0).handle.subscribe()
+    };
+    let handle = mesh.node(0).handle.clone();
+    let c_key = mesh.fixture.keys(third, 0).unwrap().node_public();
+    eventually("the victim holds C's three bulletins", || {
+        let handle = handle.clone();
+        async move {
+            let status = handle.status().await.unwrap();
+            status.frontier.iter().any(|&(k, s)| k == c_key && s >= 3)
+        }
+    })
+    .await;
+    eventually("the victim holds evidence against M", || {
+        let handle = handle.clone();
+        async move { handle.status().await.unwrap().evidence >= 1 }
+    })
+    .await;
+    let status = handle.status().await.unwrap();
+    assert!(
+        status
+            .equivocations
+            .iter()
+            .all(|e| e.author == m.node_public()),
+        "{:?}",
+        status.equivocations
+    );
+    assert!(!status.equivocations.is_empty());
+    let mut saw_event = false;
+    while let Ok(event) = events.try_recv() {
+        saw_event |=
+            matches!(event, NodeEvent::Equivocation { author, .. } if author == m.node_public());
+    }
+    assert!(saw_event, "an Equivocation event was raised");
+    // M's feed is held: once the batches in flight when the evidence came
+    // have landed, the victim does not keep pulling M's branch A over
+    // several sync intervals.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = handle.status().await.unwrap().traffic.sync_received;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = handle.status().await.unwrap().traffic.sync_received;
+    assert!(
+        later - received < 10,
+        "the victim keeps pulling the fork: {received} -> {later}"
+    );
+    for i in [0, relay, third] {
+        mesh.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l6_a_revoked_feed_does_not_keep_nodes_out_of_sync() {
+    // Node 0 holds a feed of org 2, which is then revoked; node 1 comes up
+    // later and never fetches it. Their frontier digests used to differ
+    // for good: no round ever ended InSync.
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::new(3, |_| true).await;
+    mesh.start(0).await;
+    mesh.start(2).await;
+    mesh.wait_connected(0, 1).await;
+    mesh.publish(2, Tlp::Green, &[], "before revocation").await;
+    mesh.publish(0, Tlp::Green, &[], "from org 0").await;
+    wait_count(&mesh, 0, false, 2).await;
+    mesh.stop(2).await;
+    let next = mesh
+        .fixture
+        .roster()
+        .with_revoked(&mesh.org(2))
+        .unwrap()
+        .with_green_key(&breakwater_protocol::fixture::fixture_green_key(2))
+        .unwrap();
+    let mut signed = SignedRoster::unsigned(next);
+    signed.sign(mesh.fixture.keys(0, 0).unwrap());
+    assert_eq!(mesh.node(0).handle.join(signed).await.unwrap(), 2);
+    mesh.start(1).await;
+    wait_count(&mesh, 1, false, 1).await;
+    for i in 0..2 {
+        let handle = mesh.node(i).handle.clone();
+        eventually(&format!("a round of node {i} ends InSync"), || {
+            let handle = handle.clone();
+            async move { handle.status().await.unwrap().traffic.sync_in_sync > 0 }
+        })
+        .await;
+    }
+    // The revoked feed is still held where it was, and only there.
+    let org2 = mesh.fixture.keys(2, 0).unwrap().node_public();
+    let has = |status: breakwater_node::Status| status.frontier.iter().any(|(k, _)| *k == org2);
+    assert!(has(mesh.node(0).handle.status().await.unwrap()));
+    assert!(!has(mesh.node(1).handle.status().await.unwrap()));
+    for i in 0..2 {
+        mesh.stop(i).await;
+    }
+}
+
+/// Copies the directory tree `from` into `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l7_a_node_restored_from_an_older_copy_does_not_reuse_a_seq() {
+    // Node 0's data directory is restored from a copy taken after its seq
+    // 1; its peer holds seqs 2 and 3. It used to sign a new seq 2 at once:
+    // an equivocation by an honest node.
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::new(2, |_| true).await;
+    mesh.start_all().await;
+    mesh.wait_connected(0, 1).await;
+    mesh.publish(0, Tlp::Green, &[], "seq 1").await;
+    wait_count(&mesh, 1, false, 1).await;
+    mesh.stop(0).await;
+    let backup = TempDir::new().unwrap();
+    copy_tree(mesh.dirs[0].path(), backup.path());
+    mesh.start(0).await;
+    mesh.publish(0, Tlp::Green, &[], "seq 2").await;
+    mesh.publish(0, Tlp::Green, &[], "seq 3").await;
+    wait_count(&mesh, 1, false, 3).await;
+    mesh.stop(0).await;
+    std::fs::remove_dir_all(mesh.dirs[0].path()).unwrap();
+    copy_tree(backup.path(), mesh.dirs[0].path());
+    // Waiting for the first round is the default; the tests' short wait is
+    // lengthened so that a loaded machine cannot make it run out.
+    let data = DataDir::new(mesh.dirs[0].path());
+    let mut config = data.config().unwrap();
+    config.publish_sync_wait = DEADLINE;
+    data.save_config(&config).unwrap();
+    mesh.start(0).await;
+    let published = mesh.publish(0, Tlp::Green, &[], "after the restore").await;
+    assert_eq!(published.seq, 4, "a fresh seq after the restore");
+    wait_count(&mesh, 1, false, 4).await;
+    for i in 0..2 {
+        let status = mesh.node(i).handle.status().await.unwrap();
+        assert_eq!(status.evidence, 0, "node {i}: {:?}", status.equivocations);
+    }
+    for i in 0..2 {
+        mesh.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l7_a_node_with_no_peer_up_publishes_after_the_wait_and_alone_at_once() {
+    // The wait for a first sync round is bounded by `publish_sync_wait`, and
+    // a one-node consortium does not wait at all.
+    let _serial = SERIAL.lock().await;
+    let mut mesh = Mesh::new(2, |_| true).await;
+    mesh.start(0).await;
+    let started = tokio::time::Instant::now();
+    mesh.publish(0, Tlp::Green, &[], "nobody is up").await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(9), "{waited:?}");
+    mesh.stop(0).await;
+
+    let mut alone = Mesh::new(1, |_| true).await;
+    alone.start(0).await;
+    let started = tokio::time::Instant::now();
+    alone.publish(0, Tlp::Green, &[], "alone").await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    alone.stop(0).await;
 }

@@ -34,6 +34,11 @@ pub trait AuthorState {
         let bytes = self.envelope(id)?;
         Envelope::decode(&bytes).ok()?.header.seal.epoch()
     }
+    /// The `prev` of the stored envelope `id`. The default decodes it.
+    fn prev_of(&self, id: &Digest) -> Option<Digest> {
+        let bytes = self.envelope(id)?;
+        Some(Envelope::decode(&bytes).ok()?.header.prev)
+    }
 }
 
 /// The outcome of [`validate`].
@@ -145,6 +150,19 @@ pub enum Rejection {
         /// prev.
         found: Digest,
     },
+    /// The author's stored envelope at `seq + 1` names another `prev` than
+    /// this envelope's id: the stored one is on another branch of a fork.
+    #[error("the stored envelope at seq {} names prev {next_prev}, not this envelope {id} at seq {seq}", .seq + 1)]
+    NextMismatch {
+        /// The author.
+        author: NodePublicKey,
+        /// Seq of this envelope.
+        seq: u64,
+        /// Its id.
+        id: Digest,
+        /// The `prev` of the stored envelope at `seq + 1`.
+        next_prev: Digest,
+    },
     /// A retraction of another organisation's envelope.
     #[error("org {by} may not retract an envelope of org {owner}")]
     ForeignRetraction {
@@ -183,7 +201,7 @@ impl Rejection {
     /// author unknown to or revoked in this roster (the relay's may be
     /// newer), `created_at` in the future by this node's clock, an
     /// equivocation, a `prev` or epoch that disagrees with what this node
-    /// stored at `seq - 1`, a foreign retraction (only decidable once the
+    /// stored at `seq - 1` (or a stored `seq + 1` whose `prev` is not this one), a foreign retraction (only decidable once the
     /// target is stored). A node ignores those and scores no relay for them.
     pub fn decided_alike(&self) -> bool {
         match self {
@@ -196,6 +214,7 @@ impl Rejection {
             | Rejection::FromTheFuture { .. }
             | Rejection::Equivocation(_)
             | Rejection::PrevMismatch { .. }
+            | Rejection::NextMismatch { .. }
             | Rejection::ForeignRetraction { .. }
             | Rejection::EpochRegression { .. } => false,
         }
@@ -481,6 +500,20 @@ fn check(
             seq: header.seq,
             expected,
             found: header.prev,
+        });
+    }
+    if let Some(next) = header
+        .seq
+        .checked_add(1)
+        .and_then(|seq| state.id_at(&author, seq))
+        && let Some(next_prev) = state.prev_of(&next)
+        && next_prev != id
+    {
+        return Err(Rejection::NextMismatch {
+            author,
+            seq: header.seq,
+            id,
+            next_prev,
         });
     }
     if let (Some(epoch), Some(previous)) = (header.seal.epoch(), previous)

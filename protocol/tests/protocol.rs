@@ -385,6 +385,40 @@ fn seq_gap_is_accepted_and_reported_and_prev_is_checked() {
 }
 
 #[test]
+fn an_envelope_whose_stored_successor_names_another_prev_is_rejected() {
+    // H1: the stored seq 3 is on another branch than the seq 2 offered now
+    // (seq 2 was never stored: the feed had a gap).
+    let f = fixture();
+    let a1 = sealed(&f, 0, Tlp::Clear, &[], 1, Digest::ZERO);
+    let a3 = sealed(&f, 0, Tlp::Clear, &[], 3, Digest([7; 32]));
+    let mut state = MemState::default();
+    state.insert(&a1.encode());
+    state.insert(&a3.encode());
+    let b2 = sealed(&f, 0, Tlp::Clear, &[], 2, a1.id());
+    match reject(validate(&b2.encode(), NOW, f.roster(), &state)) {
+        Rejection::NextMismatch {
+            author,
+            seq,
+            id,
+            next_prev,
+        } => {
+            assert_eq!(author, a1.header.author);
+            assert_eq!(seq, 2);
+            assert_eq!(id, b2.id());
+            assert_eq!(next_prev, Digest([7; 32]));
+        }
+        other => panic!("expected a next mismatch, got {other:?}"),
+    }
+    // The seq 2 that seq 3 names links both ways and is accepted.
+    let mut state = MemState::default();
+    state.insert(&a1.encode());
+    let a2 = sealed(&f, 0, Tlp::Clear, &[], 2, a1.id());
+    let a3 = sealed(&f, 0, Tlp::Clear, &[], 3, a2.id());
+    state.insert(&a3.encode());
+    accept(validate(&a2.encode(), NOW, f.roster(), &state));
+}
+
+#[test]
 fn retraction_by_another_org_is_rejected() {
     let f = fixture();
     let target = sealed(&f, 0, Tlp::Clear, &[], 1, Digest::ZERO);

@@ -44,6 +44,8 @@ pub struct HostileFigures {
     pub equivocating_pairs_sent: u64,
     /// Equivocation evidence records held by honest nodes at the end.
     pub evidence_records: u64,
+    /// Honest nodes holding any equivocation evidence at the end.
+    pub evidence_nodes: u64,
 }
 
 /// The figures of one phase.
@@ -205,6 +207,7 @@ pub fn figures(data: &PhaseData) -> Figures {
         tampered_sent: data.hostile_logs.iter().map(|l| l.tampered).sum(),
         equivocating_pairs_sent: data.hostile_logs.iter().map(|l| l.twins.len() as u64).sum(),
         evidence_records: data.evidence,
+        evidence_nodes: data.evidence_nodes,
     });
 
     // Traffic.

@@ -254,13 +254,14 @@ pub fn markdown(report: &Report) -> String {
     if let Some(h) = &f.hostile {
         let _ = writeln!(
             out,
-            "- Hostile members sent {} garbage messages, {} forged and {} tampered bulletins, and {} contradictory pairs; honest nodes accepted {} of the bad ones and recorded {} pieces of equivocation evidence.",
+            "- Hostile members sent {} garbage messages, {} forged and {} tampered bulletins, and {} contradictory pairs; honest nodes accepted {} of the bad ones and recorded {} pieces of equivocation evidence ({} honest nodes hold some).",
             h.garbage_sent,
             h.forged_sent,
             h.tampered_sent,
             h.equivocating_pairs_sent,
             f.forged_accepted,
-            h.evidence_records
+            h.evidence_records,
+            h.evidence_nodes
         );
     }
     if let Some(b) = &report.baseline {

@@ -113,6 +113,8 @@ pub struct PhaseData {
     pub frontiers_equal_at_end: bool,
     /// Equivocation evidence records over honest nodes.
     pub evidence: u64,
+    /// Honest nodes that hold any equivocation evidence.
+    pub evidence_nodes: u64,
     /// Bytes written per node over the measured run.
     pub bytes_sent: Vec<u64>,
     /// Bytes delivered per node over the measured run.
@@ -995,11 +997,13 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
     let envelope_bytes = sim.envelope_bytes().await;
     let copies = CopyCounts::since(&traffic_before, &sim.traffic().await);
     let mut evidence = 0;
+    let mut evidence_nodes = 0;
     for i in sim.honest_up() {
         if let Some(handle) = sim.handle(i)
             && let Ok(status) = handle.status().await
         {
             evidence += status.evidence;
+            evidence_nodes += u64::from(status.evidence > 0);
         }
     }
     let bytes_sent = (0..n)
@@ -1052,6 +1056,7 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
         convergence_confirmed: sim.convergence_confirmed,
         frontiers_equal_at_end,
         evidence,
+        evidence_nodes,
         bytes_sent,
         bytes_received,
         idle_bytes_per_s,

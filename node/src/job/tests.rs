@@ -36,6 +36,7 @@ fn a_full_gossip_queue_neither_drops_nor_delays_a_sync_answer() {
         .expect("a sync answer is queued while gossip is full");
     senders
         .try_send(Job::ServeSync {
+            peer,
             request: vec![1],
             token: 9,
         })

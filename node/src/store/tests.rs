@@ -310,6 +310,27 @@ fn the_smallest_retraction_wins() -> anyhow::Result<()> {
 }
 
 #[test]
+fn l2_rosters_after_a_version_are_a_bounded_range() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    for v in 1..=10u64 {
+        store.put_roster(v, &[v as u8; 100])?;
+    }
+    let versions =
+        |found: Vec<(u64, Vec<u8>)>| found.into_iter().map(|(v, _)| v).collect::<Vec<_>>();
+    assert_eq!(
+        versions(store.rosters_after(7, 64, 1 << 20)?),
+        vec![8, 9, 10]
+    );
+    assert_eq!(versions(store.rosters_after(0, 3, 1 << 20)?), vec![1, 2, 3]);
+    // Bytes: stop before the total would exceed the cap, the first always in.
+    assert_eq!(versions(store.rosters_after(2, 64, 250)?), vec![3, 4]);
+    assert_eq!(versions(store.rosters_after(2, 64, 10)?), vec![3]);
+    assert!(store.rosters_after(10, 64, 1 << 20)?.is_empty());
+    assert!(store.rosters_after(u64::MAX, 64, 1 << 20)?.is_empty());
+    Ok(())
+}
+
+#[test]
 fn latest_roster_is_the_highest_version() -> anyhow::Result<()> {
     let store = Store::temporary()?;
     assert_eq!(store.latest_roster()?, None);

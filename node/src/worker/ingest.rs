@@ -247,6 +247,15 @@ impl Worker {
             let index = offset + k;
             let Some(bytes) = items.get(index) else { break };
             let (pre, body) = match pre {
+                // A feed held at a fork takes nothing beyond the fork point.
+                Checked::Passed(pre, _)
+                    if self
+                        .forks
+                        .get(&pre.envelope().header.author)
+                        .is_some_and(|&held| pre.envelope().header.seq > held) =>
+                {
+                    continue;
+                }
                 Checked::Passed(pre, body) => (*pre, body),
                 // Ignored as a duplicate, as validation would.
                 Checked::Stored => {
@@ -258,7 +267,7 @@ impl Worker {
                     continue;
                 }
             };
-            let author = pre.envelope().header.author;
+            let (author, seq) = (pre.envelope().header.author, pre.envelope().header.seq);
             match validate_prechecked(pre, bytes, batch.now, &self.roster.roster, &batch.overlay) {
                 Verdict::Accept(a) => {
                     // A gap in the feed, or GREEN under a roster version we
@@ -284,6 +293,20 @@ impl Worker {
                 }
                 Verdict::Ignore(IgnoreReason::Duplicate) => batch.ignored += 1,
                 Verdict::Reject(rejection) => {
+                    // A fork shows as a `prev` conflict with a stored
+                    // neighbour: the sender holds the other branch's
+                    // envelope at the neighbouring seq, and asking for it
+                    // turns the fork into evidence.
+                    let neighbour = match &rejection {
+                        Rejection::PrevMismatch { .. } => seq.checked_sub(1),
+                        Rejection::NextMismatch { .. } => seq.checked_add(1),
+                        _ => None,
+                    };
+                    if let Some(neighbour) = neighbour {
+                        let from = batch.origin.peer();
+                        self.probe(from, author, neighbour);
+                        batch.gap = true;
+                    }
                     batch.acceptances[index] =
                         self.on_rejection(rejection, batch.origin, Some(author));
                 }
@@ -454,9 +477,21 @@ impl Worker {
                     record.to_string().as_bytes(),
                 ) {
                     Ok(new) => {
+                        self.note_fork(evidence.author, evidence.seq);
                         warn!(author = %evidence.author, seq = evidence.seq, "equivocation evidence recorded");
-                        if new && let Some(peer) = evidence.author.peer_id() {
-                            self.misbehaved(peer, Misbehaviour::Equivocation);
+                        if new {
+                            if let Some(peer) = evidence.author.peer_id() {
+                                self.misbehaved(peer, Misbehaviour::Equivocation);
+                            }
+                            // Both signed envelopes go out on gossip once, so
+                            // that nodes holding either branch record the
+                            // evidence too (a fork at equal seqs is invisible
+                            // to frontiers).
+                            for bytes in [&evidence.first, &evidence.second] {
+                                if !bytes.is_empty() {
+                                    self.send(Outcome::PublishEnvelope(bytes.clone()));
+                                }
+                            }
                         }
                         self.emit(NodeEvent::Equivocation {
                             author: evidence.author,

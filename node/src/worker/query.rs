@@ -209,6 +209,11 @@ impl Worker {
             envelopes: counts.envelopes,
             readable: counts.plaintext,
             evidence: counts.evidence,
+            equivocations: self
+                .evidenced
+                .iter()
+                .map(|&(author, seq)| crate::handle::Equivocated { author, seq })
+                .collect(),
             disk_bytes: self.store.size_on_disk().unwrap_or(0),
             traffic: self.traffic,
             green_epoch: self.sealing_epoch_key().map(|k| k.epoch),

@@ -7,8 +7,14 @@
 //! until the fetching round ends. Requests and replies go to the event loop
 //! as outcomes; received envelopes go to `ingest`, received rosters to
 //! `roster`.
+//!
+//! Catch-up cannot be starved by one feed (H1): a batch is shared fairly
+//! between the feeds asked for, progress is judged per feed, a feed a
+//! peer's batch does not move forward is dropped from the round and backed
+//! off for that peer, and a `prev` conflict asks the peer for the
+//! neighbouring seq so that a fork becomes equivocation evidence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use breakwater_protocol::sync::{
@@ -21,6 +27,72 @@ use libp2p::PeerId;
 use tracing::debug;
 
 use super::{Origin, Outcome, Worker};
+use crate::store::StoreError;
+
+/// A feed a peer's batches did not move forward: not asked of that peer
+/// again until `until`, unless our frontier of it has moved meanwhile.
+#[derive(Debug)]
+pub(super) struct Stall {
+    /// Our frontier of the feed when it stalled.
+    frontier: u64,
+    /// End of the back-off.
+    until: Instant,
+    /// This back-off's length; doubled when it stalls again at the same
+    /// frontier.
+    step: Duration,
+}
+
+/// A peer's serving budget (L2): a bucket of bytes that refills at
+/// [`SERVE_RATE`] up to [`SERVE_BURST`]. A request that finds it empty is
+/// refused; a served answer is charged whole, so one answer may overdraw it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Budget {
+    bytes: f64,
+    at: Instant,
+}
+
+/// Bytes per second a peer may have served, sustained.
+pub(super) const SERVE_RATE: f64 = 8.0 * 1024.0 * 1024.0;
+
+/// Bytes a peer may have served at once (a catch-up of that much runs at
+/// full speed).
+pub(super) const SERVE_BURST: f64 = 64.0 * 1024.0 * 1024.0;
+
+impl Budget {
+    pub(super) fn new(now: Instant) -> Budget {
+        Budget {
+            bytes: SERVE_BURST,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.bytes = (self.bytes + elapsed * SERVE_RATE).min(SERVE_BURST);
+        self.at = now;
+    }
+
+    /// Whether a request may be served at `now`.
+    pub(super) fn allows(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.bytes > 0.0
+    }
+
+    /// Charges an answer of `bytes`.
+    pub(super) fn charge(&mut self, bytes: usize, now: Instant) {
+        self.refill(now);
+        self.bytes -= bytes as f64;
+    }
+}
+
+/// First back-off of a stalled feed.
+const STALL_FIRST: Duration = Duration::from_secs(30);
+
+/// Longest back-off of a stalled feed.
+const STALL_MAX: Duration = Duration::from_secs(600);
+
+/// Most conflict probes queued for one peer.
+const MAX_PROBES_PER_PEER: usize = 32;
 
 /// Per-peer state of an outgoing sync round: a single chain of request and
 /// answer.
@@ -28,8 +100,6 @@ use super::{Origin, Outcome, Worker};
 pub(super) struct Round {
     /// Their frontier, once they answered the Hello.
     theirs: Option<Frontier>,
-    /// Our frontier digest after the last batch (see [`Round::advanced`]).
-    last_digest: Option<Digest>,
     /// Last request or answer; a round quiet for [`ROUND_STALE`] is dead
     /// (an answer dropped on a full queue) and may be replaced.
     active_at: Instant,
@@ -60,14 +130,6 @@ impl Round {
             && self
                 .fetching_since
                 .is_some_and(|since| since.elapsed() < CLAIM_MAX)
-    }
-
-    /// Records `digest`, our frontier after a batch; false when the batch
-    /// moved it nothing since the last one.
-    fn advanced(&mut self, digest: Digest) -> bool {
-        let moved = self.last_digest != Some(digest);
-        self.last_digest = Some(digest);
-        moved
     }
 }
 
@@ -119,25 +181,55 @@ fn subtract(ranges: Vec<SeqRange>, taken: &[SeqRange]) -> Vec<SeqRange> {
     out
 }
 
-/// What is left of `asked` (served in order) once a batch ended with
-/// `author`'s `seq`; `None` when that matches no asked range or nothing is
-/// left.
-fn rest_of(asked: &[SeqRange], author: NodePublicKey, seq: u64) -> Option<Vec<SeqRange>> {
-    let at = asked
-        .iter()
-        .position(|r| r.author == author && r.from <= seq && seq <= r.to)?;
-    let mut rest = Vec::with_capacity(asked.len() - at);
-    if let Some(range) = asked.get(at)
-        && seq < range.to
-    {
-        rest.push(SeqRange {
-            author,
-            from: seq + 1,
-            to: range.to,
-        });
+/// What is left of `asked` once a batch cut short served `served` (author
+/// and seq of each item): the feeds it served nothing of come first, whole
+/// (the batch ran out before them, so they go first next time), then what
+/// follows the last served seq of each feed it served in part. Items
+/// outside every asked range are left out of the reckoning. `None` when
+/// nothing is left.
+fn rest_of(asked: &[SeqRange], served: &[(NodePublicKey, u64)]) -> Option<Vec<SeqRange>> {
+    let mut last: HashMap<NodePublicKey, u64> = HashMap::new();
+    for &(author, seq) in served {
+        if asked
+            .iter()
+            .any(|r| r.author == author && r.from <= seq && seq <= r.to)
+        {
+            let at = last.entry(author).or_insert(seq);
+            *at = (*at).max(seq);
+        }
     }
-    rest.extend_from_slice(asked.get(at + 1..).unwrap_or_default());
-    (!rest.is_empty()).then_some(rest)
+    let mut unserved = Vec::new();
+    let mut partial = Vec::new();
+    for range in asked {
+        match last.get(&range.author) {
+            None => unserved.push(*range),
+            Some(&l) if range.to <= l => {}
+            Some(&l) if range.from > l => partial.push(*range),
+            Some(&l) => partial.push(SeqRange {
+                from: l + 1,
+                ..*range
+            }),
+        }
+    }
+    unserved.extend(partial);
+    (!unserved.is_empty()).then_some(unserved)
+}
+
+/// One feed being served: its ranges in the order asked, where serving
+/// stands, and what it has taken.
+struct Serving {
+    ranges: Vec<SeqRange>,
+    /// Index of the range being served.
+    next: usize,
+    /// Next seq to serve in that range.
+    from: u64,
+    items: Vec<Vec<u8>>,
+}
+
+impl Serving {
+    fn done(&self) -> bool {
+        self.next >= self.ranges.len()
+    }
 }
 
 impl Worker {
@@ -165,7 +257,7 @@ impl Worker {
             return;
         }
         let request = SyncRequest::Hello {
-            digest: self.frontier().digest(),
+            digest: self.sync_frontier().digest(),
             roster_version: self.roster.roster.version,
             roster_hash: self.roster.roster.hash(),
         };
@@ -173,7 +265,6 @@ impl Worker {
             peer,
             Round {
                 theirs: None,
-                last_digest: None,
                 active_at: Instant::now(),
                 again: false,
                 asked: Vec::new(),
@@ -193,7 +284,13 @@ impl Worker {
     /// is still missing, and the next round with `peer` starts if it was
     /// asked for.
     fn end_round(&mut self, peer: PeerId) {
-        let again = self.rounds.remove(&peer).is_some_and(|r| r.again);
+        let round = self.rounds.remove(&peer);
+        if round.as_ref().is_some_and(|r| r.theirs.is_some()) {
+            // The peer told us its frontier and we fetched what we lacked of
+            // it, our own feed included.
+            self.own_feed_synced();
+        }
+        let again = round.is_some_and(|r| r.again);
         self.wake_waiting();
         if again {
             self.start_sync(peer);
@@ -218,8 +315,6 @@ impl Worker {
                 continue;
             }
             round.waiting = false;
-            // It took no batch while waiting: nothing to hold against it.
-            round.last_digest = None;
             self.request_missing(peer);
         }
     }
@@ -281,6 +376,22 @@ impl Worker {
         out
     }
 
+    /// Answers `peer`'s sync request within its serving budget (L2), and
+    /// returns the encoded answer.
+    pub(super) fn serve_sync_for(&mut self, peer: PeerId, request: &[u8]) -> Vec<u8> {
+        let now = Instant::now();
+        let budget = self.budgets.entry(peer).or_insert_with(|| Budget::new(now));
+        if !budget.allows(now) {
+            debug!(%peer, "sync request refused: serving budget spent");
+            return SyncResponse::Refused("serving budget spent; retry later".into()).encode();
+        }
+        let response = self.serve_sync(request).encode();
+        if let Some(budget) = self.budgets.get_mut(&peer) {
+            budget.charge(response.len(), now);
+        }
+        response
+    }
+
     pub(super) fn serve_sync(&self, request: &[u8]) -> SyncResponse {
         let request = match SyncRequest::decode(request) {
             Ok(r) => r,
@@ -310,7 +421,7 @@ impl Worker {
                 digest,
                 roster_version,
             } => {
-                let frontier = self.frontier();
+                let frontier = self.sync_frontier();
                 let ours = self.roster.roster.version;
                 if digest == frontier.digest() && roster_version == ours {
                     SyncResponse::InSync
@@ -321,57 +432,180 @@ impl Worker {
                     }
                 }
             }
-            SyncRequest::Ranges(ranges) => {
-                let mut items = Vec::new();
-                let mut bytes = 0usize;
-                let mut more = false;
-                for range in ranges {
-                    if bytes >= MAX_BATCH_BYTES || items.len() >= MAX_BATCH_ITEMS {
-                        more = true;
-                        break;
-                    }
-                    match self.store.range(
-                        &range.author.0,
-                        range.from,
-                        range.to,
-                        MAX_BATCH_BYTES - bytes,
-                        MAX_BATCH_ITEMS - items.len(),
-                    ) {
-                        Ok((found, cut)) => {
-                            bytes += found.iter().map(Vec::len).sum::<usize>();
-                            items.extend(found);
-                            // A batch ends with the range it cut, so the
-                            // asker can tell from its last item where to go on.
-                            if cut {
-                                more = true;
-                                break;
-                            }
-                        }
-                        Err(e) => return SyncResponse::Refused(format!("store: {e}")),
-                    }
-                }
-                SyncResponse::Envelopes { items, more }
-            }
-            SyncRequest::Rosters { after } => match self.store.rosters() {
-                Ok(all) => {
-                    // Oldest first, bounded like envelope batches; the
-                    // requester asks again for the rest.
-                    let mut bytes = 0usize;
-                    let rosters = all
-                        .into_iter()
-                        .filter(|(v, _)| *v > after)
-                        .take(MAX_ROSTERS)
-                        .take_while(|(_, b)| {
-                            bytes += b.len();
-                            bytes <= MAX_BATCH_BYTES || bytes == b.len()
-                        })
-                        .map(|(_, b)| b)
-                        .collect();
-                    SyncResponse::Rosters(rosters)
-                }
+            SyncRequest::Ranges(ranges) => match self.serve_ranges(ranges) {
+                Ok(response) => response,
                 Err(e) => SyncResponse::Refused(format!("store: {e}")),
             },
+            SyncRequest::Rosters { after } => {
+                // Oldest first, bounded like envelope batches; the requester
+                // asks again for the rest. A range scan (L2): a request
+                // reads only the versions it returns.
+                match self
+                    .store
+                    .rosters_after(after, MAX_ROSTERS, MAX_BATCH_BYTES)
+                {
+                    Ok(rosters) => {
+                        SyncResponse::Rosters(rosters.into_iter().map(|(_, b)| b).collect())
+                    }
+                    Err(e) => SyncResponse::Refused(format!("store: {e}")),
+                }
+            }
         }
+    }
+
+    /// Serves `ranges` fairly between feeds: the ranges of each author
+    /// together get an equal share of [`MAX_BATCH_BYTES`] and
+    /// [`MAX_BATCH_ITEMS`] (at least one envelope each while the batch has
+    /// room), then what the feeds that needed less left over goes to the
+    /// others in order. Items come grouped by feed, in the order the feeds
+    /// were first asked for, each feed's in seq order; `more` says some
+    /// feed was cut short. One huge feed thus never starves the feeds
+    /// after it.
+    fn serve_ranges(&self, ranges: Vec<SeqRange>) -> Result<SyncResponse, StoreError> {
+        let mut feeds: Vec<Serving> = Vec::new();
+        for range in ranges {
+            match feeds
+                .iter_mut()
+                .find(|f| f.ranges[0].author == range.author)
+            {
+                Some(feed) => feed.ranges.push(range),
+                None => feeds.push(Serving {
+                    from: range.from,
+                    ranges: vec![range],
+                    next: 0,
+                    items: Vec::new(),
+                }),
+            }
+        }
+        let n = feeds.len().max(1);
+        let (share, item_share) = ((MAX_BATCH_BYTES / n).max(1), (MAX_BATCH_ITEMS / n).max(1));
+        let (mut bytes, mut count) = (0usize, 0usize);
+        for pass in 0..2 {
+            for feed in feeds.iter_mut() {
+                if feed.done() || bytes >= MAX_BATCH_BYTES || count >= MAX_BATCH_ITEMS {
+                    continue;
+                }
+                let (room, room_items) = if pass == 0 {
+                    (share, item_share)
+                } else {
+                    (usize::MAX, usize::MAX)
+                };
+                let room = room.min(MAX_BATCH_BYTES - bytes);
+                let room_items = room_items.min(MAX_BATCH_ITEMS - count);
+                let (b, c) = self.fill(feed, room, room_items)?;
+                bytes += b;
+                count += c;
+            }
+        }
+        let more = feeds.iter().any(|f| !f.done());
+        let items = feeds.into_iter().flat_map(|f| f.items).collect();
+        Ok(SyncResponse::Envelopes { items, more })
+    }
+
+    /// Serves `feed` onward within `room` bytes and `room_items` items (at
+    /// least one envelope if it has any left); returns what it took.
+    fn fill(
+        &self,
+        feed: &mut Serving,
+        room: usize,
+        room_items: usize,
+    ) -> Result<(usize, usize), StoreError> {
+        let (mut bytes, mut count) = (0usize, 0usize);
+        while let Some(range) = feed.ranges.get(feed.next).copied() {
+            if count >= room_items || (count > 0 && bytes >= room) {
+                break;
+            }
+            let (found, cut) = self.store.range(
+                &range.author.0,
+                feed.from,
+                range.to,
+                room.saturating_sub(bytes).max(1),
+                room_items - count,
+            )?;
+            bytes += found.iter().map(Vec::len).sum::<usize>();
+            count += found.len();
+            let last_seq = found
+                .last()
+                .and_then(|b| Envelope::decode(b).ok())
+                .map(|e| e.header.seq);
+            feed.items.extend(found);
+            match last_seq {
+                Some(seq) if cut && seq < range.to => feed.from = seq + 1,
+                _ => {
+                    feed.next += 1;
+                    if let Some(next) = feed.ranges.get(feed.next) {
+                        feed.from = next.from;
+                    }
+                }
+            }
+            if cut {
+                break;
+            }
+        }
+        Ok((bytes, count))
+    }
+
+    /// Whether `author`'s feed is backed off with `peer` at our frontier
+    /// `frontier` of it.
+    fn is_stalled(&self, peer: PeerId, author: NodePublicKey, frontier: u64) -> bool {
+        self.stalled
+            .get(&(peer, author))
+            .is_some_and(|s| s.frontier == frontier && Instant::now() < s.until)
+    }
+
+    /// Backs `author`'s feed off with `peer`: its batches did not move our
+    /// frontier `frontier` of it.
+    fn stall(&mut self, peer: PeerId, author: NodePublicKey, frontier: u64) {
+        let step = match self.stalled.get(&(peer, author)) {
+            Some(s) if s.frontier == frontier => (s.step * 2).min(STALL_MAX),
+            _ => STALL_FIRST,
+        };
+        debug!(%peer, %author, frontier, "feed stalled, backed off for {step:?}");
+        self.stalled.insert(
+            (peer, author),
+            Stall {
+                frontier,
+                until: Instant::now() + step,
+                step,
+            },
+        );
+    }
+
+    /// Queues a probe: `author`'s envelope at `seq`, to ask `peer` for
+    /// because what it sent conflicts with a stored neighbour.
+    pub(super) fn probe(&mut self, peer: PeerId, author: NodePublicKey, seq: u64) {
+        if seq == 0 || self.forks.contains_key(&author) {
+            return;
+        }
+        let range = SeqRange {
+            author,
+            from: seq,
+            to: seq,
+        };
+        let probes = self.probes.entry(peer).or_default();
+        if probes.len() < MAX_PROBES_PER_PEER && !probes.contains(&range) {
+            probes.push(range);
+        }
+    }
+
+    /// Sends the probes queued for `peer` within its round, if there are
+    /// any; returns whether it did.
+    fn send_probes(&mut self, peer: PeerId) -> bool {
+        let Some(round) = self.rounds.get_mut(&peer) else {
+            return false;
+        };
+        let Some(probes) = self.probes.remove(&peer).filter(|p| !p.is_empty()) else {
+            return false;
+        };
+        round.theirs.get_or_insert_with(Frontier::default);
+        round.asked = probes.clone();
+        round.active_at = Instant::now();
+        self.traffic.sync_requests += 1;
+        self.send(Outcome::SyncRequest {
+            peer,
+            request: SyncRequest::Ranges(probes).encode(),
+        });
+        true
     }
 
     pub(super) fn on_sync_answer(&mut self, peer: PeerId, response: &[u8]) {
@@ -387,7 +621,15 @@ impl Worker {
             }
         };
         match response {
-            SyncResponse::InSync | SyncResponse::Refused(_) => self.end_round(peer),
+            SyncResponse::InSync | SyncResponse::Refused(_) => {
+                if matches!(response, SyncResponse::InSync) {
+                    self.traffic.sync_in_sync += 1;
+                    self.own_feed_synced();
+                }
+                if !self.send_probes(peer) {
+                    self.end_round(peer)
+                }
+            }
             SyncResponse::Frontier {
                 frontier,
                 roster_version,
@@ -408,14 +650,31 @@ impl Worker {
                 }
             }
             SyncResponse::Envelopes { items, more } => {
+                let asked = self
+                    .rounds
+                    .get(&peer)
+                    .map(|r| r.asked.clone())
+                    .unwrap_or_default();
+                let served: Vec<(NodePublicKey, u64)> = items
+                    .iter()
+                    .filter_map(|bytes| Envelope::decode(bytes).ok())
+                    .map(|e| (e.header.author, e.header.seq))
+                    .collect();
                 // The rest is asked for before this batch is checked, so the
                 // peer serves it while this node works.
-                let asked_ahead = more && self.ask_for_the_rest(peer, items.last());
+                let asked_ahead = more && self.ask_for_the_rest(peer, &asked, &served);
+                let before: HashMap<NodePublicKey, u64> = asked
+                    .iter()
+                    .map(|r| (r.author, self.store.frontier_of(&r.author.0).unwrap_or(0)))
+                    .collect();
                 self.ingest(items, Origin::Sync { peer });
-                if asked_ahead {
-                    self.check_progress(peer);
-                } else {
+                let progressed = self.judge(peer, &before, &served, asked_ahead);
+                if !asked_ahead {
                     self.request_missing(peer);
+                } else if !progressed {
+                    // Nothing moved: the request sent ahead then finds no
+                    // round and stops.
+                    self.end_round(peer);
                 }
             }
         }
@@ -533,33 +792,53 @@ impl Worker {
         false
     }
 
-    /// Ends the round with `peer` if the batch just taken moved nothing
-    /// forward (a peer answering with junk, or envelopes it cannot prove):
-    /// the request already sent ahead then finds no round and stops.
-    fn check_progress(&mut self, peer: PeerId) {
-        let digest = self.frontier().digest();
-        let Some(round) = self.rounds.get_mut(&peer) else {
-            return;
-        };
-        if !round.advanced(digest) {
-            self.end_round(peer);
+    /// Judges a batch from `peer` feed by feed, once it is ingested:
+    /// `before` holds our frontier of each feed asked for, `served` the
+    /// items' authors and seqs, `cut` whether the peer cut the batch short
+    /// (a feed it served nothing of may then come in the rest). A feed
+    /// whose items did not move our frontier forward (a fork, junk, replays)
+    /// or that the peer served nothing of when it could have is backed off
+    /// with this peer, so the round goes on with the others. Returns
+    /// whether any feed moved forward.
+    fn judge(
+        &mut self,
+        peer: PeerId,
+        before: &HashMap<NodePublicKey, u64>,
+        served: &[(NodePublicKey, u64)],
+        cut: bool,
+    ) -> bool {
+        let served: HashSet<NodePublicKey> = served.iter().map(|(a, _)| *a).collect();
+        let mut progressed = false;
+        for (author, &was) in before {
+            let now = self.store.frontier_of(&author.0).unwrap_or(0);
+            if now > was {
+                progressed = true;
+            } else if served.contains(author) || !cut {
+                self.stall(peer, *author, now);
+            }
         }
+        progressed
     }
 
     /// After a batch that `peer` cut short, asks at once for what it did not
-    /// send of the ranges last asked: ranges are served in order, so the last
-    /// item says where the batch stopped. Returns whether it asked; when the
-    /// last item matches no asked range, the frontier decides after ingest.
-    fn ask_for_the_rest(&mut self, peer: PeerId, last: Option<&Vec<u8>>) -> bool {
-        let Some(last) = last.and_then(|bytes| Envelope::decode(bytes).ok()) else {
-            return false;
-        };
+    /// send of the ranges last asked (see [`rest_of`]). Returns whether it
+    /// asked.
+    fn ask_for_the_rest(
+        &mut self,
+        peer: PeerId,
+        asked: &[SeqRange],
+        served: &[(NodePublicKey, u64)],
+    ) -> bool {
         let Some(round) = self.rounds.get_mut(&peer) else {
             return false;
         };
-        let Some(rest) = rest_of(&round.asked, last.header.author, last.header.seq) else {
+        let Some(rest) = rest_of(asked, served) else {
             return false;
         };
+        if rest.len() == asked.len() && rest.iter().zip(asked).all(|(a, b)| a == b) {
+            // Nothing asked for came: not a batch cut short.
+            return false;
+        }
         round.asked = rest.clone();
         round.active_at = Instant::now();
         self.traffic.sync_requests += 1;
@@ -570,39 +849,40 @@ impl Worker {
         true
     }
 
-    /// Asks `peer` for the ranges it has and we lack, while that makes
-    /// progress — except what we hold already and what other rounds are
-    /// fetching. When other rounds fetch all of it, the round waits for them.
+    /// Asks `peer` for the ranges it has and we lack, feed by feed while
+    /// that makes progress, plus any conflict probes queued for it — except
+    /// what we hold already, what other rounds are fetching, feeds backed
+    /// off with this peer and feeds held at a fork. When other rounds fetch
+    /// all of it, the round waits for them.
     fn request_missing(&mut self, peer: PeerId) {
         let mine = self.frontier();
-        let digest = mine.digest();
-        let Some(round) = self.rounds.get_mut(&peer) else {
+        let Some(round) = self.rounds.get(&peer) else {
             return;
         };
-        if round.theirs.is_none() {
-            return;
-        }
-        if !round.advanced(digest) {
-            // The last batch moved nothing forward: stop rather than loop.
-            self.end_round(peer);
-            return;
-        }
         let Some(theirs) = &round.theirs else {
             return;
         };
         // Feeds of authors we would reject (revoked, unknown) are never
-        // requested: they could never advance and would starve the rest.
+        // requested: they could never advance. Feeds held at a fork neither.
         let roster = &self.roster.roster;
         let missing: Vec<_> = mine
             .missing_from(theirs)
             .into_iter()
-            .filter(|r| roster.org_of(&r.author).is_some())
+            .filter(|r| {
+                roster.org_of(&r.author).is_some()
+                    && !self.forks.contains_key(&r.author)
+                    && !self.is_stalled(peer, r.author, mine.get(&r.author))
+            })
             .collect();
-        if missing.is_empty() {
+        let probes = self.probes.remove(&peer).unwrap_or_default();
+        if missing.is_empty() && probes.is_empty() {
             self.end_round(peer);
             return;
         }
-        let mut ask = subtract(self.lacking(missing), &self.taken_by_others(peer));
+        let mut ask = probes;
+        if !missing.is_empty() {
+            ask.extend(subtract(self.lacking(missing), &self.taken_by_others(peer)));
+        }
         let Some(round) = self.rounds.get_mut(&peer) else {
             return;
         };
@@ -638,32 +918,68 @@ mod tests {
     }
 
     #[test]
-    fn the_rest_of_a_cut_batch_starts_after_its_last_item() {
+    fn the_rest_of_a_cut_batch_puts_unserved_feeds_first() {
         let asked = [range(1, 1, 100), range(2, 5, 9), range(3, 1, 1)];
-        let a = NodePublicKey([1; 32]);
-        let b = NodePublicKey([2; 32]);
-        // Cut inside the first range: the rest of it, then the others.
+        let key = NodePublicKey;
+        // Cut inside the first feed, nothing of the others: they come first.
         assert_eq!(
-            rest_of(&asked, a, 40),
-            Some(vec![range(1, 41, 100), range(2, 5, 9), range(3, 1, 1)])
+            rest_of(&asked, &[(key([1; 32]), 1), (key([1; 32]), 40)]),
+            Some(vec![range(2, 5, 9), range(3, 1, 1), range(1, 41, 100)])
         );
-        // Cut at the end of a range: the ranges after it.
+        // A feed served to its end is done; a feed served in part goes on.
         assert_eq!(
-            rest_of(&asked, a, 100),
-            Some(vec![range(2, 5, 9), range(3, 1, 1)])
+            rest_of(&asked, &[(key([1; 32]), 100), (key([2; 32]), 7)]),
+            Some(vec![range(3, 1, 1), range(2, 8, 9)])
         );
+        // A feed's later ranges stay whole after a cut in an earlier one.
+        let split = [range(1, 1, 10), range(1, 20, 30)];
         assert_eq!(
-            rest_of(&asked, b, 7),
-            Some(vec![range(2, 8, 9), range(3, 1, 1)])
+            rest_of(&split, &[(key([1; 32]), 4)]),
+            Some(vec![range(1, 5, 10), range(1, 20, 30)])
         );
         // Nothing left.
-        assert_eq!(rest_of(&asked, NodePublicKey([3; 32]), 1), None);
-        // An item outside every asked range (a confused or hostile peer)
-        // asks for nothing: the frontier decides after ingest.
-        assert_eq!(rest_of(&asked, a, 101), None);
-        assert_eq!(rest_of(&asked, b, 4), None);
-        assert_eq!(rest_of(&asked, NodePublicKey([9; 32]), 1), None);
-        assert_eq!(rest_of(&[], a, 1), None);
+        assert_eq!(
+            rest_of(
+                &asked,
+                &[(key([1; 32]), 100), (key([2; 32]), 9), (key([3; 32]), 1)]
+            ),
+            None
+        );
+        // Items outside every asked range (a confused or hostile peer)
+        // count for nothing.
+        assert_eq!(
+            rest_of(&asked, &[(key([1; 32]), 101), (key([9; 32]), 1)]),
+            Some(asked.to_vec())
+        );
+        assert_eq!(rest_of(&[], &[(key([1; 32]), 1)]), None);
+    }
+
+    #[test]
+    fn l2_a_peer_spending_its_serving_budget_is_refused_until_it_refills() {
+        let start = Instant::now();
+        let mut budget = Budget::new(start);
+        assert!(budget.allows(start));
+        // A burst's worth of answers, one 2 MiB batch at a time.
+        let batch = 2 * 1024 * 1024;
+        let mut served = 0usize;
+        while budget.allows(start) {
+            budget.charge(batch, start);
+            served += batch;
+        }
+        assert_eq!(served as f64, SERVE_BURST);
+        assert!(!budget.allows(start));
+        // Refilled at the sustained rate (8 MiB/s); an answer may overdraw.
+        let t = start + Duration::from_millis(100);
+        assert!(budget.allows(t));
+        budget.charge(10 * 1024 * 1024, t);
+        assert!(!budget.allows(t + Duration::from_secs(1)));
+        assert!(budget.allows(t + Duration::from_millis(1500)));
+        // Never above the burst, however long it waits.
+        let mut idle = Budget::new(start);
+        idle.charge(1, start);
+        assert!(idle.allows(start + Duration::from_secs(3600)));
+        idle.charge(SERVE_BURST as usize, start + Duration::from_secs(3600));
+        assert!(!idle.allows(start + Duration::from_secs(3600)));
     }
 
     #[test]

@@ -768,15 +768,23 @@ impl Target for CardTarget {
 // ------------------------------------------------------------------ sync
 
 /// Every request variant; `request_variant` must name each.
-const REQUEST_VARIANTS: [&str; 3] = ["hello", "ranges", "rosters"];
+const REQUEST_VARIANTS: [&str; 4] = ["hello", "hello-v1", "ranges", "rosters"];
 /// Every response variant; `response_variant` must name each.
-const RESPONSE_VARIANTS: [&str; 5] = ["in-sync", "frontier", "envelopes", "rosters", "refused"];
+const RESPONSE_VARIANTS: [&str; 6] = [
+    "in-sync",
+    "frontier",
+    "frontier-v1",
+    "envelopes",
+    "rosters",
+    "refused",
+];
 
 /// Exhaustive on purpose: a new variant does not compile until it is named
 /// here, in [`REQUEST_VARIANTS`] and among the seeds.
 fn request_variant(request: &SyncRequest) -> &'static str {
     match request {
         SyncRequest::Hello { .. } => "hello",
+        SyncRequest::HelloV1 { .. } => "hello-v1",
         SyncRequest::Ranges(_) => "ranges",
         SyncRequest::Rosters { .. } => "rosters",
     }
@@ -787,6 +795,7 @@ fn response_variant(response: &SyncResponse) -> &'static str {
     match response {
         SyncResponse::InSync => "in-sync",
         SyncResponse::Frontier { .. } => "frontier",
+        SyncResponse::FrontierV1 { .. } => "frontier-v1",
         SyncResponse::Envelopes { .. } => "envelopes",
         SyncResponse::Rosters(_) => "rosters",
         SyncResponse::Refused(_) => "refused",
@@ -813,6 +822,11 @@ impl<'a> SyncRequestTarget<'a> {
         let frontier = Frontier(authors.iter().map(|a| (*a, 5)).collect());
         let requests = [
             SyncRequest::Hello {
+                digest: frontier.digest(),
+                roster_version: 2,
+                roster_hash: frontier.digest(),
+            },
+            SyncRequest::HelloV1 {
                 digest: frontier.digest(),
                 roster_version: 2,
             },
@@ -848,6 +862,11 @@ impl Target for SyncRequestTarget<'_> {
         let mut request = SyncRequest::decode(self.seeds.get(seed)?).ok()?;
         let what = match &mut request {
             SyncRequest::Hello {
+                digest,
+                roster_version,
+                ..
+            }
+            | SyncRequest::HelloV1 {
                 digest,
                 roster_version,
             } => {
@@ -926,6 +945,11 @@ impl<'a> SyncResponseTarget<'a> {
         let responses = [
             SyncResponse::InSync,
             SyncResponse::Frontier {
+                frontier: frontier.clone(),
+                roster_version: 2,
+                roster_hash: frontier.digest(),
+            },
+            SyncResponse::FrontierV1 {
                 frontier,
                 roster_version: 2,
             },
@@ -964,6 +988,11 @@ impl Target for SyncResponseTarget<'_> {
         let what = match &mut response {
             SyncResponse::InSync => "in-sync".to_string(),
             SyncResponse::Frontier {
+                frontier,
+                roster_version,
+                ..
+            }
+            | SyncResponse::FrontierV1 {
                 frontier,
                 roster_version,
             } => match rng.random_range(0..3u32) {
@@ -1066,7 +1095,10 @@ impl Target for SyncResponseTarget<'_> {
                     outcome.accepted &= inner.accepted;
                 }
             }
-            SyncResponse::InSync | SyncResponse::Frontier { .. } | SyncResponse::Refused(_) => {}
+            SyncResponse::InSync
+            | SyncResponse::Frontier { .. }
+            | SyncResponse::FrontierV1 { .. }
+            | SyncResponse::Refused(_) => {}
         }
         outcome
     }
