@@ -274,14 +274,12 @@ pub fn check_addr(addr: &str) -> Result<(), CardError> {
     };
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
-        ["memory", port] => {
-            return port
-                .parse::<u64>()
-                .ok()
-                .filter(|p| *p > 0)
-                .map(|_| ())
-                .ok_or_else(|| bad("bad memory port"));
-        }
+        ["memory", port] => port
+            .parse::<u64>()
+            .ok()
+            .filter(|p| *p > 0)
+            .map(|_| ())
+            .ok_or_else(|| bad("bad memory port")),
         [host_kind, host, tail @ ..] => {
             match *host_kind {
                 "ip4" => {
