@@ -190,6 +190,8 @@ impl JobSenders {
     }
 
     /// Queues `job` without waiting; fails when its queue is full.
+    // The job comes back in the error, as with mpsc's own `try_send`.
+    #[allow(clippy::result_large_err)]
     pub fn try_send(&self, job: Job) -> Result<(), TrySendError<Job>> {
         self.queue_for(&job).try_send(job)
     }
@@ -200,6 +202,8 @@ impl JobSenders {
     }
 
     /// Queues `job` from outside the runtime, blocking for room.
+    // The job comes back in the error, as with mpsc's own `blocking_send`.
+    #[allow(clippy::result_large_err)]
     pub fn blocking_send(&self, job: Job) -> Result<(), SendError<Job>> {
         self.queue_for(&job).blocking_send(job)
     }

@@ -1,6 +1,8 @@
 //! Unit tests of the worker's queues: a full gossip queue never holds up or
 //! drops a sync answer (review finding L1).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use libp2p::PeerId;
 use libp2p::gossipsub::MessageId;
 

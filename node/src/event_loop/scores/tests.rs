@@ -1,5 +1,7 @@
 //! Unit tests of the application-score ledgers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;

@@ -1,5 +1,7 @@
 //! Unit tests of the inbound gate's per-IP limits and member reserve.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use libp2p::swarm::ConnectionId;
 
 use super::*;
