@@ -179,18 +179,20 @@ pub async fn spawn(
     let worker_roster = roster.clone();
     let worker_events = event_tx.clone();
     let ttl = config.default_ttl.as_millis() as u64;
+    let policy = crate::worker::StoragePolicy::from_config(&config);
     std::thread::Builder::new()
         .name("breakwater-store".into())
         .spawn(move || {
-            Worker::new(
+            let mut worker = Worker::new(
                 store,
                 worker_keys,
                 worker_roster,
                 ttl,
                 worker_events,
                 outcome_tx,
-            )
-            .run(job_rx);
+            );
+            worker.policy = policy;
+            worker.run(job_rx);
             let _ = done_tx.send(());
         })
         .map_err(|e| SpawnError::Roster(format!("cannot start the store thread: {e}")))?;

@@ -22,7 +22,7 @@ impl Worker {
         Summary {
             id,
             author_org: self
-                .org_of(&header.author)
+                .org_of_envelope(&id, &header.author)
                 .map(|o| o.to_string())
                 .unwrap_or_else(|| "unknown".into()),
             author: header.author,
@@ -213,6 +213,8 @@ impl Worker {
             green_epoch: self.sealing_epoch_key().map(|k| k.epoch),
             pending_green: counts.pending_green,
             green_key_problem: self.green_problem.clone(),
+            tombstones: counts.tombstones,
+            store_write_error: self.write_failure.clone(),
         })
     }
 }

@@ -463,6 +463,7 @@ impl Worker {
     fn request_missing(&mut self, peer: PeerId) {
         let mine = self.frontier();
         let digest = mine.digest();
+        let backed_off = self.backed_off(super::now_ms());
         let Some(round) = self.rounds.get_mut(&peer) else {
             return;
         };
@@ -479,11 +480,13 @@ impl Worker {
         };
         // Feeds of authors we would reject (revoked, unknown) are never
         // requested: they could never advance and would starve the rest.
+        // Nor those of authors over their storage quota until their window
+        // ends (back-off): they would only be ignored again.
         let roster = &self.roster.roster;
         let missing: Vec<_> = mine
             .missing_from(theirs)
             .into_iter()
-            .filter(|r| roster.org_of(&r.author).is_some())
+            .filter(|r| roster.org_of(&r.author).is_some() && !backed_off.contains(&r.author))
             .collect();
         if missing.is_empty() {
             self.end_round(peer);
