@@ -213,7 +213,13 @@ fn store_err(e: StoreError) -> RequestError {
 /// disk: "No space left on device").
 fn store_error_line(e: &StoreError) -> String {
     match e {
-        StoreError::Sled(sled::Error::Io(io)) => format!("cannot write to the store: {io}"),
+        StoreError::Sled(sled::Error::Io(io))
+            if io.kind() == std::io::ErrorKind::StorageFull
+                || io.to_string().contains("No space left on device") =>
+        {
+            "store I/O failed: the disk is full (No space left on device)".to_owned()
+        }
+        StoreError::Sled(sled::Error::Io(io)) => format!("store I/O failed: {io}"),
         StoreError::Sled(other) => format!("store: {other}"),
         other => other.to_string(),
     }
