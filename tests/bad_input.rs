@@ -64,6 +64,20 @@ fn bad_publish_input_changes_nothing() {
             ],
             "soon",
         ),
+        // H4: a lifetime longer than the protocol's one year.
+        (
+            &[
+                "--tlp",
+                "green",
+                "--severity",
+                "high",
+                "--title",
+                "t",
+                "--expires",
+                "5200w",
+            ],
+            "365 days",
+        ),
     ];
     for (args, named) in cases {
         let mut all = vec!["publish"];

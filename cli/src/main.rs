@@ -311,7 +311,13 @@ async fn dispatch(command: Command) -> Result<()> {
                 None => summary,
             };
             let ttl_ms = match expires {
-                Some(text) => Some(parse_duration(&text).context("--expires")?.as_millis() as u64),
+                Some(text) => {
+                    let ms = parse_duration(&text).context("--expires")?.as_millis() as u64;
+                    if ms > breakwater_protocol::MAX_LIFETIME_MS {
+                        bail!("--expires {text}: a bulletin may live at most 365 days");
+                    }
+                    Some(ms)
+                }
                 None => None,
             };
             if let Some(path) = from_stix {

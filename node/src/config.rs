@@ -91,6 +91,27 @@ pub struct Config {
     /// A node whose roster lists no other node never waits.
     #[serde(with = "millis")]
     pub publish_sync_wait: Duration,
+    /// Length of the per-author quota window.
+    #[serde(with = "millis")]
+    pub quota_window: Duration,
+    /// Most new envelopes stored per author per quota window; more are
+    /// ignored until the window ends.
+    pub quota_envelopes_per_window: u64,
+    /// Most new ciphertext bytes stored per author per quota window.
+    pub quota_bytes_per_window: u64,
+    /// Most ciphertext bytes kept per author at any time.
+    pub quota_bytes_per_author: u64,
+    /// Longest envelope lifetime this node stores (at most one year, the
+    /// protocol's limit); longer ones are ignored, their feed position kept.
+    #[serde(with = "millis")]
+    pub max_lifetime: Duration,
+    /// How long expired ciphertext is kept before it is deleted (a
+    /// tombstone keeps its feed position).
+    #[serde(with = "millis")]
+    pub expired_grace: Duration,
+    /// Days after an organisation's revocation (as first seen by this node)
+    /// when its envelopes' ciphertext is deleted, tombstones kept.
+    pub revoked_purge_after_days: u64,
 }
 
 impl Default for Config {
@@ -107,6 +128,13 @@ impl Default for Config {
             default_ttl: Duration::from_secs(90 * 24 * 3600),
             mdns: false,
             publish_sync_wait: Duration::from_secs(10),
+            quota_window: Duration::from_secs(3600),
+            quota_envelopes_per_window: 100_000,
+            quota_bytes_per_window: 2 * 1024 * 1024 * 1024,
+            quota_bytes_per_author: 4 * 1024 * 1024 * 1024,
+            max_lifetime: Duration::from_millis(breakwater_protocol::MAX_LIFETIME_MS),
+            expired_grace: Duration::from_secs(7 * 24 * 3600),
+            revoked_purge_after_days: 30,
         }
     }
 }
@@ -122,12 +150,26 @@ impl Config {
             ("heartbeat", self.heartbeat),
             ("max_redial_backoff", self.max_redial_backoff),
             ("default_ttl", self.default_ttl),
+            ("quota_window", self.quota_window),
+            ("max_lifetime", self.max_lifetime),
         ] {
             if value < MIN_INTERVAL {
                 return Err(ConfigError::Invalid(format!(
                     "{name} must be at least 10 ms"
                 )));
             }
+        }
+        let year = Duration::from_millis(breakwater_protocol::MAX_LIFETIME_MS);
+        if self.max_lifetime > year {
+            return Err(ConfigError::Invalid(format!(
+                "max_lifetime must be at most one year ({} ms)",
+                year.as_millis()
+            )));
+        }
+        if self.default_ttl > self.max_lifetime {
+            return Err(ConfigError::Invalid(
+                "default_ttl must be at most max_lifetime".to_owned(),
+            ));
         }
         if !self.api.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(

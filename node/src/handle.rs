@@ -227,6 +227,14 @@ pub struct Status {
     /// Why this node distrusts a GREEN key package, if it does.
     #[serde(default)]
     pub green_key_problem: Option<String>,
+    /// Feed positions whose ciphertext was deleted (expired past the grace
+    /// period, or of a purged organisation); counted in `envelopes`.
+    #[serde(default)]
+    pub tombstones: u64,
+    /// The last store write failure (a full disk), until a write succeeds
+    /// again. Reads keep working meanwhile.
+    #[serde(default)]
+    pub store_write_error: Option<String>,
     /// The roster fork this node has recorded, if any: while it is set the
     /// node applies no roster update.
     #[serde(default)]

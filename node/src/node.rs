@@ -182,10 +182,11 @@ pub async fn spawn(
     let ttl = config.default_ttl.as_millis() as u64;
     let (own_feed_tx, own_feed_rx) = tokio::sync::watch::channel(false);
     let publish_wait_until = tokio::time::Instant::now() + config.publish_sync_wait;
+    let policy = crate::worker::StoragePolicy::from_config(&config);
     std::thread::Builder::new()
         .name("breakwater-store".into())
         .spawn(move || {
-            Worker::new(
+            let mut worker = Worker::new(
                 store,
                 worker_keys,
                 worker_roster,
@@ -193,8 +194,9 @@ pub async fn spawn(
                 worker_events,
                 outcome_tx,
             )
-            .with_own_feed_signal(own_feed_tx)
-            .run(job_rx);
+            .with_own_feed_signal(own_feed_tx);
+            worker.policy = policy;
+            worker.run(job_rx);
             let _ = done_tx.send(());
         })
         .map_err(|e| SpawnError::Roster(format!("cannot start the store thread: {e}")))?;

@@ -25,10 +25,17 @@
 //! | `t` | target id(32) ‖ retraction id(32) | empty (retraction of a target not stored yet) |
 //! | `g` | epoch(8 BE) ‖ id(32) | empty (stored, not openable until this node has the epoch's key) |
 //! | `q` | author(32) ‖ seq(8 BE) | equivocation evidence (opaque) |
+//! | `o` | id(32) | the author's organisation when the envelope was accepted (UTF-8) |
+//! | `y` | expires_at(8 BE) ‖ id(32) | author(32) ‖ seq(8 BE) (expiry index) |
 //! | `m` | name | value (own seq, the layout marker, `user/…` for [`Store::put_meta`]) |
 //!
 //! An `e` value starts with the envelope id so that [`Store::id_at`] and the
-//! equivocation check need no second read. Envelopes keyed by feed position
+//! equivocation check need no second read. An `e` value that is the id alone
+//! is a **tombstone**: the envelope expired (or its organisation was purged)
+//! and its ciphertext was deleted, but its feed position stays, so the
+//! frontier does not regress, a copy arriving again is a duplicate and a
+//! different envelope at that position is still an equivocation.
+//! [`Store::envelope`] and [`Store::range`] do not return tombstones. Envelopes keyed by feed position
 //! append into their author's own leaves, and a sync range is one ordered
 //! scan. A store written with layout v1 (one tree per family) is migrated on
 //! open, resumably (see `store/migrate.rs`).
@@ -108,6 +115,10 @@ mod family {
     pub const EVIDENCE: u8 = b'q';
     /// `name` → value.
     pub const META: u8 = b'm';
+    /// `id` → organisation at acceptance.
+    pub const ORG: u8 = b'o';
+    /// `expires_at ‖ id` → `author ‖ seq`.
+    pub const EXPIRY: u8 = b'y';
 
     /// How [`super::StoreError::Corrupt`] names a family.
     pub fn name(prefix: u8) -> &'static str {
@@ -122,6 +133,8 @@ mod family {
             PENDING_EPOCH => "kv/g",
             EVIDENCE => "kv/q",
             META => "kv/m",
+            ORG => "kv/o",
+            EXPIRY => "kv/y",
             _ => "kv",
         }
     }
@@ -243,6 +256,9 @@ pub struct Counts {
     pub evidence: u64,
     /// GREEN envelopes waiting for the key of a newer roster version.
     pub pending_green: u64,
+    /// Feed positions whose ciphertext was deleted (expired or purged);
+    /// included in `envelopes`.
+    pub tombstones: u64,
 }
 
 /// State only a writer touches, behind the store's writer lock.
@@ -264,6 +280,9 @@ pub struct Store {
     writer: Arc<Mutex<Writer>>,
     /// `apply_batch` calls made by [`Store::write`] since open.
     batches: Arc<AtomicU64>,
+    /// Fail every [`Store::write`] as a full disk would (for tests of what
+    /// the node does then; see [`Store::fail_writes`]).
+    fail_writes: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for Store {
@@ -315,7 +334,28 @@ impl Store {
             db,
             writer: Arc::default(),
             batches: Arc::default(),
+            fail_writes: Arc::default(),
         })
+    }
+
+    /// Makes every later [`Store::write`] through any handle of this store
+    /// fail (`fail = true`) with the I/O error a full disk gives, or work
+    /// again. For tests of how the node copes with a full disk where a
+    /// real full filesystem is not available.
+    #[doc(hidden)]
+    pub fn fail_writes(&self, fail: bool) {
+        self.fail_writes.store(fail, Ordering::Relaxed);
+    }
+
+    /// The error [`Store::fail_writes`] injects.
+    fn injected_write_failure(&self) -> Result<(), StoreError> {
+        if self.fail_writes.load(Ordering::Relaxed) {
+            return Err(StoreError::Sled(sled::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device (os error 28, injected)",
+            ))));
+        }
+        Ok(())
     }
 
     /// How many `sled::Batch`es [`Store::write`] (and every single-item
@@ -364,6 +404,13 @@ impl Store {
             rosters: u64::try_from(self.rosters.len()).unwrap_or(u64::MAX),
             evidence: count(family::EVIDENCE),
             pending_green: count(family::PENDING_EPOCH),
+            tombstones: u64::try_from(
+                self.kv
+                    .scan_prefix([family::ENVELOPE])
+                    .filter(|entry| entry.as_ref().is_ok_and(|(_, v)| v.len() == 32))
+                    .count(),
+            )
+            .unwrap_or(u64::MAX),
         }
     }
 
@@ -498,6 +545,10 @@ impl Store {
             });
         };
         let (stored, bytes) = split_envelope(&value)?;
+        if bytes.is_empty() && stored == *id {
+            // A tombstone: the ciphertext is gone.
+            return Ok(None);
+        }
         if stored != *id {
             return Err(StoreError::Corrupt {
                 tree: family::name(family::ID),
@@ -575,6 +626,10 @@ impl Store {
             }
             let (_, value) = entry?;
             let (_, bytes) = split_envelope(&value)?;
+            if bytes.is_empty() {
+                // A tombstone: nothing to serve for it.
+                continue;
+            }
             let size = total.saturating_add(bytes.len());
             if !batch.is_empty() && size > max_bytes {
                 return Ok((batch, true));
@@ -588,11 +643,12 @@ impl Store {
     /// Every stored envelope, in id order. The iterator does not borrow the
     /// store. Costs a second read per envelope: [`Store::ids_iter`] is cheaper
     /// when only ids are wanted.
+    /// Tombstones are left out.
     pub fn envelopes_iter(
         &self,
     ) -> impl Iterator<Item = Result<(Id, Vec<u8>), StoreError>> + use<> {
         let kv = self.kv.clone();
-        self.kv.scan_prefix([family::ID]).map(move |entry| {
+        let all = self.kv.scan_prefix([family::ID]).map(move |entry| {
             let (key, position) = entry?;
             let id = decode_id(family::ID, &key[1..])?;
             let (author, seq) = decode_feed_key(family::name(family::ID), &position)?;
@@ -603,7 +659,93 @@ impl Store {
                     detail: format!("id {} points to an empty feed position", short_hex(&id)),
                 })?;
             Ok((id, split_envelope(&value)?.1.to_vec()))
-        })
+        });
+        all.filter(|entry| !matches!(entry, Ok((_, bytes)) if bytes.is_empty()))
+    }
+
+    /// Whether `(author, seq)` holds a tombstone (see the module
+    /// documentation).
+    pub fn is_tombstone(&self, author: &AuthorKey, seq: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .kv
+            .get(envelope_key(author, seq))?
+            .is_some_and(|value| value.len() == 32))
+    }
+
+    /// The ciphertext `author` has stored, tombstones left out: total bytes
+    /// and number of envelopes. Costs a scan of the author's feed.
+    pub fn feed_usage(&self, author: &AuthorKey) -> Result<(u64, u64), StoreError> {
+        let (mut bytes, mut envelopes) = (0u64, 0u64);
+        for entry in self.kv.scan_prefix(kv_key(family::ENVELOPE, &[author])) {
+            let (_, value) = entry?;
+            let len = value.len().saturating_sub(32) as u64;
+            if len > 0 {
+                bytes += len;
+                envelopes += 1;
+            }
+        }
+        Ok((bytes, envelopes))
+    }
+
+    /// `author`'s feed positions that still hold ciphertext: seq and id, in
+    /// seq order.
+    pub fn live_feed(&self, author: &AuthorKey) -> Result<Vec<(u64, Id)>, StoreError> {
+        let prefix = kv_key(family::ENVELOPE, &[author]);
+        let mut out = Vec::new();
+        for entry in self.kv.scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let (_, seq) = decode_feed_key(family::name(family::ENVELOPE), &key[1..])?;
+            let (id, bytes) = split_envelope(&value)?;
+            if !bytes.is_empty() {
+                out.push((seq, id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The organisation envelope `id` was accepted from, if recorded
+    /// ([`EnvelopeWrites::org`]).
+    pub fn org_of(&self, id: &Id) -> Result<Option<String>, StoreError> {
+        self.kv
+            .get(kv_key(family::ORG, &[id]))?
+            .map(|org| {
+                String::from_utf8(org.to_vec()).map_err(|_| StoreError::Corrupt {
+                    tree: family::name(family::ORG),
+                    detail: "organisation is not UTF-8".to_owned(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Entries of the expiry index ([`EnvelopeWrites::expires`]) with
+    /// `expires_at <= until`, earliest first, at most `max`: expiry, id,
+    /// author and seq.
+    pub fn expiring(
+        &self,
+        until: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Id, AuthorKey, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.kv.scan_prefix([family::EXPIRY]) {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = entry?;
+            if key.len() != 1 + 8 + 32 {
+                return Err(StoreError::Corrupt {
+                    tree: family::name(family::EXPIRY),
+                    detail: format!("expected a 41-byte key, found {} bytes", key.len()),
+                });
+            }
+            let expires_at = decode_u64(family::EXPIRY, &key[1..9])?;
+            if expires_at > until {
+                break;
+            }
+            let id = decode_id(family::EXPIRY, &key[9..])?;
+            let (author, seq) = decode_feed_key(family::name(family::EXPIRY), &value)?;
+            out.push((expires_at, id, author, seq));
+        }
+        Ok(out)
     }
 
     /// The id of every stored envelope, in id order. The iterator does not

@@ -16,7 +16,9 @@
 //! - `roster`: applying roster updates;
 //! - `green`: GREEN epoch keys, their audit, and envelopes waiting for one;
 //! - `query`: list, show, search and status;
-//! - `prune`: dropping expired plaintext.
+//! - `quota`: the storage policy and each author's usage against it;
+//! - `prune`: deleting expired ciphertext and plaintext behind tombstones,
+//!   and purging revoked organisations.
 
 mod export;
 mod green;
@@ -26,6 +28,7 @@ mod ingest;
 mod prune;
 mod publish;
 mod query;
+mod quota;
 mod roster;
 mod sync;
 
@@ -164,8 +167,18 @@ impl Opened {
     }
 }
 
+pub(crate) use quota::StoragePolicy;
+
 pub(crate) struct Worker {
     pub store: Store,
+    /// What this node stores and for how long.
+    pub policy: StoragePolicy,
+    quotas: quota::Quotas,
+    /// The last store write failure (a full disk), logged once until a
+    /// write succeeds again.
+    write_failure: Option<String>,
+    /// Write failures logged at warn level (one per episode).
+    write_failure_warnings: u64,
     pub keys: NodeKeys,
     pub roster: SignedRoster,
     pub default_ttl_ms: u64,
@@ -220,7 +233,23 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 fn store_err(e: StoreError) -> RequestError {
-    RequestError::Store(e.to_string())
+    RequestError::Store(store_error_line(&e))
+}
+
+/// A store error on one line, with its cause (sled's I/O error names a full
+/// disk: "No space left on device").
+fn store_error_line(e: &StoreError) -> String {
+    match e {
+        StoreError::Sled(sled::Error::Io(io))
+            if io.kind() == std::io::ErrorKind::StorageFull
+                || io.to_string().contains("No space left on device") =>
+        {
+            "store I/O failed: the disk is full (No space left on device)".to_owned()
+        }
+        StoreError::Sled(sled::Error::Io(io)) => format!("store I/O failed: {io}"),
+        StoreError::Sled(other) => format!("store: {other}"),
+        other => other.to_string(),
+    }
 }
 
 /// The key ids of `envelope`'s per-node wraps (empty unless sealed per node).
@@ -262,6 +291,10 @@ impl Worker {
         let mut worker = Worker {
             consortium: roster.roster.consortium_id(),
             store,
+            policy: StoragePolicy::default(),
+            quotas: quota::Quotas::default(),
+            write_failure: None,
+            write_failure_warnings: 0,
             keys,
             roster,
             default_ttl_ms,
@@ -305,6 +338,12 @@ impl Worker {
                 }
             }
             Err(e) => warn!("reading equivocation evidence failed: {e}"),
+        }
+        // A store with no envelopes needs no expiry backfill.
+        if worker.store.ids_iter().next().is_none()
+            && let Err(e) = worker.index_expiry()
+        {
+            warn!("marking the expiry index failed: {e}");
         }
         worker
     }
@@ -408,7 +447,7 @@ impl Worker {
             Job::SyncFailed { peer, retry } => self.sync_failed(peer, retry),
             Job::Prune => {
                 if let Err(e) = self.prune() {
-                    warn!("pruning expired plaintext failed: {e}");
+                    self.write_failed("pruning expired data", &e);
                 }
             }
             Job::Publish { request, reply } => {
@@ -477,6 +516,36 @@ impl Worker {
                 .then(|| open_as(envelope, &self.keys, &self.fork_keys))
                 .flatten()
         })
+    }
+
+    /// Logs a failed store write once, not once per batch: a full disk
+    /// fails every write until space is freed.
+    fn write_failed(&mut self, what: &str, e: &StoreError) {
+        let message = format!("{what} failed: {}", store_error_line(e));
+        if self.write_failure.is_none() {
+            self.write_failure_warnings += 1;
+            warn!("{message}; further write failures are not logged until a write succeeds");
+        } else {
+            tracing::debug!("{message}");
+        }
+        self.write_failure = Some(message);
+    }
+
+    /// Records that a store write succeeded (ends a write-failure episode).
+    fn write_succeeded(&mut self) {
+        if self.write_failure.take().is_some() {
+            tracing::info!("store writes succeed again");
+        }
+    }
+
+    /// The organisation envelope `id` by `author` belongs to: the one
+    /// recorded when it was accepted, else its author's in the roster in
+    /// force (envelopes stored before organisations were recorded).
+    fn org_of_envelope(&self, id: &Digest, author: &NodePublicKey) -> Option<OrgId> {
+        match self.store.org_of(&id.0) {
+            Ok(Some(org)) => org.parse().ok(),
+            _ => self.org_of(author),
+        }
     }
 
     fn org_of(&self, author: &NodePublicKey) -> Option<OrgId> {

@@ -41,8 +41,9 @@ pub use seal::{
 pub use sync::{Frontier, SeqRange, SyncRequest, SyncResponse};
 pub use tlp::Tlp;
 pub use validate::{
-    Accepted, AuthorState, Equivocation, IgnoreReason, Prechecked, Rejection, Verdict, precheck,
-    precheck_batch, precheck_batch_in, precheck_in, validate, validate_prechecked,
+    Accepted, AuthorState, Equivocation, IgnoreReason, MAX_LIFETIME_MS, Prechecked, Rejection,
+    Verdict, precheck, precheck_batch, precheck_batch_in, precheck_in, validate,
+    validate_prechecked,
 };
 
 /// Version byte that leads every encoding this crate puts on the wire or on disk.

@@ -17,6 +17,12 @@ use crate::sync::SeqRange;
 /// How far in the future `created_at` may be (clock skew allowance).
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 
+/// Longest lifetime (`expires_at - created_at`) an envelope may have: one
+/// year. A protocol rule every node applies alike, so an envelope that
+/// breaks it is rejected everywhere; it bounds how long any ciphertext is
+/// kept.
+pub const MAX_LIFETIME_MS: u64 = 365 * 24 * 60 * 60 * 1000;
+
 /// What the node's store knows, as far as validation needs it.
 pub trait AuthorState {
     /// Id stored at `(author, seq)`, if any (including expired tombstones).
@@ -27,6 +33,14 @@ pub trait AuthorState {
     fn author_of(&self, id: &Digest) -> Option<NodePublicKey>;
     /// Highest contiguous seq stored for `author` (0 if none).
     fn frontier(&self, author: &NodePublicKey) -> u64;
+    /// The organisation the stored envelope `id` was accepted from, fixed
+    /// when it was stored. A node key later removed from its card (key
+    /// rotation) keeps its envelopes in that organisation, so they stay
+    /// retractable by it. The default knows none: the author's organisation
+    /// is then looked up in the roster in force.
+    fn org_of(&self, _id: &Digest) -> Option<OrgId> {
+        None
+    }
     /// The GREEN epoch of the stored envelope `id`, if it is epoch-sealed.
     /// The default decodes the stored envelope; a store that keeps the epoch
     /// elsewhere may answer faster.
@@ -171,6 +185,14 @@ pub enum Rejection {
         /// Target's org.
         owner: String,
     },
+    /// `expires_at - created_at` is longer than [`MAX_LIFETIME_MS`].
+    #[error(
+        "lifetime of {lifetime_ms} ms is longer than the one-year limit ({MAX_LIFETIME_MS} ms)"
+    )]
+    LifetimeTooLong {
+        /// `expires_at - created_at`.
+        lifetime_ms: u64,
+    },
     /// A CLEAR payload that is not a body of the header's kind.
     #[error("clear payload is not a valid body: {0}")]
     ClearBody(String),
@@ -192,7 +214,8 @@ pub enum Rejection {
 impl Rejection {
     /// Whether every node decides this rejection alike, whatever its roster,
     /// store or clock: the bytes do not decode, name another consortium,
-    /// carry a bad signature or a CLEAR payload that is not a valid body.
+    /// carry a bad signature, a CLEAR payload that is not a valid body, or a
+    /// lifetime longer than a year.
     /// Only these are reported to gossip as `Reject`, which scores down the
     /// peer that relayed the message.
     ///
@@ -208,7 +231,8 @@ impl Rejection {
             Rejection::Decode(_)
             | Rejection::WrongConsortium { .. }
             | Rejection::BadSignature(_)
-            | Rejection::ClearBody(_) => true,
+            | Rejection::ClearBody(_)
+            | Rejection::LifetimeTooLong { .. } => true,
             Rejection::UnknownAuthor(_)
             | Rejection::RevokedAuthor { .. }
             | Rejection::FromTheFuture { .. }
@@ -302,10 +326,15 @@ fn admit(
     Ok((envelope, author_org))
 }
 
-/// The checks of [`precheck_in`] after the signature: a CLEAR body must be
-/// a body of the header's kind.
+/// The checks of [`precheck_in`] after the signature: the lifetime is at
+/// most [`MAX_LIFETIME_MS`], and a CLEAR body must be a body of the header's
+/// kind.
 fn finish(envelope: Envelope, author_org: OrgId, bytes: &[u8]) -> Result<Prechecked, Rejection> {
     let header = &envelope.header;
+    let lifetime_ms = header.expires_at.saturating_sub(header.created_at);
+    if lifetime_ms > MAX_LIFETIME_MS {
+        return Err(Rejection::LifetimeTooLong { lifetime_ms });
+    }
     if !header.tlp.is_sealed() {
         Body::decode_for(&envelope.payload, &header.kind).map_err(Rejection::ClearBody)?;
     }
@@ -529,12 +558,19 @@ fn check(
     if let Kind::Retraction { target } = header.kind
         && let Some(owner) = state.author_of(&target)
     {
-        match roster.node(&owner) {
-            Some((member, _)) if member.card.org_id == author_org => {}
-            Some((member, _)) => {
+        // The target's organisation as fixed when it was stored, else the
+        // roster's: a node key rotated out of its card stays its org's.
+        let owner_org = state.org_of(&target).or_else(|| {
+            roster
+                .node(&owner)
+                .map(|(member, _)| member.card.org_id.clone())
+        });
+        match owner_org {
+            Some(owner_org) if owner_org == author_org => {}
+            Some(owner_org) => {
                 return Err(Rejection::ForeignRetraction {
                     by: author_org,
-                    owner: member.card.org_id.to_string(),
+                    owner: owner_org.to_string(),
                 });
             }
             None => {

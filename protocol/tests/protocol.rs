@@ -27,6 +27,8 @@ pub const NOW: u64 = 1_790_000_000_000;
 pub struct MemState {
     pub feeds: HashMap<(NodePublicKey, u64), Digest>,
     pub envelopes: HashMap<Digest, Vec<u8>>,
+    /// Organisations recorded at acceptance (M1).
+    pub orgs: HashMap<Digest, OrgId>,
 }
 
 impl MemState {
@@ -48,6 +50,9 @@ impl AuthorState for MemState {
     fn author_of(&self, id: &Digest) -> Option<NodePublicKey> {
         let bytes = self.envelopes.get(id)?;
         Some(Envelope::decode(bytes).ok()?.header.author)
+    }
+    fn org_of(&self, id: &Digest) -> Option<OrgId> {
+        self.orgs.get(id).cloned()
     }
     fn frontier(&self, author: &NodePublicKey) -> u64 {
         let mut seq = 0;
@@ -778,5 +783,99 @@ fn oversized_envelope_is_rejected_by_decode() {
     assert!(matches!(
         seal(keys, f.roster(), draft, &[], &mut rng()),
         Err(SealError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn h4_a_lifetime_longer_than_a_year_is_rejected_by_every_node() {
+    let f = fixture();
+    let keys = f.keys(0, 0).unwrap();
+    let state = MemState::default();
+    let with_lifetime = |lifetime: u64| {
+        let mut draft = bulletin_draft(1, Digest::ZERO, Tlp::Green, "t", NOW);
+        draft.expires_at = NOW + lifetime;
+        seal(keys, f.roster(), draft, &[], &mut rng())
+            .unwrap()
+            .encode()
+    };
+    accept(validate(
+        &with_lifetime(MAX_LIFETIME_MS),
+        NOW,
+        f.roster(),
+        &state,
+    ));
+    let too_long = with_lifetime(MAX_LIFETIME_MS + 1);
+    assert_eq!(
+        reject(validate(&too_long, NOW, f.roster(), &state)),
+        Rejection::LifetimeTooLong {
+            lifetime_ms: MAX_LIFETIME_MS + 1
+        }
+    );
+    // A protocol rule: the store-free precheck refuses it, whatever the state.
+    assert!(matches!(
+        precheck(&too_long, f.roster()),
+        Err(Rejection::LifetimeTooLong { .. })
+    ));
+    assert!(matches!(
+        &precheck_batch(&[too_long.clone(), with_lifetime(1)], f.roster())[..],
+        [Err(Rejection::LifetimeTooLong { .. }), Ok(_)]
+    ));
+    // The review's 100-year bulletin.
+    let century = with_lifetime(100 * MAX_LIFETIME_MS);
+    assert!(matches!(
+        reject(validate(&century, NOW, f.roster(), &state)),
+        Rejection::LifetimeTooLong { .. }
+    ));
+}
+
+#[test]
+fn m1_a_retraction_checks_the_organisation_recorded_with_its_target() {
+    let f = fixture();
+    // Node 0 of org 0 publishes the target, then leaves its card (key rotation).
+    let target = sealed(&f, 0, Tlp::Clear, &[], 1, Digest::ZERO);
+    let rotated_out = f.keys(0, 0).unwrap().node_public();
+    let mut rotated = f.roster().next();
+    for member in &mut rotated.members {
+        member.card.nodes.retain(|n| n.node_key != rotated_out);
+    }
+    assert!(rotated.node(&rotated_out).is_none());
+    let retraction = |org: usize| {
+        let draft = Draft {
+            seq: 1,
+            prev: Digest::ZERO,
+            created_at: NOW,
+            expires_at: NOW + 1000,
+            tlp: Tlp::Clear,
+            kind: Kind::Retraction {
+                target: target.id(),
+            },
+            body: Body::Retraction {
+                reason: "published by a compromised key".into(),
+            },
+        };
+        seal_to(
+            f.keys(org, 1).unwrap(),
+            &rotated,
+            None,
+            draft,
+            &[],
+            &mut rng(),
+        )
+        .unwrap()
+        .encode()
+    };
+    let mut state = MemState::default();
+    state.insert(&target.encode());
+    // Without a recorded organisation the rotated-out author is unknown.
+    assert!(matches!(
+        reject(validate(&retraction(0), NOW, &rotated, &state)),
+        Rejection::ForeignRetraction { .. }
+    ));
+    // With it, the organisation's other node may retract; others still not.
+    state.orgs.insert(target.id(), org(&f, 0));
+    accept(validate(&retraction(0), NOW, &rotated, &state));
+    assert!(matches!(
+        reject(validate(&retraction(1), NOW, &rotated, &state)),
+        Rejection::ForeignRetraction { .. }
     ));
 }

@@ -53,16 +53,63 @@ enum Item<'a> {
 /// A write other than an envelope.
 #[derive(Debug)]
 enum Op {
-    PutPlaintext { id: Id, record: Vec<u8> },
-    RemovePlaintext { id: Id },
-    Index { key: String, id: Id },
-    Unindex { key: String, id: Id },
-    MarkRetracted { target: Id, by: Id },
-    AddPendingRetraction { target: Id, by: Id },
-    ClearPendingRetractions { target: Id },
-    PendingEpoch { epoch: u64, id: Id },
-    ClearPendingEpoch { epoch: u64, id: Id },
-    PutMeta { key: String, value: Vec<u8> },
+    PutPlaintext {
+        id: Id,
+        record: Vec<u8>,
+    },
+    RemovePlaintext {
+        id: Id,
+    },
+    Index {
+        key: String,
+        id: Id,
+    },
+    Unindex {
+        key: String,
+        id: Id,
+    },
+    MarkRetracted {
+        target: Id,
+        by: Id,
+    },
+    AddPendingRetraction {
+        target: Id,
+        by: Id,
+    },
+    ClearPendingRetractions {
+        target: Id,
+    },
+    PendingEpoch {
+        epoch: u64,
+        id: Id,
+    },
+    ClearPendingEpoch {
+        epoch: u64,
+        id: Id,
+    },
+    PutMeta {
+        key: String,
+        value: Vec<u8>,
+    },
+    PutOrg {
+        id: Id,
+        org: String,
+    },
+    Expiry {
+        expires_at: u64,
+        id: Id,
+        author: AuthorKey,
+        seq: u64,
+    },
+    RemoveExpiry {
+        expires_at: u64,
+        id: Id,
+    },
+    Tombstone {
+        author: AuthorKey,
+        seq: u64,
+        id: Id,
+    },
 }
 
 /// Writes attached to one envelope of a [`WriteBatch`]: stored only if the
@@ -72,6 +119,8 @@ pub struct EnvelopeWrites<'b, 'a> {
     batch: &'b mut WriteBatch<'a>,
     index: usize,
     id: Id,
+    author: AuthorKey,
+    seq: u64,
 }
 
 impl EnvelopeWrites<'_, '_> {
@@ -93,6 +142,25 @@ impl EnvelopeWrites<'_, '_> {
     pub fn plaintext(&mut self, record: impl Into<Vec<u8>>) -> &mut Self {
         let (id, record) = (self.id, record.into());
         self.attach(Op::PutPlaintext { id, record })
+    }
+
+    /// Records the organisation the envelope was accepted from
+    /// ([`Store::org_of`]).
+    pub fn org(&mut self, org: &str) -> &mut Self {
+        let (id, org) = (self.id, org.to_owned());
+        self.attach(Op::PutOrg { id, org })
+    }
+
+    /// Indexes the envelope by its expiry ([`Store::expiring`]), so its
+    /// ciphertext can be deleted once it expired.
+    pub fn expires(&mut self, expires_at: u64) -> &mut Self {
+        let (id, author, seq) = (self.id, self.author, self.seq);
+        self.attach(Op::Expiry {
+            expires_at,
+            id,
+            author,
+            seq,
+        })
     }
 
     /// Indexes the envelope under indicator `key` (`"kind:value"`).
@@ -169,12 +237,14 @@ impl<'a> WriteBatch<'a> {
     pub fn envelope(&mut self, envelope: NewEnvelope<'a>) -> EnvelopeWrites<'_, 'a> {
         let index = self.envelopes;
         self.envelopes += 1;
-        let id = envelope.id;
+        let (id, author, seq) = (envelope.id, envelope.author, envelope.seq);
         self.items.push(Item::Envelope(envelope));
         EnvelopeWrites {
             batch: self,
             index,
             id,
+            author,
+            seq,
         }
     }
 
@@ -238,6 +308,38 @@ impl<'a> WriteBatch<'a> {
     /// that stores the envelope's plaintext.
     pub fn clear_pending_epoch(&mut self, epoch: u64, id: &Id) -> &mut Self {
         self.push(Op::ClearPendingEpoch { epoch, id: *id })
+    }
+
+    /// Indexes stored envelope `id` at `(author, seq)` by its expiry (for
+    /// envelopes stored before the expiry index existed).
+    pub fn expiry(&mut self, expires_at: u64, id: &Id, author: &AuthorKey, seq: u64) -> &mut Self {
+        self.push(Op::Expiry {
+            expires_at,
+            id: *id,
+            author: *author,
+            seq,
+        })
+    }
+
+    /// Removes the expiry index entry of envelope `id`.
+    pub fn remove_expiry(&mut self, expires_at: u64, id: &Id) -> &mut Self {
+        self.push(Op::RemoveExpiry {
+            expires_at,
+            id: *id,
+        })
+    }
+
+    /// Replaces the envelope `id` stored at `(author, seq)` by a tombstone:
+    /// its ciphertext and plaintext record are deleted, its feed position,
+    /// id index entry, organisation and retraction state stay. Nothing
+    /// happens if `(author, seq)` does not hold `id`. Unindex its indicators
+    /// and remove its expiry entry in the same batch.
+    pub fn tombstone(&mut self, author: &AuthorKey, seq: u64, id: &Id) -> &mut Self {
+        self.push(Op::Tombstone {
+            author: *author,
+            seq,
+            id: *id,
+        })
     }
 
     /// Stores an opaque metadata value under `key`, as [`Store::put_meta`].
@@ -330,6 +432,7 @@ impl Store {
         if has_seq_zero {
             return Err(StoreError::SeqZero);
         }
+        self.injected_write_failure()?;
         let mut writer = self.lock_writer();
         let mut overlay = Overlay {
             kv: &self.kv,
@@ -472,6 +575,29 @@ fn apply_op(overlay: &mut Overlay<'_>, op: Op) -> Result<(), StoreError> {
             overlay.remove(kv_key(family::PENDING_EPOCH, &[&epoch.to_be_bytes(), &id]));
         }
         Op::PutMeta { key, value } => overlay.put(meta_key(&key), value),
+        Op::PutOrg { id, org } => overlay.put(kv_key(family::ORG, &[&id]), org.as_bytes()),
+        Op::Expiry {
+            expires_at,
+            id,
+            author,
+            seq,
+        } => overlay.put(
+            kv_key(family::EXPIRY, &[&expires_at.to_be_bytes(), &id]),
+            &feed_position(&author, seq)[..],
+        ),
+        Op::RemoveExpiry { expires_at, id } => {
+            overlay.remove(kv_key(family::EXPIRY, &[&expires_at.to_be_bytes(), &id]));
+        }
+        Op::Tombstone { author, seq, id } => {
+            let key = envelope_key(&author, seq);
+            if let Some(value) = overlay.get(&key)? {
+                let (stored, bytes) = split_envelope(&value)?;
+                if stored == id && !bytes.is_empty() {
+                    overlay.put(key, &id[..]);
+                    overlay.remove(kv_key(family::PLAINTEXT, &[&id]));
+                }
+            }
+        }
     }
     Ok(())
 }

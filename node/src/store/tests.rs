@@ -416,6 +416,7 @@ fn data_survives_reopen() -> anyhow::Result<()> {
             rosters: 1,
             evidence: 1,
             pending_green: 0,
+            tombstones: 0,
         }
     );
     assert!(store.size_on_disk()? > 0);
@@ -1191,5 +1192,89 @@ fn every_write_is_one_apply_batch() -> anyhow::Result<()> {
     // A batch that writes nothing applies nothing.
     store.write(WriteBatch::new())?;
     assert_eq!(store.batches_applied(), before + 1);
+    Ok(())
+}
+
+#[test]
+fn h4_a_tombstone_keeps_the_feed_position_and_is_not_served() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    {
+        let store = open(dir.path());
+        for seq in 1..=3 {
+            insert(&store, &ALICE, seq, 100)?;
+        }
+        let (id2, id3) = (id_of(&ALICE, 2, 0), id_of(&ALICE, 3, 0));
+        let mut batch = WriteBatch::new();
+        batch
+            .envelope(NewEnvelope {
+                id: id_of(&BOB, 1, 0),
+                author: BOB,
+                seq: 1,
+                bytes: b"bob",
+            })
+            .org("port-authority")
+            .expires(500);
+        store.write(batch)?;
+        assert_eq!(
+            store.org_of(&id_of(&BOB, 1, 0))?.as_deref(),
+            Some("port-authority")
+        );
+        assert_eq!(store.expiring(499, 10)?, vec![]);
+        assert_eq!(
+            store.expiring(500, 10)?,
+            vec![(500, id_of(&BOB, 1, 0), BOB, 1)]
+        );
+        assert_eq!(store.feed_usage(&ALICE)?, (300, 3));
+
+        let mut batch = WriteBatch::new();
+        batch.put_plaintext(&id2, b"record".as_slice());
+        batch.tombstone(&ALICE, 2, &id2);
+        // A tombstone for an id not at that position changes nothing.
+        batch.tombstone(&ALICE, 3, &id2);
+        store.write(batch)?;
+        assert!(store.is_tombstone(&ALICE, 2)?);
+        assert!(!store.is_tombstone(&ALICE, 3)?);
+        assert_eq!(store.envelope(&id2)?, None);
+        assert!(store.envelope(&id3)?.is_some());
+        assert_eq!(store.plaintext(&id2)?, None);
+        assert!(store.contains(&id2)?);
+        assert_eq!(store.id_at(&ALICE, 2)?, Some(id2));
+        assert_eq!(store.feed_usage(&ALICE)?, (200, 2));
+        assert_eq!(
+            store.live_feed(&ALICE)?,
+            vec![(1, id_of(&ALICE, 1, 0)), (3, id3)]
+        );
+        let counts = store.counts();
+        assert_eq!((counts.envelopes, counts.tombstones), (4, 1));
+    }
+    // After a reopen: the frontier did not regress, a range skips the
+    // tombstone, the same id is a duplicate, another one an equivocation.
+    let store = open(dir.path());
+    assert_eq!(store.frontier_of(&ALICE)?, 3);
+    let (served, more) = store.range(&ALICE, 1, 3, usize::MAX, 100)?;
+    assert!(!more);
+    assert_eq!(served.len(), 2);
+    assert_eq!((served[0][1], served[1][1]), (1, 3));
+    let id2 = id_of(&ALICE, 2, 0);
+    assert!(!store.insert_envelope(&id2, &ALICE, 2, b"again")?.new);
+    assert!(matches!(
+        store.insert_envelope(&id_of(&ALICE, 2, 9), &ALICE, 2, b"rival"),
+        Err(StoreError::Equivocation(_))
+    ));
+    assert_eq!(store.envelopes_iter().count(), 3);
+    Ok(())
+}
+
+#[test]
+fn h4_an_injected_write_failure_writes_nothing() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    insert(&store, &ALICE, 1, 10)?;
+    store.fail_writes(true);
+    let error = insert(&store, &ALICE, 2, 10).unwrap_err();
+    assert!(error.to_string().contains("sled"), "{error}");
+    assert_eq!(store.frontier_of(&ALICE)?, 1);
+    store.fail_writes(false);
+    insert(&store, &ALICE, 2, 10)?;
+    assert_eq!(store.frontier_of(&ALICE)?, 2);
     Ok(())
 }

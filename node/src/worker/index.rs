@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use breakwater_protocol::{Body, Digest, Envelope, Kind, NodePublicKey, Seal};
+use breakwater_protocol::{Body, Digest, Envelope, Kind, NodePublicKey, OrgId, Seal};
 use tracing::info;
 
 use super::{Brief, Opened, Worker};
@@ -23,8 +23,9 @@ use crate::store::{EnvelopeOutcome, NewEnvelope, StoreError, WriteBatch};
 #[derive(Debug, Default)]
 pub(super) struct Staged<'a> {
     batch: WriteBatch<'a>,
-    /// Envelopes staged so far: author and, if opened, what list needs.
-    staged: HashMap<Digest, (NodePublicKey, Option<Brief>)>,
+    /// Envelopes staged so far: author, organisation and, if opened, what
+    /// list needs.
+    staged: HashMap<Digest, (NodePublicKey, OrgId, Option<Brief>)>,
     /// Retractions staged so far whose target is not stored: target → ids.
     pending: HashMap<Digest, Vec<Digest>>,
     /// Events, each with the envelope (outcome index) that must be new for
@@ -49,6 +50,11 @@ impl<'a> Staged<'a> {
     }
 }
 
+/// Most pending retractions kept per target and retracting organisation: a
+/// member cannot crowd out the target's own organisation's retraction, and
+/// cannot grow the pending index without bound for one target.
+pub(super) const PENDING_PER_ORG: usize = 8;
+
 impl Worker {
     /// Stages a new envelope and everything that goes with it: its
     /// plaintext record (if `body` opened), its pending-epoch entry (GREEN
@@ -64,11 +70,14 @@ impl Worker {
         new: NewEnvelope<'a>,
         envelope: &Envelope,
         body: Option<&Body>,
+        org: &OrgId,
     ) -> Result<(), StoreError> {
         let id = Digest(new.id);
         let header = &envelope.header;
         let author = header.author;
-        let owner_org = self.org_of(&author);
+        // Fixed now, kept with the envelope: a later roster that removes
+        // the author's key from its card does not change it.
+        let owner_org = Some(org.clone());
         let opened = body.map(|body| Opened::of(header, body));
 
         // Retractions of this envelope that arrived before it.
@@ -83,31 +92,48 @@ impl Worker {
         waiting.dedup();
         let mut retracted_by = Vec::new();
         for by in &waiting {
-            let by_author = match staged.staged.get(by) {
-                Some((by_author, _)) => Some(*by_author),
-                None => self.author_of_stored(by)?,
-            };
-            if owner_org.is_some() && by_author.and_then(|a| self.org_of(&a)) == owner_org {
+            if self.staged_org(staged, by)? == owner_org {
                 retracted_by.push(*by);
             }
         }
-        // The target of this retraction, if stored: its author and the
-        // indicators it is indexed under.
+        // The target of this retraction, if stored: whether it is this
+        // organisation's and the indicators it is indexed under.
         let target = match header.kind {
             Kind::Retraction { target } => {
-                let found = self.target_of(staged, &target)?.map(|(owner, indicators)| {
-                    let same_org = owner.and_then(|o| self.org_of(&o)) == owner_org;
-                    (same_org, indicators)
-                });
+                let found = self
+                    .target_of(staged, &target)?
+                    .map(|(target_org, indicators)| (target_org == owner_org, indicators));
                 Some((target, found))
             }
             _ => None,
+        };
+        // A retraction of a target not stored yet is kept pending, at most
+        // PENDING_PER_ORG per target and organisation.
+        let keep_pending = match &target {
+            Some((target, None)) => {
+                let mut pending: Vec<Digest> = self
+                    .store
+                    .pending_retractions(&target.0)?
+                    .into_iter()
+                    .map(Digest)
+                    .collect();
+                pending.extend(staged.pending.get(target).into_iter().flatten().copied());
+                let mut same_org = 0usize;
+                for by in &pending {
+                    if self.staged_org(staged, by)? == owner_org {
+                        same_org += 1;
+                    }
+                }
+                same_org < PENDING_PER_ORG
+            }
+            _ => false,
         };
 
         let index;
         {
             let mut writes = staged.batch.envelope(new);
             index = writes.index();
+            writes.org(org.as_str()).expires(header.expires_at);
             if let Some(opened) = &opened {
                 writes.plaintext(opened.encode());
             }
@@ -132,7 +158,9 @@ impl Worker {
                 Some((target, None)) => {
                     // The target has not arrived: whether this retraction is
                     // its own org's can only be told then.
-                    writes.retracts_pending(&target.0);
+                    if keep_pending {
+                        writes.retracts_pending(&target.0);
+                    }
                 }
                 Some((target, Some((true, indicators)))) => {
                     writes.retracts(&target.0);
@@ -156,7 +184,9 @@ impl Worker {
         }
         match &target {
             Some((target, None)) => {
-                staged.pending.entry(*target).or_default().push(id);
+                if keep_pending {
+                    staged.pending.entry(*target).or_default().push(id);
+                }
             }
             Some((target, Some((true, _)))) => {
                 info!(%target, by = %id, "envelope retracted");
@@ -173,7 +203,7 @@ impl Worker {
         staged
             .events
             .push((Some(index), NodeEvent::Stored(summary)));
-        staged.staged.insert(id, (author, brief));
+        staged.staged.insert(id, (author, org.clone(), brief));
         Ok(())
     }
 
@@ -205,31 +235,56 @@ impl Worker {
             .map(|envelope| envelope.header.author))
     }
 
-    /// The author of `target` (`None` if it does not decode) and the
-    /// indicators it is indexed under, if it is stored or staged.
+    /// The organisation of the staged or stored envelope `id`: the one
+    /// recorded when it was accepted, else its author's in the roster.
+    fn staged_org(&self, staged: &Staged<'_>, id: &Digest) -> Result<Option<OrgId>, StoreError> {
+        if let Some((_, org, _)) = staged.staged.get(id) {
+            return Ok(Some(org.clone()));
+        }
+        self.stored_org(id)
+    }
+
+    /// The organisation of the stored envelope `id` (or tombstone): the one
+    /// recorded when it was accepted, else its author's in the roster.
+    pub(super) fn stored_org(&self, id: &Digest) -> Result<Option<OrgId>, StoreError> {
+        if let Some(org) = self.store.org_of(&id.0)? {
+            return Ok(org.parse().ok());
+        }
+        Ok(self.author_of_stored(id)?.and_then(|a| self.org_of(&a)))
+    }
+
+    /// The organisation of `target` (`None` if unknown) and the indicators
+    /// it is indexed under, if it is stored or staged.
     #[allow(clippy::type_complexity)]
     fn target_of(
         &self,
         staged: &Staged<'_>,
         target: &Digest,
-    ) -> Result<Option<(Option<NodePublicKey>, Vec<breakwater_protocol::Indicator>)>, StoreError>
-    {
-        if let Some((author, brief)) = staged.staged.get(target) {
+    ) -> Result<Option<(Option<OrgId>, Vec<breakwater_protocol::Indicator>)>, StoreError> {
+        if let Some((_, org, brief)) = staged.staged.get(target) {
             let indicators = brief
                 .as_ref()
                 .and_then(|brief| brief.indicators.clone())
                 .unwrap_or_default();
-            return Ok(Some((Some(*author), indicators)));
+            return Ok(Some((Some(org.clone()), indicators)));
         }
         let Some(bytes) = self.store.envelope(&target.0)? else {
+            if self.store.contains(&target.0)? {
+                // A tombstone: its ciphertext is gone, its organisation is
+                // still known.
+                let org = self.store.org_of(&target.0)?.and_then(|o| o.parse().ok());
+                return Ok(Some((org, Vec::new())));
+            }
             return Ok(None);
         };
-        let owner = Envelope::decode(&bytes).ok().map(|e| e.header.author);
+        let org = Envelope::decode(&bytes)
+            .ok()
+            .and_then(|e| self.org_of_envelope(target, &e.header.author));
         let indicators = self
             .opened(target)?
             .map(|opened| opened.indicators())
             .unwrap_or_default();
-        Ok(Some((owner, indicators)))
+        Ok(Some((org, indicators)))
     }
 
     /// The retraction of `id` already stored, if it came from the author's org.
@@ -241,10 +296,9 @@ impl Worker {
         let Some(by) = self.store.retracted_by(&id.0)? else {
             return Ok(None);
         };
-        let by_author = self.author_of_stored(&Digest(by))?;
-        let same_org = by_author
-            .and_then(|a| self.org_of(&a))
-            .is_some_and(|org| Some(org) == self.org_of(author));
-        Ok(same_org.then_some(Digest(by)))
+        let by = Digest(by);
+        let by_org = self.stored_org(&by)?;
+        let same_org = by_org.is_some_and(|org| Some(org) == self.org_of_envelope(id, author));
+        Ok(same_org.then_some(by))
     }
 }

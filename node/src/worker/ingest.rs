@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use breakwater_protocol::envelope::id_of;
 use breakwater_protocol::{
-    AuthorState, Body, Digest, Envelope, EpochKeys, IgnoreReason, NodeKeys, NodePublicKey,
+    AuthorState, Body, Digest, Envelope, EpochKeys, IgnoreReason, NodeKeys, NodePublicKey, OrgId,
     Prechecked, Rejection, Verdict, precheck_batch_in, validate_prechecked,
 };
 use libp2p::gossipsub::MessageAcceptance;
@@ -39,6 +39,9 @@ impl AuthorState for StoreView<'_> {
     fn frontier(&self, author: &NodePublicKey) -> u64 {
         self.0.frontier_of(&author.0).unwrap_or(0)
     }
+    fn org_of(&self, id: &Digest) -> Option<OrgId> {
+        self.0.org_of(&id.0).ok().flatten()?.parse().ok()
+    }
 }
 
 /// Batches this large are checked on every core, as a pipeline.
@@ -59,14 +62,15 @@ enum Checked {
 }
 
 /// A validated item to write: index in the batch, id, author, seq, and the
-/// envelope with its body (`None` for an expired one kept for its feed
-/// position).
+/// envelope with its body and organisation (`None` for one kept only as a
+/// tombstone for its feed position: expired, or living longer than this
+/// node stores).
 type AcceptedItem = (
     usize,
     Digest,
     NodePublicKey,
     u64,
-    Option<(Envelope, Option<Body>)>,
+    Option<(Envelope, Option<Body>, OrgId)>,
 );
 
 /// The store-free checks of a chunk and, where `keys` is a recipient,
@@ -135,6 +139,7 @@ struct BatchView<'a> {
     items: &'a [Vec<u8>],
     by_seq: HashMap<(NodePublicKey, u64), Digest>,
     by_id: HashMap<Digest, (NodePublicKey, usize)>,
+    by_org: HashMap<Digest, OrgId>,
     frontiers: HashMap<NodePublicKey, u64>,
 }
 
@@ -175,6 +180,12 @@ impl AuthorState for BatchView<'_> {
             None => StoreView(self.store).frontier(author),
         }
     }
+    fn org_of(&self, id: &Digest) -> Option<OrgId> {
+        match self.by_org.get(id) {
+            Some(org) => Some(org.clone()),
+            None => StoreView(self.store).org_of(id),
+        }
+    }
 }
 
 impl Worker {
@@ -196,6 +207,7 @@ impl Worker {
                 items: &items,
                 by_seq: HashMap::new(),
                 by_id: HashMap::new(),
+                by_org: HashMap::new(),
                 frontiers: HashMap::new(),
             },
             acceptances: vec![MessageAcceptance::Ignore; items.len()],
@@ -270,6 +282,25 @@ impl Worker {
             let (author, seq) = (pre.envelope().header.author, pre.envelope().header.seq);
             match validate_prechecked(pre, bytes, batch.now, &self.roster.roster, &batch.overlay) {
                 Verdict::Accept(a) => {
+                    let (author, seq) = (a.envelope.header.author, a.envelope.header.seq);
+                    let header = &a.envelope.header;
+                    let lifetime = header.expires_at.saturating_sub(header.created_at);
+                    if lifetime > self.policy.max_lifetime_ms {
+                        // Longer than this node stores: ignored, its feed
+                        // position kept as a tombstone.
+                        if self.over_quota(&author, 0, batch.now).is_none() {
+                            self.count_stored(&author, 0, batch.now);
+                            batch.overlay.add(index, a.id, author, seq);
+                            accepted.push((index, a.id, author, seq, None));
+                        }
+                        continue;
+                    }
+                    let size = bytes.len() as u64;
+                    if self.over_quota(&author, size, batch.now).is_some() {
+                        // Ignored, not rejected: the quota is this node's.
+                        continue;
+                    }
+                    self.count_stored(&author, size, batch.now);
                     // A gap in the feed, or GREEN under a roster version we
                     // lack: a sync round with the relay fetches either.
                     let roster_ahead = a
@@ -279,16 +310,21 @@ impl Worker {
                         .epoch()
                         .is_some_and(|epoch| epoch > self.roster.roster.version);
                     batch.gap |= a.gap.is_some() || roster_ahead;
-                    let (author, seq) = (a.envelope.header.author, a.envelope.header.seq);
                     batch.overlay.add(index, a.id, author, seq);
-                    accepted.push((index, a.id, author, seq, Some((a.envelope, body))));
+                    batch.overlay.by_org.insert(a.id, a.author_org.clone());
+                    let org = a.author_org;
+                    accepted.push((index, a.id, author, seq, Some((a.envelope, body, org))));
                     batch.acceptances[index] = MessageAcceptance::Accept;
                 }
                 Verdict::Ignore(IgnoreReason::Expired {
                     id, author, seq, ..
                 }) => {
-                    batch.overlay.add(index, id, author, seq);
-                    accepted.push((index, id, author, seq, None));
+                    // Kept as a tombstone, for its feed position only.
+                    if self.over_quota(&author, 0, batch.now).is_none() {
+                        self.count_stored(&author, 0, batch.now);
+                        batch.overlay.add(index, id, author, seq);
+                        accepted.push((index, id, author, seq, None));
+                    }
                     batch.ignored += 1;
                 }
                 Verdict::Ignore(IgnoreReason::Duplicate) => batch.ignored += 1,
@@ -324,32 +360,36 @@ impl Worker {
             let Some(bytes) = items.get(*index) else {
                 continue;
             };
-            let new = NewEnvelope {
+            let mut new = NewEnvelope {
                 id: id.0,
                 author: author.0,
                 seq: *seq,
                 bytes,
             };
             let staging = match envelope {
-                Some((envelope, body)) => self.stage(&mut staged, new, envelope, body.as_ref()),
-                // Expired: kept for its feed position only.
+                Some((envelope, body, org)) => {
+                    self.stage(&mut staged, new, envelope, body.as_ref(), org)
+                }
+                // A tombstone: the feed position without the ciphertext.
                 None => {
+                    new.bytes = &[];
                     staged.batch().envelope(new);
                     Ok(())
                 }
             };
             if let Err(e) = staging {
-                return warn!("staging envelopes failed: {e}");
+                return self.write_failed("staging envelopes", &e);
             }
         }
         match self.commit(staged) {
             Ok(outcomes) => {
+                self.write_succeeded();
                 self.traffic.stored_from_peers += outcomes
                     .iter()
                     .filter(|r| r.as_ref().is_ok_and(|i| i.new))
                     .count() as u64;
             }
-            Err(e) => warn!("storing envelopes failed: {e}"),
+            Err(e) => self.write_failed("storing envelopes", &e),
         }
     }
 

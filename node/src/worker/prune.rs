@@ -1,15 +1,41 @@
-//! Pruning: drops the plaintext and indicator index of expired envelopes
-//! when the event loop's timer asks, in one batch; talks only to the store.
+//! Pruning, when the event loop's timer asks: drops the plaintext and
+//! indicator index of expired envelopes; deletes their ciphertext once the
+//! storage policy's grace period has passed, and every envelope of an
+//! organisation revoked longer than the policy's purge delay, leaving
+//! tombstones so feeds stay contiguous. Talks only to the store.
+
+use breakwater_protocol::{Digest, Envelope, NodePublicKey};
 
 use super::{Opened, Worker, now_ms};
 use crate::store::{StoreError, WriteBatch};
 
+/// Name of the meta entry that says every stored envelope is in the expiry
+/// index (stores written before it existed are indexed at the first prune).
+const EXPIRY_INDEXED: &str = "expiry-indexed";
+
+/// Prefix of the meta entries that record when this node first saw an
+/// organisation revoked (unix ms, 8 bytes BE).
+const REVOKED_AT: &str = "revoked-at/";
+
+/// Most envelopes turned into tombstones per write.
+const TOMBSTONES_PER_BATCH: usize = 1024;
+
 impl Worker {
-    /// Drops the plaintext and index entries of expired envelopes, in one
-    /// write. Feed positions and ciphertext stay, so sync does not fetch them
-    /// again.
-    pub(super) fn prune(&self) -> Result<(), StoreError> {
+    /// One pruning pass: expired plaintext, then expired ciphertext past its
+    /// grace period, then revoked organisations past the purge delay.
+    pub(super) fn prune(&mut self) -> Result<(), StoreError> {
         let now = now_ms();
+        self.prune_plaintext(now)?;
+        self.index_expiry()?;
+        self.delete_expired(now)?;
+        self.purge_revoked(now)?;
+        self.write_succeeded();
+        Ok(())
+    }
+
+    /// Drops the plaintext and index entries of expired envelopes, in one
+    /// write.
+    fn prune_plaintext(&self, now: u64) -> Result<(), StoreError> {
         let mut batch = WriteBatch::new();
         for entry in self.store.plaintext_iter() {
             let (id, raw) = entry?;
@@ -26,6 +52,121 @@ impl Worker {
         }
         if !batch.is_empty() {
             self.store.write(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Adds every stored envelope to the expiry index once, for stores
+    /// written before the index existed. A fresh store is marked at once.
+    pub(super) fn index_expiry(&self) -> Result<(), StoreError> {
+        if self.store.meta(EXPIRY_INDEXED)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        for entry in self.store.envelopes_iter() {
+            let (id, bytes) = entry?;
+            if let Ok(envelope) = Envelope::decode(&bytes) {
+                let header = &envelope.header;
+                batch.expiry(header.expires_at, &id, &header.author.0, header.seq);
+            }
+        }
+        batch.put_meta(EXPIRY_INDEXED, vec![1]);
+        self.store.write(batch)?;
+        Ok(())
+    }
+
+    /// Stages the deletion of envelope `id` at `(author, seq)`: its
+    /// ciphertext and plaintext go, its indicators are unindexed, a
+    /// tombstone stays. Returns the ciphertext bytes freed.
+    fn stage_tombstone(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        author: &[u8; 32],
+        seq: u64,
+        id: &[u8; 32],
+    ) -> Result<u64, StoreError> {
+        let Some(bytes) = self.store.envelope(id)? else {
+            return Ok(0);
+        };
+        if let Some(opened) = self.opened(&Digest(*id))? {
+            for indicator in opened.indicators() {
+                batch.unindex_indicator(&indicator.key(), id);
+            }
+        }
+        batch.tombstone(author, seq, id);
+        Ok(bytes.len() as u64)
+    }
+
+    /// Deletes the ciphertext of envelopes expired for longer than the
+    /// grace period, in writes of [`TOMBSTONES_PER_BATCH`].
+    fn delete_expired(&mut self, now: u64) -> Result<(), StoreError> {
+        let until = now.saturating_sub(self.policy.expired_grace_ms);
+        loop {
+            let expiring = self.store.expiring(until, TOMBSTONES_PER_BATCH)?;
+            if expiring.is_empty() {
+                return Ok(());
+            }
+            let mut batch = WriteBatch::new();
+            let mut freed = Vec::with_capacity(expiring.len());
+            for (expires_at, id, author, seq) in &expiring {
+                let bytes = self.stage_tombstone(&mut batch, author, *seq, id)?;
+                batch.remove_expiry(*expires_at, id);
+                freed.push((NodePublicKey(*author), bytes));
+            }
+            self.store.write(batch)?;
+            for (author, bytes) in freed {
+                self.count_deleted(&author, bytes);
+            }
+            if expiring.len() < TOMBSTONES_PER_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Deletes the ciphertext of every envelope of the nodes of each
+    /// organisation revoked (as first seen by this node) longer ago than the
+    /// purge delay; tombstones stay.
+    fn purge_revoked(&mut self, now: u64) -> Result<(), StoreError> {
+        let revoked: Vec<_> = self
+            .roster
+            .roster
+            .members
+            .iter()
+            .filter(|member| member.revoked)
+            .map(|member| (member.card.org_id.clone(), member.card.nodes.clone()))
+            .collect();
+        for (org, nodes) in revoked {
+            let key = format!("{REVOKED_AT}{org}");
+            let since = match self.store.meta(&key)? {
+                Some(raw) => raw
+                    .as_slice()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(now),
+                None => {
+                    self.store.put_meta(&key, &now.to_be_bytes())?;
+                    now
+                }
+            };
+            if now.saturating_sub(since) < self.policy.revoked_purge_after_ms {
+                continue;
+            }
+            for node in nodes {
+                let author = node.node_key;
+                for chunk in self
+                    .store
+                    .live_feed(&author.0)?
+                    .chunks(TOMBSTONES_PER_BATCH)
+                {
+                    let mut batch = WriteBatch::new();
+                    let mut freed = 0u64;
+                    for (seq, id) in chunk {
+                        freed += self.stage_tombstone(&mut batch, &author.0, *seq, id)?;
+                    }
+                    self.store.write(batch)?;
+                    self.count_deleted(&author, freed);
+                }
+            }
         }
         Ok(())
     }

@@ -12,6 +12,8 @@ use breakwater_protocol::{
     seal_with_in,
 };
 
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
 impl Worker {
     pub(super) fn publish(&mut self, request: PublishRequest) -> Result<Published, RequestError> {
         request
@@ -20,6 +22,13 @@ impl Worker {
             .map_err(|e| RequestError::Invalid(e.to_string()))?;
         let now = now_ms();
         let ttl = request.ttl_ms.unwrap_or(self.default_ttl_ms).max(1);
+        if ttl > self.policy.max_lifetime_ms {
+            return Err(RequestError::Invalid(format!(
+                "lifetime of {} days is longer than this node stores ({} days; the protocol allows at most 365)",
+                ttl / DAY_MS,
+                self.policy.max_lifetime_ms / DAY_MS
+            )));
+        }
         let (seq, prev) = self.next_seq()?;
         let draft = Draft {
             seq,
@@ -86,7 +95,11 @@ impl Worker {
             seq,
             prev,
             created_at: now,
-            expires_at: target.header.expires_at.max(now + 1),
+            expires_at: target
+                .header
+                .expires_at
+                .max(now + 1)
+                .min(now.saturating_add(self.policy.max_lifetime_ms)),
             tlp: target.header.tlp,
             kind,
             body,
@@ -116,7 +129,9 @@ impl Worker {
 
     fn own_org_target(&self, target: &Digest) -> Result<Envelope, RequestError> {
         let envelope = self.stored_envelope(target)?;
-        let owner = self.org_of(&envelope.header.author);
+        // The organisation fixed when it was stored: a key rotated out of
+        // its card stays its organisation's.
+        let owner = self.stored_org(target).map_err(store_err)?;
         let mine = self.org_of(&self.keys.node_public());
         match (owner, mine) {
             (Some(owner), Some(mine)) if owner == mine => Ok(envelope),
@@ -190,6 +205,15 @@ impl Worker {
         // One write for the envelope and everything that goes with it; a
         // clash at our own (author, seq) is a failure, never an ack.
         let header = &envelope.header;
+        let org = self.org_of(&header.author).ok_or_else(|| {
+            RequestError::Invalid("this node is not an active member of the roster".into())
+        })?;
+        let now = now_ms();
+        if let Some(exceeded) = self.over_quota(&header.author, bytes.len() as u64, now) {
+            return Err(RequestError::Invalid(format!(
+                "publish refused: {exceeded}"
+            )));
+        }
         let body = self.open(&envelope);
         let mut staged = Staged::new();
         let new = NewEnvelope {
@@ -198,7 +222,7 @@ impl Worker {
             seq: header.seq,
             bytes: &bytes,
         };
-        self.stage(&mut staged, new, &envelope, body.as_ref())
+        self.stage(&mut staged, new, &envelope, body.as_ref(), &org)
             .map_err(store_err)?;
         let outcomes = self.commit(staged).map_err(store_err)?;
         if let Some(Err(equivocation)) = outcomes.first() {
@@ -214,6 +238,7 @@ impl Worker {
                 id.to_hex()
             ))
         })?;
+        self.count_stored(&envelope.header.author, bytes.len() as u64, now);
         self.send(Outcome::PublishEnvelope(bytes));
         Ok(Published {
             id,

@@ -22,7 +22,7 @@ impl Worker {
         Summary {
             id,
             author_org: self
-                .org_of(&header.author)
+                .org_of_envelope(&id, &header.author)
                 .map(|o| o.to_string())
                 .unwrap_or_else(|| "unknown".into()),
             author: header.author,
@@ -220,6 +220,8 @@ impl Worker {
             pending_green: counts.pending_green,
             green_key_problem: self.green_problem.clone(),
             roster_fork: self.fork.clone(),
+            tombstones: counts.tombstones,
+            store_write_error: self.write_failure.clone(),
         })
     }
 }

@@ -856,6 +856,7 @@ impl Worker {
     /// all of it, the round waits for them.
     fn request_missing(&mut self, peer: PeerId) {
         let mine = self.frontier();
+        let backed_off = self.backed_off(super::now_ms());
         let Some(round) = self.rounds.get(&peer) else {
             return;
         };
@@ -864,6 +865,8 @@ impl Worker {
         };
         // Feeds of authors we would reject (revoked, unknown) are never
         // requested: they could never advance. Feeds held at a fork neither.
+        // Nor those of authors over their storage quota until their window
+        // ends (back-off): they would only be ignored again.
         let roster = &self.roster.roster;
         let missing: Vec<_> = mine
             .missing_from(theirs)
@@ -871,6 +874,7 @@ impl Worker {
             .filter(|r| {
                 roster.org_of(&r.author).is_some()
                     && !self.forks.contains_key(&r.author)
+                    && !backed_off.contains(&r.author)
                     && !self.is_stalled(peer, r.author, mine.get(&r.author))
             })
             .collect();
