@@ -183,10 +183,8 @@ impl Worker {
             staged.events.push((Some(index), event));
         }
         match &target {
-            Some((target, None)) => {
-                if keep_pending {
-                    staged.pending.entry(*target).or_default().push(id);
-                }
+            Some((target, None)) if keep_pending => {
+                staged.pending.entry(*target).or_default().push(id);
             }
             Some((target, Some((true, _)))) => {
                 info!(%target, by = %id, "envelope retracted");

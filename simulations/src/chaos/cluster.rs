@@ -402,12 +402,7 @@ impl Cluster {
             .append(true)
             .open(mount.join("filler"))?;
         let chunk = vec![0u8; 256 * 1024];
-        loop {
-            match file.write_all(&chunk) {
-                Ok(()) => {}
-                Err(_) => break,
-            }
-        }
+        while file.write_all(&chunk).is_ok() {}
         // Whatever is left is smaller than a chunk: take it too.
         for _ in 0..1024 {
             if file.write_all(&[0u8; 256]).is_err() {

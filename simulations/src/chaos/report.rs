@@ -126,7 +126,7 @@ pub fn refusals(ops: &[Op]) -> Vec<(String, usize)> {
         }
     }
     let mut list: Vec<(String, usize)> = counts.into_iter().collect();
-    list.sort_by(|a, b| b.1.cmp(&a.1));
+    list.sort_by_key(|entry| std::cmp::Reverse(entry.1));
     list.truncate(12);
     list
 }

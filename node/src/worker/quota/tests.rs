@@ -436,7 +436,9 @@ fn m1_a_node_key_removed_from_its_card_stays_its_organisations() {
         .retract(t2_envelope.id(), "published by a compromised key".into())
         .unwrap();
     let r2 = published(&mut b);
-    observer.worker.ingest(encode(&[r2.clone()]), sync());
+    observer
+        .worker
+        .ingest(encode(std::slice::from_ref(&r2)), sync());
     let t2_detail = observer.worker.get(&t2_envelope.id().to_hex()).unwrap();
     assert!(t2_detail.summary.retracted, "T2 retracted by B");
     assert_eq!(t2_detail.retracted_by, Some(r2.id()));
@@ -463,7 +465,8 @@ fn m4_foreign_pending_retractions_cannot_crowd_out_the_owners() {
     h.worker.ingest(encode(&foreign), sync());
     // Then the owner's genuine one, then T.
     let genuine = retraction(owner, f.roster(), 2, target.id(), target.id());
-    h.worker.ingest(encode(&[genuine.clone()]), sync());
+    h.worker
+        .ingest(encode(std::slice::from_ref(&genuine)), sync());
     let pending = h.worker.store.pending_retractions(&target.id().0).unwrap();
     assert!(pending.contains(&genuine.id().0), "the owner's is kept");
     assert!(
@@ -471,7 +474,8 @@ fn m4_foreign_pending_retractions_cannot_crowd_out_the_owners() {
         "bounded per organisation: {}",
         pending.len()
     );
-    h.worker.ingest(encode(&[target.clone()]), sync());
+    h.worker
+        .ingest(encode(std::slice::from_ref(&target)), sync());
     assert_eq!(
         h.worker.store.retracted_by(&target.id().0).unwrap(),
         Some(genuine.id().0)
