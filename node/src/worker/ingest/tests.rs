@@ -345,7 +345,18 @@ fn m2_only_failures_decided_alike_are_rejected_on_gossip() {
     };
     let first = sealed(1, Digest::ZERO, "first", now);
     let twin = sealed(1, Digest::ZERO, "twin", now);
-    let future = sealed(2, first.id(), "future", now + 10 * 60 * 1000);
+    // From another author: after the twin above, author 1's feed is held
+    // at its fork (H1), so its later envelopes are not judged at all.
+    let other = f.keys(2, 0).unwrap();
+    let other_peer = other.peer_id();
+    let future = seal(
+        other,
+        roster,
+        bulletin_draft(1, Digest::ZERO, Tlp::Clear, "future", now + 10 * 60 * 1000),
+        &[],
+        &mut rand::rngs::ChaCha8Rng::seed_from_u64(6),
+    )
+    .unwrap();
     let mut forged = sealed(2, first.id(), "forged", now);
     forged.signature.0[0] ^= 1;
     let gossip = |source: PeerId, n: u8| Origin::Gossip {
@@ -376,12 +387,12 @@ fn m2_only_failures_decided_alike_are_rejected_on_gossip() {
     assert_eq!(verdict(&outcomes), MessageAcceptance::Ignore);
     assert!(held_against(&outcomes).is_empty());
     h.worker
-        .ingest(vec![future.encode()], gossip(author_peer, 5));
+        .ingest(vec![future.encode()], gossip(other_peer, 5));
     let outcomes = drain(&mut h);
     assert_eq!(verdict(&outcomes), MessageAcceptance::Ignore);
     assert_eq!(
         held_against(&outcomes),
-        vec![(author_peer, Misbehaviour::Ignored)]
+        vec![(other_peer, Misbehaviour::Ignored)]
     );
 
     // A bad signature is decided alike everywhere: rejected.
