@@ -403,7 +403,7 @@ impl Worker {
                 roster_version,
                 roster_hash,
             } => {
-                let frontier = self.frontier();
+                let frontier = self.sync_frontier();
                 let ours = self.roster.roster.version;
                 let hash = self.roster.roster.hash();
                 if digest == frontier.digest() && roster_version == ours && roster_hash == hash {
