@@ -259,6 +259,30 @@ impl Cluster {
     }
 
     /// A CLI call that must succeed; stdout.
+    /// Every bulletin node `i` holds (`list --all --json`, page by page:
+    /// the node shows at most 5,000 per request).
+    pub fn list_all(&self, i: usize) -> Result<Vec<breakwater_node::Summary>> {
+        const PAGE: usize = 5000;
+        let mut all = Vec::new();
+        loop {
+            let offset = all.len().to_string();
+            let limit = PAGE.to_string();
+            let text = self.cli_ok(
+                i,
+                &[
+                    "list", "--all", "--json", "--limit", &limit, "--offset", &offset,
+                ],
+            )?;
+            let page: Vec<breakwater_node::Summary> =
+                serde_json::from_str(&text).context("list --json")?;
+            let n = page.len();
+            all.extend(page);
+            if n < PAGE {
+                return Ok(all);
+            }
+        }
+    }
+
     pub fn cli_ok(&self, i: usize, args: &[&str]) -> Result<String> {
         let out = self.cli(i, args)?;
         if !out.status.success() {

@@ -342,10 +342,10 @@ fn wait_meshed(cluster: &Cluster, within: Duration) -> Result<()> {
 fn snapshot(cluster: &Cluster) -> Vec<Option<NodeView>> {
     (0..cluster.slots.len())
         .map(|i| {
-            let items = cluster.cli_ok(i, &["list", "--all", "--json"]).ok()?;
+            let items = cluster.list_all(i).ok()?;
             let status = cluster.cli_ok(i, &["status", "--json"]).ok()?;
             Some(NodeView {
-                items: serde_json::from_str(&items).ok()?,
+                items,
                 status: serde_json::from_str(&status).ok()?,
                 followups: None,
             })

@@ -334,11 +334,7 @@ impl Workload {
             std::thread::sleep(Duration::from_millis(rng.random_range(200..600)));
             let i = rng.random_range(0..n);
             let t_ms = self.cluster.now_ms();
-            let listed = self
-                .cluster
-                .cli_ok(i, &["list", "--all", "--json"])
-                .ok()
-                .and_then(|text| serde_json::from_str::<Vec<Summary>>(&text).ok());
+            let listed: Option<Vec<Summary>> = self.cluster.list_all(i).ok();
             self.history.read(Read {
                 node: i,
                 t_ms,
