@@ -2269,7 +2269,16 @@ fn small_tmpfs(dir: &TempDir) -> Result<Tmpfs, String> {
     Ok(Tmpfs(dir.path().to_path_buf()))
 }
 
+// Not in the default run: once sled 0.34 has recorded a failed background
+// flush, that store's thread can spin inside sled holding sled's
+// process-wide concurrency lock, which stalls every other node of this test
+// process (seen in CI runs). Run it alone, as root:
+// `cargo test -p breakwater-node --test mesh -- --ignored h4_a_real_full_disk`.
+// A full disk of real processes is covered by the chaos quick run
+// (tests/chaos.rs), and a failing write in-process by the store's
+// `h4_an_injected_write_failure_writes_nothing`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a full sled store can stall the whole test process; run alone with --ignored"]
 async fn h4_a_real_full_disk_fails_publish_with_one_line_and_reads_keep_working() {
     let _serial = SERIAL.lock().await;
     let dir = TempDir::new().unwrap();
