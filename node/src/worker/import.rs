@@ -4,31 +4,12 @@
 //! protocol's validation gives).
 
 use breakwater_protocol::envelope::id_of;
-use breakwater_protocol::{AuthorState, Digest, Envelope, NodePublicKey, SignedRoster, Verdict};
+use breakwater_protocol::{SignedRoster, Verdict};
 
+use super::ingest::StoreView;
 use super::{Origin, Worker, now_ms};
 use crate::export::{ImportReport, ImportRequest, ItemOutcome};
 use crate::handle::RequestError;
-use crate::store::Store;
-
-/// The store as validation sees it.
-struct Stored<'a>(&'a Store);
-
-impl AuthorState for Stored<'_> {
-    fn id_at(&self, author: &NodePublicKey, seq: u64) -> Option<Digest> {
-        self.0.id_at(&author.0, seq).ok().flatten().map(Digest)
-    }
-    fn envelope(&self, id: &Digest) -> Option<Vec<u8>> {
-        self.0.envelope(&id.0).ok().flatten()
-    }
-    fn author_of(&self, id: &Digest) -> Option<NodePublicKey> {
-        let bytes = self.0.envelope(&id.0).ok().flatten()?;
-        Some(Envelope::decode(&bytes).ok()?.header.author)
-    }
-    fn frontier(&self, author: &NodePublicKey) -> u64 {
-        self.0.frontier_of(&author.0).unwrap_or(0)
-    }
-}
 
 impl Worker {
     pub(crate) fn import(&mut self, request: ImportRequest) -> Result<ImportReport, RequestError> {
@@ -91,7 +72,7 @@ impl Worker {
                     &bytes,
                     now,
                     &self.roster.roster,
-                    &Stored(&self.store),
+                    &StoreView(&self.store),
                 ) {
                     Verdict::Reject(rejection) => rejection.to_string(),
                     Verdict::Ignore(reason) => reason.to_string(),

@@ -23,7 +23,8 @@ use crate::event_loop::Misbehaviour;
 use crate::handle::NodeEvent;
 use crate::store::{NewEnvelope, Store};
 
-struct StoreView<'a>(&'a Store);
+/// The store as validation sees it (sync, gossip and air-gap imports alike).
+pub(super) struct StoreView<'a>(pub(super) &'a Store);
 
 impl AuthorState for StoreView<'_> {
     fn id_at(&self, author: &NodePublicKey, seq: u64) -> Option<Digest> {

@@ -483,20 +483,8 @@ fn attached_objects(text: &str, floor: Tlp) -> (Vec<Value>, usize) {
     let mut levels: Vec<Tlp> = objects
         .iter()
         .flat_map(|o| {
-            let object_refs = o
-                .get("object_marking_refs")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten();
-            let granular_refs = o
-                .get("granular_markings")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|g| g.get("marking_ref"));
-            object_refs
-                .chain(granular_refs)
-                .filter_map(|r| r.as_str().and_then(marking::tlp_of_known_id))
+            marking::marking_refs(o)
+                .filter_map(marking::tlp_of_known_id)
                 .collect::<Vec<_>>()
         })
         .filter(|&tlp| tlp != floor)
@@ -535,20 +523,8 @@ fn strictest_tlp(object: &Value) -> Option<Tlp> {
     if object.get("type").and_then(Value::as_str) == Some("marking-definition") {
         return id.and_then(marking::tlp_of_known_id);
     }
-    let object_refs = object
-        .get("object_marking_refs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten();
-    let granular_refs = object
-        .get("granular_markings")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|g| g.get("marking_ref"));
-    object_refs
-        .chain(granular_refs)
-        .filter_map(|r| r.as_str().and_then(marking::tlp_of_known_id))
+    marking::marking_refs(object)
+        .filter_map(marking::tlp_of_known_id)
         .max()
 }
 

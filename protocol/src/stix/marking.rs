@@ -242,3 +242,20 @@ pub fn force_at_least(
         object.remove("labels");
     }
 }
+
+/// Every marking reference an object carries: `object_marking_refs` and the
+/// `marking_ref` of each granular marking.
+pub(crate) fn marking_refs(object: &Value) -> impl Iterator<Item = &str> {
+    let object_refs = object
+        .get("object_marking_refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    let granular_refs = object
+        .get("granular_markings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.get("marking_ref"));
+    object_refs.chain(granular_refs).filter_map(Value::as_str)
+}
