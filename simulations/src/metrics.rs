@@ -96,6 +96,14 @@ pub struct Figures {
     pub forged_accepted: u64,
     /// Hostile activity, when there was any.
     pub hostile: Option<HostileFigures>,
+    /// Envelopes of the equivocator (a member signing one seq twice)
+    /// pushed into honest nodes; 0 without one.
+    pub equivocator_pushed: u64,
+    /// Honest nodes holding any equivocation evidence at the end.
+    pub evidence_nodes: u64,
+    /// Whether every honest node held every acknowledged publication of
+    /// every honest author at the end (null when not measured).
+    pub honest_feeds_complete: Option<bool>,
     /// What the network did.
     pub network: NetworkCounters,
     /// Publishes that failed (a node crashed under them).
@@ -265,6 +273,9 @@ pub fn figures(data: &PhaseData) -> Figures {
         envelope_bytes: round(data.envelope_bytes),
         forged_accepted,
         hostile,
+        equivocator_pushed: data.equivocator_pushed,
+        evidence_nodes: data.evidence_nodes,
+        honest_feeds_complete: data.honest_feeds_complete,
         network: data.counters,
         failed_publishes: data.failed_publishes,
         lagged_events: data.lagged_events,

@@ -13,7 +13,7 @@ use crate::metrics::Figures;
 use crate::scenario::Scenario;
 
 /// Definitions shipped with every report.
-pub const NOTES: [&str; 8] = [
+pub const NOTES: [&str; 9] = [
     "delivery_ratio counts intended (envelope, recipient) pairs, author excluded, where the recipient stored the envelope and could open it; hostile nodes are never intended recipients.",
     "latency is measured from the publish call at the author (which includes sealing and the flush to disk) to the NodeEvent::Stored of a readable copy at the recipient.",
     "convergence_after_heal_ms runs from the last heal (partition end, or restart of crashed nodes) until every running honest node has the same frontier, detected from Stored events and confirmed with status().frontier on every node, or found by polling status() at least every second while the events disagree.",
@@ -21,6 +21,7 @@ pub const NOTES: [&str; 8] = [
     "copies_per_envelope is the count the goal of at most 2 is set on: every envelope copy a node received from peers beyond its first copy, gossip duplicates plus sync copies, per (envelope, node); it equals duplicates_per_envelope, and gossip_copies_per_envelope (gossip copies received, first copies included) + sync_copies_per_envelope (every envelope in a sync response) - 1 (the first copy, by either way).",
     "cpu_s_per_node and peak_rss_mib_per_node divide the whole process's CPU seconds over the phase (stores, start-up, warm-up, script and drain) and its peak resident memory by the nodes of the run; every node shares one process, one allocator and the machine's cores.",
     "bytes_per_envelope_per_node is every byte written to the simulated network during the run (Noise and Yamux framing included), minus the idle rate measured during the warm-up, divided by envelopes and by nodes.",
+    "evidence_nodes counts running honest nodes whose status() shows any equivocation evidence at the end; honest_feeds_complete says whether every running honest node's status().frontier then covered every acknowledged publication of every honest author (the equivocator's feed, held at its fork, is left out, as it is of every frontier comparison). An equivocator (equivocator_pushed > 0) is a member without a node whose valid feed is pushed into honest nodes through the import path, with one seq signed twice and each branch handed to a different half.",
     "forged_accepted counts honest-node stores of invalid hostile messages (garbage, forged authors, tampered payloads) plus honest nodes holding both envelopes of an equivocating pair.",
 ];
 
@@ -143,6 +144,12 @@ fn rows(f: &Figures) -> Vec<(&'static str, String)> {
             format!("{:.0}", f.idle_bytes_per_node_per_s),
         ),
         ("forged accepted", f.forged_accepted.to_string()),
+        ("evidence nodes", f.evidence_nodes.to_string()),
+        (
+            "honest feeds complete",
+            f.honest_feeds_complete
+                .map_or_else(|| "-".to_string(), |c| c.to_string()),
+        ),
         (
             "resets / stalls / refused dials",
             format!(
@@ -262,6 +269,18 @@ pub fn markdown(report: &Report) -> String {
             f.forged_accepted,
             h.evidence_records,
             h.evidence_nodes
+        );
+    }
+    if f.equivocator_pushed > 0 {
+        let _ = writeln!(
+            out,
+            "- A member signed one bulletin number twice and sent each version to different nodes; {} honest nodes hold the evidence, and every honest member's bulletins {} at every node.",
+            f.evidence_nodes,
+            if f.honest_feeds_complete == Some(true) {
+                "arrived"
+            } else {
+                "did not all arrive"
+            }
         );
     }
     if let Some(b) = &report.baseline {

@@ -10,12 +10,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use breakwater_node::export::{ImportRequest, ItemOutcome};
 use breakwater_node::node::join_offline;
 use breakwater_node::{
     Config, DataDir, Node, NodeEvent, NodeHandle, PublishRequest, Traffic, spawn,
 };
-use breakwater_protocol::fixture::Fixture;
+use breakwater_protocol::fixture::{Fixture, bulletin_draft};
+use breakwater_protocol::seal;
 use breakwater_protocol::{Bulletin, Digest, Indicator, NodePublicKey, OrgId, Severity, Tlp};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -115,6 +119,12 @@ pub struct PhaseData {
     pub evidence: u64,
     /// Honest nodes that hold any equivocation evidence.
     pub evidence_nodes: u64,
+    /// Whether every honest node's `status().frontier` held, at the end,
+    /// every acknowledged publication of every honest author (`None`: not
+    /// measured).
+    pub honest_feeds_complete: Option<bool>,
+    /// Envelopes of the equivocator pushed into honest nodes (0 without one).
+    pub equivocator_pushed: u64,
     /// Bytes written per node over the measured run.
     pub bytes_sent: Vec<u64>,
     /// Bytes delivered per node over the measured run.
@@ -283,6 +293,13 @@ struct Sim<'a> {
     last_status_poll: Instant,
     published: u64,
     verbose: bool,
+    /// Partition groups while split.
+    groups: Option<Vec<usize>>,
+    /// The equivocator's author key: its feed is held at the fork, so it is
+    /// left out of frontier comparisons.
+    equivocator_key: Option<NodePublicKey>,
+    /// Envelopes of the equivocator pushed so far.
+    equivocator_pushed: u64,
 }
 
 impl Sim<'_> {
@@ -295,7 +312,7 @@ impl Sim<'_> {
 
     fn honest_up(&self) -> Vec<usize> {
         (0..self.plan.n())
-            .filter(|i| !self.plan.hostile.contains(i) && self.running(*i).is_some())
+            .filter(|&i| self.plan.is_honest(i) && self.running(i).is_some())
             .collect()
     }
 
@@ -308,7 +325,7 @@ impl Sim<'_> {
     }
 
     async fn start(&mut self, i: usize) -> anyhow::Result<()> {
-        if self.running(i).is_some() || self.plan.hostile.contains(&i) {
+        if self.running(i).is_some() || !self.plan.is_honest(i) {
             return Ok(());
         }
         let (mut node, stop) =
@@ -467,11 +484,13 @@ impl Sim<'_> {
                 self.close_window("impairment");
             }
             Action::Split(group) => {
+                self.groups = Some(group.clone());
                 self.network.split(group.clone());
                 self.open_window("partition");
             }
             Action::Heal => {
                 if self.open_windows.contains_key("partition") {
+                    self.groups = None;
                     self.network.heal();
                     self.close_window("partition");
                     self.healed();
@@ -504,8 +523,180 @@ impl Sim<'_> {
                     hostile.attack();
                 }
             }
+            Action::Equivocate => self.equivocate().await?,
         }
         Ok(())
+    }
+
+    /// Pushes the equivocator's valid feed into honest nodes, sync-free
+    /// (through the import path, as an air-gap bundle would arrive): seqs
+    /// below the fork to both halves, branch A (`fork_seq`) to one half and
+    /// branch B (`fork_seq`, `fork_seq + 1`) to the other. Halves are the
+    /// partition groups 0 and 1 while split, else alternate topology
+    /// neighbours; each half is its members among the equivocator's
+    /// neighbours, or its first node when it has none. No node is handed
+    /// both branches, so evidence comes only from the mesh.
+    async fn equivocate(&mut self) -> anyhow::Result<()> {
+        let (Some(e), Some(settings)) = (self.plan.equivocator, &self.plan.scenario.equivocator)
+        else {
+            return Ok(());
+        };
+        let keys = self
+            .fixture
+            .keys(e, 0)
+            .ok_or_else(|| anyhow::anyhow!("no keys for the equivocator {e}"))?
+            .clone();
+        let roster = self.fixture.roster.roster.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.plan.seed ^ 0x6571_7569_766f_6361);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let fork = settings.fork_seq.max(1);
+        let mut seal_one = |seq: u64, prev: Digest, title: &str| {
+            seal(
+                &keys,
+                &roster,
+                bulletin_draft(seq, prev, Tlp::Green, title, now),
+                &[],
+                &mut rng,
+            )
+            .map_err(|e| anyhow::anyhow!("sealing the equivocator's seq {seq}: {e}"))
+        };
+        let mut common = Vec::new();
+        let mut prev = Digest::ZERO;
+        for seq in 1..fork {
+            let envelope = seal_one(seq, prev, &format!("equivocator bulletin {seq}"))?;
+            prev = envelope.id();
+            common.push(envelope.encode());
+        }
+        let a = seal_one(fork, prev, "equivocator branch A")?;
+        let b = seal_one(fork, prev, "equivocator branch B")?;
+        let b_next = seal_one(fork + 1, b.id(), "equivocator branch B continues")?;
+        let branch_a: Vec<Vec<u8>> = common.iter().cloned().chain([a.encode()]).collect();
+        let branch_b: Vec<Vec<u8>> = common
+            .iter()
+            .cloned()
+            .chain([b.encode(), b_next.encode()])
+            .collect();
+
+        let up = self.honest_up();
+        let near: Vec<usize> = self
+            .plan
+            .neighbours
+            .get(e)
+            .map(|ns| ns.iter().copied().filter(|j| up.contains(j)).collect())
+            .unwrap_or_default();
+        let halves: [Vec<usize>; 2] = match &self.groups {
+            Some(groups) => {
+                let in_group = |g: usize, from: &[usize]| -> Vec<usize> {
+                    from.iter()
+                        .copied()
+                        .filter(|&i| groups.get(i) == Some(&g))
+                        .collect()
+                };
+                [0, 1].map(|g| {
+                    let mut half = in_group(g, &near);
+                    if half.is_empty() {
+                        half = in_group(g, &up).into_iter().take(1).collect();
+                    }
+                    half
+                })
+            }
+            None => {
+                let mut pool = near.clone();
+                for &i in &up {
+                    if pool.len() >= 2 {
+                        break;
+                    }
+                    if !pool.contains(&i) {
+                        pool.push(i);
+                    }
+                }
+                [0, 1].map(|h| pool.iter().copied().skip(h).step_by(2).collect())
+            }
+        };
+        if halves.iter().any(Vec::is_empty) {
+            anyhow::bail!("the equivocator has no honest node to push a branch to");
+        }
+        for (half, branch) in halves.iter().zip([&branch_a, &branch_b]) {
+            let request = ImportRequest {
+                rosters: Vec::new(),
+                envelopes: branch
+                    .iter()
+                    .enumerate()
+                    .map(|(k, bytes)| (k, to_hex(bytes)))
+                    .collect(),
+            };
+            for &i in half {
+                let Some(handle) = self.handle(i) else {
+                    continue;
+                };
+                let report = handle
+                    .import(request.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("pushing a branch into node {i}: {e}"))?;
+                let refused: Vec<_> = report
+                    .outcomes
+                    .iter()
+                    .filter(|(_, o)| !matches!(o, ItemOutcome::Accepted | ItemOutcome::AlreadyHeld))
+                    .collect();
+                if self.verbose && !refused.is_empty() {
+                    eprintln!("node {i} refused equivocator envelopes: {refused:?}");
+                }
+                self.equivocator_pushed += branch.len() as u64;
+            }
+        }
+        if self.verbose {
+            eprintln!(
+                "t={:>7.0} ms  equivocator {e} forked seq {fork}: branch A to {:?}, branch B to {:?}",
+                self.script_ms(),
+                halves[0],
+                halves[1]
+            );
+        }
+        Ok(())
+    }
+
+    /// (evidence records, honest nodes holding some) over running honest nodes.
+    async fn evidence(&self) -> (u64, u64) {
+        let mut evidence = 0;
+        let mut nodes = 0;
+        for i in self.honest_up() {
+            if let Some(handle) = self.handle(i)
+                && let Ok(status) = handle.status().await
+            {
+                evidence += status.evidence;
+                nodes += u64::from(status.evidence > 0);
+            }
+        }
+        (evidence, nodes)
+    }
+
+    /// Whether every running honest node's frontier holds every acknowledged
+    /// publication of every honest author.
+    async fn honest_feeds_complete(&self) -> bool {
+        let mut expected: HashMap<NodePublicKey, u64> = HashMap::new();
+        for p in lock(&self.publications).iter() {
+            if let Some(keys) = self.fixture.keys(p.author, 0) {
+                *expected.entry(keys.node_public()).or_default() += 1;
+            }
+        }
+        for i in self.honest_up() {
+            let Some(handle) = self.handle(i) else {
+                return false;
+            };
+            let Ok(status) = handle.status().await else {
+                return false;
+            };
+            let frontier: HashMap<NodePublicKey, u64> = status.frontier.into_iter().collect();
+            if expected
+                .iter()
+                .any(|(author, &count)| frontier.get(author).copied().unwrap_or(0) < count)
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// Periodic work: chaos on impaired links, convergence after a heal.
@@ -545,11 +736,19 @@ impl Sim<'_> {
     fn frontiers_equal_by_events(&self) -> bool {
         let up = self.honest_up();
         let state = lock(&self.recorder.state);
-        let mut frontiers = up.iter().filter_map(|&i| state.frontiers.get(i));
+        let skip = self.equivocator_key;
+        let view = |f: &Frontiers| -> HashMap<NodePublicKey, u64> {
+            f.contiguous
+                .iter()
+                .filter(|(k, _)| Some(**k) != skip)
+                .map(|(k, v)| (*k, *v))
+                .collect()
+        };
+        let mut frontiers = up.iter().filter_map(|&i| state.frontiers.get(i)).map(view);
         let Some(first) = frontiers.next() else {
             return true;
         };
-        frontiers.all(|f| f.contiguous == first.contiguous)
+        frontiers.all(|f| f == first)
     }
 
     async fn frontiers_equal_by_status(&self) -> bool {
@@ -566,6 +765,7 @@ impl Sim<'_> {
             match status {
                 Ok(s) => {
                     let mut f = s.frontier;
+                    f.retain(|(k, _)| Some(*k) != self.equivocator_key);
                     f.sort();
                     frontiers.push(f);
                 }
@@ -579,7 +779,7 @@ impl Sim<'_> {
     async fn traffic(&self) -> Vec<Option<Traffic>> {
         let handles: Vec<Option<NodeHandle>> = (0..self.plan.n())
             .map(|i| {
-                if self.plan.hostile.contains(&i) {
+                if !self.plan.is_honest(i) {
                     None
                 } else {
                     self.handle(i)
@@ -635,6 +835,10 @@ impl Sim<'_> {
     }
 }
 
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 async fn finish_recorder(recorder: JoinHandle<()>) {
     let abort = recorder.abort_handle();
     if tokio::time::timeout(Duration::from_secs(2), recorder)
@@ -665,8 +869,10 @@ pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<Ph
         .prefix("breakwater-sim-")
         .tempdir_in(&options.work_dir)
         .with_context(|| format!("cannot create a temp dir in {}", options.work_dir.display()))?;
+    let mut not_run = plan.hostile.clone();
+    not_run.extend(plan.equivocator);
     let (fixture, dirs, configs) =
-        prepare_consortium(root.path(), &scenario.node, &plan.neighbours, &plan.hostile).await?;
+        prepare_consortium(root.path(), &scenario.node, &plan.neighbours, &not_run).await?;
 
     let network = Network::new(n, plan.seed, plan.links.clone());
     network.set_shape(scenario.link.shape());
@@ -704,7 +910,13 @@ pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<Ph
         last_status_poll: Instant::now(),
         published: 0,
         verbose: options.verbose,
+        groups: None,
+        equivocator_key: None,
+        equivocator_pushed: 0,
     };
+    sim.equivocator_key = plan
+        .equivocator
+        .and_then(|e| sim.fixture.keys(e, 0).map(|k| k.node_public()));
     let setup_s = setup_started.elapsed().as_secs_f64();
     let result = drive(&mut sim, options).await;
     sim.stop_all().await;
@@ -861,7 +1073,9 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
     // deadline, so the warm-up measures steady idle traffic).
     let connect_deadline = CONNECT_DEADLINE + CONNECT_PER_NODE * n as u32;
     let deadline = Instant::now() + connect_deadline;
-    let up: HashSet<usize> = (0..n).filter(|i| !plan.late.contains(i)).collect();
+    let up: HashSet<usize> = (0..n)
+        .filter(|i| !plan.late.contains(i) && Some(*i) != plan.equivocator)
+        .collect();
     loop {
         let nodes = sim.honest_up();
         let handles: Vec<NodeHandle> = nodes.iter().filter_map(|&i| sim.handle(i)).collect();
@@ -942,7 +1156,7 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
     sim.apply(&Action::Unimpair).await?;
     sim.apply(&Action::Heal).await?;
     let down: Vec<usize> = (0..n)
-        .filter(|i| !plan.hostile.contains(i) && sim.running(*i).is_none())
+        .filter(|&i| plan.is_honest(i) && sim.running(i).is_none())
         .collect();
     if !down.is_empty() {
         let late: Vec<usize> = down
@@ -973,12 +1187,24 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
     // Drain: everything delivered, every frontier equal and, after a heal,
     // convergence confirmed.
     let drain_deadline = Instant::now() + Duration::from_secs_f64(scenario.drain_s);
+    let mut evidence_polled = Instant::now();
     loop {
         let (delivered, intended) = sim.delivery();
         let converged = sim.heal_at.is_none() || sim.convergence_ms.is_some();
         // Non-recipients store sealed envelopes too: wait for equal frontiers.
         if delivered == intended && converged && sim.frontiers_equal_by_events() {
-            break;
+            // With an equivocator, also wait for its evidence everywhere
+            // (polled at most every second).
+            if plan.equivocator.is_none() {
+                break;
+            }
+            if evidence_polled.elapsed() >= Duration::from_secs(1) {
+                evidence_polled = Instant::now();
+                let (_, nodes) = sim.evidence().await;
+                if nodes as usize >= sim.honest_up().len() {
+                    break;
+                }
+            }
         }
         if Instant::now() > drain_deadline {
             if options.verbose {
@@ -996,16 +1222,8 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
     let frontiers_equal_at_end = sim.frontiers_equal_by_status().await;
     let envelope_bytes = sim.envelope_bytes().await;
     let copies = CopyCounts::since(&traffic_before, &sim.traffic().await);
-    let mut evidence = 0;
-    let mut evidence_nodes = 0;
-    for i in sim.honest_up() {
-        if let Some(handle) = sim.handle(i)
-            && let Ok(status) = handle.status().await
-        {
-            evidence += status.evidence;
-            evidence_nodes += u64::from(status.evidence > 0);
-        }
-    }
+    let (evidence, evidence_nodes) = sim.evidence().await;
+    let honest_feeds_complete = Some(sim.honest_feeds_complete().await);
     let bytes_sent = (0..n)
         .map(|i| sim.network.bytes_sent(i).saturating_sub(sent_before[i]))
         .collect();
@@ -1057,6 +1275,8 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
         frontiers_equal_at_end,
         evidence,
         evidence_nodes,
+        honest_feeds_complete,
+        equivocator_pushed: sim.equivocator_pushed,
         bytes_sent,
         bytes_received,
         idle_bytes_per_s,

@@ -65,6 +65,9 @@ pub struct Scenario {
     /// Hostile members.
     #[serde(default)]
     pub hostile: Option<Hostile>,
+    /// A member that otherwise behaves well but signs one seq twice.
+    #[serde(default)]
+    pub equivocator: Option<Equivocator>,
 }
 
 fn default_drain() -> f64 {
@@ -305,6 +308,26 @@ pub struct Hostile {
     pub rate_per_s: f64,
 }
 
+/// An equivocator: a member (not running a node) whose valid feed is pushed
+/// straight into honest nodes, sync-free, as an air-gap import would: seqs
+/// `1..fork_seq` to all of them, then two branches from `fork_seq` on, one to
+/// each half. Branch B is one envelope longer, so that a node holding branch
+/// A meets the fork through sync too (equal-length branches are invisible to
+/// frontiers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Equivocator {
+    /// When the feed is pushed.
+    pub at_s: f64,
+    /// The seq signed twice (at least 1).
+    #[serde(default = "default_fork_seq")]
+    pub fork_seq: u64,
+}
+
+fn default_fork_seq() -> u64 {
+    3
+}
+
 fn default_hostile_rate() -> f64 {
     20.0
 }
@@ -322,7 +345,8 @@ impl Scenario {
 
     /// Rejects scenarios that cannot run.
     pub fn check(&self) -> anyhow::Result<()> {
-        let hostile = self.hostile.as_ref().map_or(0, |h| h.count);
+        let hostile =
+            self.hostile.as_ref().map_or(0, |h| h.count) + usize::from(self.equivocator.is_some());
         if self.nodes < 2 + hostile {
             bail!("a scenario needs at least two honest nodes");
         }
@@ -338,6 +362,9 @@ impl Scenario {
             if w.end_s < w.start_s {
                 bail!("an impairment window needs end_s >= start_s");
             }
+        }
+        if self.equivocator.as_ref().is_some_and(|e| e.fork_seq == 0) {
+            bail!("equivocator.fork_seq must be at least 1");
         }
         if let Some(publish) = &self.publish
             && publish.rate_per_s <= 0.0
@@ -356,6 +383,7 @@ impl Scenario {
         clean.crashes.clear();
         clean.late_joiners = None;
         clean.hostile = None;
+        clean.equivocator = None;
         clean
     }
 
@@ -394,6 +422,8 @@ pub enum Action {
     Join(Vec<usize>),
     /// Hostile nodes start their attack.
     Attack,
+    /// The equivocator's feed and its two branches are pushed.
+    Equivocate,
 }
 
 /// One action at a time (ms after t = 0).
@@ -418,6 +448,8 @@ pub struct Plan {
     pub links: Option<Links>,
     /// Hostile node indices.
     pub hostile: BTreeSet<usize>,
+    /// The equivocator's index (never started, not honest).
+    pub equivocator: Option<usize>,
     /// Nodes not started at t = 0.
     pub late: BTreeSet<usize>,
     /// The script, in time order.
@@ -440,7 +472,14 @@ impl Plan {
         order.shuffle(&mut rng);
         let n_hostile = scenario.hostile.as_ref().map_or(0, |h| h.count);
         let hostile: BTreeSet<usize> = order.iter().copied().take(n_hostile).collect();
-        let honest: Vec<usize> = (0..n).filter(|i| !hostile.contains(i)).collect();
+        let equivocator = scenario
+            .equivocator
+            .as_ref()
+            .and_then(|_| order.get(n_hostile).copied());
+        let n_hostile = n_hostile + usize::from(equivocator.is_some());
+        let honest: Vec<usize> = (0..n)
+            .filter(|i| !hostile.contains(i) && Some(*i) != equivocator)
+            .collect();
         let mut late = BTreeSet::new();
         let mut actions = Vec::new();
         if let Some(joiners) = &scenario.late_joiners {
@@ -563,7 +602,7 @@ impl Plan {
         for burst in &scenario.bursts {
             let at = ms(burst.at_s);
             let from = match burst.from {
-                Some(node) if node < n && !hostile.contains(&node) => Some(node),
+                Some(node) if node < n && honest.contains(&node) => Some(node),
                 Some(node) => bail!("burst from node {node}, which is hostile or out of range"),
                 None => pick_author(at, &mut rng),
             };
@@ -587,6 +626,12 @@ impl Plan {
                 action: Action::Attack,
             });
         }
+        if let Some(e) = &scenario.equivocator {
+            actions.push(Timed {
+                at_ms: ms(e.at_s),
+                action: Action::Equivocate,
+            });
+        }
         // Nothing happens after the script: the driver lifts what is left.
         actions.retain(|a| a.at_ms <= end_ms);
         // Stable sort: simultaneous actions keep their order of creation.
@@ -597,6 +642,7 @@ impl Plan {
             neighbours,
             links,
             hostile,
+            equivocator,
             late,
             actions,
         })
@@ -612,6 +658,7 @@ impl Plan {
             neighbours: self.neighbours.clone(),
             links: self.links.clone(),
             hostile: BTreeSet::new(),
+            equivocator: None,
             late: BTreeSet::new(),
             actions: self
                 .actions
@@ -629,9 +676,12 @@ impl Plan {
 
     /// Honest node indices.
     pub fn honest(&self) -> Vec<usize> {
-        (0..self.n())
-            .filter(|i| !self.hostile.contains(i))
-            .collect()
+        (0..self.n()).filter(|&i| self.is_honest(i)).collect()
+    }
+
+    /// Whether node `i` is honest (neither hostile nor the equivocator).
+    pub fn is_honest(&self, i: usize) -> bool {
+        !self.hostile.contains(&i) && Some(i) != self.equivocator
     }
 }
 

@@ -493,6 +493,7 @@ impl Worker {
             debug!(peer = %from, "rejected envelope: {rejection}");
             return MessageAcceptance::Reject;
         }
+        let mut acceptance = MessageAcceptance::Ignore;
         match &rejection {
             Rejection::UnknownAuthor(_) | Rejection::RevokedAuthor { .. } => {
                 debug!(peer = %from, "envelope from outside this roster: {rejection}");
@@ -533,6 +534,13 @@ impl Worker {
                                     self.send(Outcome::PublishEnvelope(bytes.clone()));
                                 }
                             }
+                            // The branch that came by gossip is already in
+                            // gossipsub's seen cache, so publishing it again
+                            // is a duplicate that never leaves: forward it
+                            // instead, so evidence spreads past one hop.
+                            if gossip {
+                                acceptance = MessageAcceptance::Accept;
+                            }
                         }
                         self.emit(NodeEvent::Equivocation {
                             author: evidence.author,
@@ -549,7 +557,7 @@ impl Worker {
                 }
             }
         }
-        MessageAcceptance::Ignore
+        acceptance
     }
 
     /// Asks the event loop to hold `what` against `peer` in its gossip

@@ -59,6 +59,7 @@ impl MeshSettings {
             crashes: Vec::new(),
             late_joiners: None,
             hostile: None,
+            equivocator: None,
         }
     }
 }
