@@ -221,7 +221,7 @@ pub(crate) struct Worker {
     /// GREEN keys of the rosters kept as fork evidence that differ from the
     /// keys of the chain in force: what was sealed on another branch (or on
     /// this node's own branch before a re-base) still opens.
-    fork_keys: EpochKeys,
+    fork_keys: Arc<EpochKeys>,
 }
 
 /// Unix ms now.
@@ -267,7 +267,7 @@ fn recipient_key_ids(
 
 /// The body of `envelope`, if `keys` (with the GREEN keys `epoch_keys`) is
 /// among its recipients and it opens.
-fn open_as(envelope: &Envelope, keys: &NodeKeys, epoch_keys: &EpochKeys) -> Option<Body> {
+fn open_in(envelope: &Envelope, keys: &NodeKeys, epoch_keys: &EpochKeys) -> Option<Body> {
     let key_id = keys.sealing_public().key_id();
     let recipient = match &envelope.header.seal {
         Seal::Clear => true,
@@ -277,6 +277,29 @@ fn open_as(envelope: &Envelope, keys: &NodeKeys, epoch_keys: &EpochKeys) -> Opti
     recipient
         .then(|| open_with(envelope, keys, epoch_keys).ok())
         .flatten()
+}
+
+/// The body of `envelope` for `keys`: opened with the GREEN keys of the
+/// chain in force, or else, when sealed under an epoch that a roster kept
+/// as fork evidence keys differently, with that key. The worker and the
+/// ingest pipeline's checking threads both open through here, so a GREEN
+/// envelope of another branch that arrives after a fork is resolved opens
+/// as it would have before.
+fn open_as(
+    envelope: &Envelope,
+    keys: &NodeKeys,
+    epoch_keys: &EpochKeys,
+    fork_keys: &EpochKeys,
+) -> Option<Body> {
+    open_in(envelope, keys, epoch_keys).or_else(|| {
+        let sealed_elsewhere = matches!(
+            envelope.header.seal,
+            Seal::Epoch { epoch, .. } if fork_keys.contains_key(&epoch)
+        );
+        sealed_elsewhere
+            .then(|| open_in(envelope, keys, fork_keys))
+            .flatten()
+    })
 }
 
 impl Worker {
@@ -312,7 +335,7 @@ impl Worker {
             epoch_keys: Arc::new(EpochKeys::new()),
             green_problem: None,
             fork: None,
-            fork_keys: EpochKeys::new(),
+            fork_keys: Arc::new(EpochKeys::new()),
         };
         worker.fork = match crate::fork::recorded(&worker.store) {
             Ok(fork) => fork.map(|evidence| evidence.summary()),
@@ -354,15 +377,17 @@ impl Worker {
             Ok(rosters) => rosters,
             Err(e) => return warn!("reading roster fork evidence failed: {e}"),
         };
+        let mut fork_keys = (*self.fork_keys).clone();
         for signed in rosters {
             let Ok(key) = breakwater_protocol::open_epoch_key(&signed.roster, &self.keys) else {
                 continue;
             };
             let in_force = self.epoch_keys.get(&key.epoch).map(|k| k.key_id);
             if in_force != Some(key.key_id) {
-                self.fork_keys.entry(key.epoch).or_insert(key);
+                fork_keys.entry(key.epoch).or_insert(key);
             }
         }
+        self.fork_keys = Arc::new(fork_keys);
     }
 
     /// Notes evidence at `(author, seq)`: the feed is held at its lowest
@@ -507,15 +532,7 @@ impl Worker {
 
     /// The body, if this node is a recipient and it opens.
     fn open(&self, envelope: &Envelope) -> Option<Body> {
-        open_as(envelope, &self.keys, &self.epoch_keys).or_else(|| {
-            let sealed_elsewhere = matches!(
-                envelope.header.seal,
-                Seal::Epoch { epoch, .. } if self.fork_keys.contains_key(&epoch)
-            );
-            sealed_elsewhere
-                .then(|| open_as(envelope, &self.keys, &self.fork_keys))
-                .flatten()
-        })
+        open_as(envelope, &self.keys, &self.epoch_keys, &self.fork_keys)
     }
 
     /// Logs a failed store write once, not once per batch: a full disk

@@ -90,6 +90,7 @@ fn precheck_chunk(
     consortium: Digest,
     keys: &NodeKeys,
     epoch_keys: &EpochKeys,
+    fork_keys: &EpochKeys,
 ) -> Vec<Checked> {
     let stored: Vec<bool> = items
         .iter()
@@ -110,7 +111,7 @@ fn precheck_chunk(
             }
             match prechecked.next() {
                 Some(Ok(pre)) => {
-                    let body = open_as(pre.envelope(), keys, epoch_keys);
+                    let body = open_as(pre.envelope(), keys, epoch_keys, fork_keys);
                     Checked::Passed(Box::new(pre), body)
                 }
                 Some(Err(rejection)) => Checked::Rejected(rejection),
@@ -220,8 +221,17 @@ impl Worker {
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if items.len() < MIN_PARALLEL || threads < 2 {
-            let (roster, keys, epoch_keys) = (&self.roster.roster, &self.keys, &self.epoch_keys);
-            let checked = precheck_chunk(&items, &store, roster, self.consortium, keys, epoch_keys);
+            let (roster, keys) = (&self.roster.roster, &self.keys);
+            let (epoch_keys, fork_keys) = (&self.epoch_keys, &self.fork_keys);
+            let checked = precheck_chunk(
+                &items,
+                &store,
+                roster,
+                self.consortium,
+                keys,
+                epoch_keys,
+                fork_keys,
+            );
             let accepted = self.validate_part(&items, 0, checked, &mut batch);
             // A valid gossip message is forwarded as soon as it is validated:
             // the next hop need not wait on this node's disk. Should the write
@@ -398,11 +408,12 @@ impl Worker {
     /// chunks (decode, membership, signature, opening) while this thread
     /// validates and writes the chunks already checked, in order.
     fn pipeline(&mut self, items: &[Vec<u8>], threads: usize, batch: &mut Ingest<'_>) {
-        let (roster, keys, consortium, epoch_keys, store) = (
+        let (roster, keys, consortium, epoch_keys, fork_keys, store) = (
             self.roster.roster.clone(),
             self.keys.clone(),
             self.consortium,
             self.epoch_keys.clone(),
+            self.fork_keys.clone(),
             self.store.clone(),
         );
         let chunk = PIPELINE_CHUNK.min(items.len().div_ceil(threads)).max(1);
@@ -413,13 +424,15 @@ impl Worker {
             let mut checkers = Vec::with_capacity(threads);
             for _ in 0..threads {
                 let (tx, next, chunks) = (tx.clone(), &next, &chunks);
-                let (roster, keys, epoch_keys, store) = (&roster, &keys, &epoch_keys, &store);
+                let (roster, keys, store) = (&roster, &keys, &store);
+                let (epoch_keys, fork_keys) = (&epoch_keys, &fork_keys);
                 checkers.push(scope.spawn(move || {
                     loop {
                         let c = next.fetch_add(1, Ordering::Relaxed);
                         let Some(part) = chunks.get(c) else { break };
-                        let checked =
-                            precheck_chunk(part, store, roster, consortium, keys, epoch_keys);
+                        let checked = precheck_chunk(
+                            part, store, roster, consortium, keys, epoch_keys, fork_keys,
+                        );
                         if tx.send((c, checked)).is_err() {
                             break;
                         }
@@ -445,7 +458,15 @@ impl Worker {
             }
             while let Some(part) = chunks.get(want) {
                 let checked = ready.remove(&want).unwrap_or_else(|| {
-                    precheck_chunk(part, &store, &roster, consortium, &keys, &epoch_keys)
+                    precheck_chunk(
+                        part,
+                        &store,
+                        &roster,
+                        consortium,
+                        &keys,
+                        &epoch_keys,
+                        &fork_keys,
+                    )
                 });
                 let accepted = self.validate_part(items, want * chunk, checked, batch);
                 self.write_part(items, accepted);

@@ -253,6 +253,7 @@ fn a_stored_duplicate_is_recognised_before_any_signature_check() {
         consortium,
         keys,
         &h.worker.epoch_keys,
+        &h.worker.fork_keys,
     );
     assert!(matches!(checked[0], Checked::Stored));
     // The same forgery not yet stored is rejected by its signature.
@@ -264,6 +265,7 @@ fn a_stored_duplicate_is_recognised_before_any_signature_check() {
         consortium,
         keys,
         &h.worker.epoch_keys,
+        &h.worker.fork_keys,
     );
     assert!(matches!(
         checked[0],
