@@ -97,6 +97,19 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    serve_router(listener, app, stop_rx).await;
+    Ok(())
+}
+
+/// Serves `app` on `listener` until `stop_rx` turns true, with the API's
+/// limits: at most [`MAX_CONNECTIONS`] connections at once, request heads
+/// within [`HEADER_TIMEOUT`], and [`SHUTDOWN_GRACE`] for requests in flight
+/// at the stop. The TAXII server ([`crate::taxii`]) serves through it too.
+pub(crate) async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop_rx: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
     let stopped = wait_stopped(stop_rx.clone());
@@ -155,7 +168,6 @@ pub async fn serve(
         );
     }
     connections.abort_all();
-    Ok(())
 }
 
 async fn wait_stopped(mut stop: watch::Receiver<bool>) {
@@ -381,7 +393,7 @@ async fn authenticate(State(state): State<Shared>, request: Request, next: Next)
 }
 
 /// Compares without an early exit, so timing does not reveal a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() || b.is_empty() {
         return false;
     }

@@ -112,6 +112,9 @@ pub struct Config {
     /// Days after an organisation's revocation (as first seen by this node)
     /// when its envelopes' ciphertext is deleted, tombstones kept.
     pub revoked_purge_after_days: u64,
+    /// The TAXII 2.1 server (off when absent; `breakwater taxii enable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taxii: Option<crate::taxii::TaxiiConfig>,
 }
 
 impl Default for Config {
@@ -135,6 +138,7 @@ impl Default for Config {
             max_lifetime: Duration::from_millis(breakwater_protocol::MAX_LIFETIME_MS),
             expired_grace: Duration::from_secs(7 * 24 * 3600),
             revoked_purge_after_days: 30,
+            taxii: None,
         }
     }
 }
@@ -176,6 +180,9 @@ impl Config {
                 "api address {} is not loopback",
                 self.api
             )));
+        }
+        if let Some(taxii) = &self.taxii {
+            taxii.check().map_err(ConfigError::Invalid)?;
         }
         Ok(())
     }

@@ -500,6 +500,17 @@ impl NodeHandle {
         self.ask(|reply| Job::Export { filter, reply }).await
     }
 
+    /// At most `max` entries of the `added` index from `from` µs on
+    /// (inclusive): the envelopes this node could open, in the order it
+    /// could first open them (TAXII's `date_added`).
+    pub async fn added(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<crate::worker::AddedPage, RequestError> {
+        self.ask(|reply| Job::Added { from, max, reply }).await
+    }
+
     /// Imports an air-gap bundle's items through the roster and sync ingest
     /// paths; one outcome per item.
     pub async fn import(

@@ -108,6 +108,12 @@ pub(crate) enum Job {
         request: crate::export::ImportRequest,
         reply: Reply<crate::export::ImportReport>,
     },
+    /// A page of the `added` index, for the TAXII server.
+    Added {
+        from: u64,
+        max: usize,
+        reply: Reply<crate::worker::AddedPage>,
+    },
     /// The event loop has ended: flush and stop, even while handles remain.
     Stop,
 }

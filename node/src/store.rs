@@ -119,6 +119,10 @@ mod family {
     pub const ORG: u8 = b'o';
     /// `expires_at ‖ id` → `author ‖ seq`.
     pub const EXPIRY: u8 = b'y';
+    /// `added µs` → `id`: when this node could first open the envelope
+    /// (its local arrival, or the opening of a pending GREEN), strictly
+    /// increasing. TAXII's `date_added` (PROTOCOL.md §21).
+    pub const ADDED: u8 = b'a';
 
     /// How [`super::StoreError::Corrupt`] names a family.
     pub fn name(prefix: u8) -> &'static str {
@@ -135,6 +139,7 @@ mod family {
             META => "kv/m",
             ORG => "kv/o",
             EXPIRY => "kv/y",
+            ADDED => "kv/a",
             _ => "kv",
         }
     }
@@ -268,6 +273,8 @@ struct Writer {
     /// [`Store::write`] changes `n` entries, and it updates this map after
     /// every successful batch.
     frontier: HashMap<AuthorKey, u64>,
+    /// The newest `added` time given out (µs), once read from the store.
+    last_added: Option<u64>,
 }
 
 /// Handle to the node's sled database. Cloning is cheap and every clone
@@ -746,6 +753,45 @@ impl Store {
             out.push((expires_at, id, author, seq));
         }
         Ok(out)
+    }
+
+    /// Entries of the `added` index ([`family::ADDED`]) from `from` µs on
+    /// (inclusive), oldest first, at most `max`: the time and the id.
+    pub fn added_from(&self, from: u64, max: usize) -> Result<Vec<(u64, Id)>, StoreError> {
+        let mut out = Vec::new();
+        let start = kv_key(family::ADDED, &[&from.to_be_bytes()]);
+        for entry in self.kv.range(start..) {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = entry?;
+            if key.first() != Some(&family::ADDED) {
+                break;
+            }
+            if key.len() != 1 + 8 {
+                return Err(StoreError::Corrupt {
+                    tree: family::name(family::ADDED),
+                    detail: format!("expected a 9-byte key, found {} bytes", key.len()),
+                });
+            }
+            let at = decode_u64(family::ADDED, &key[1..])?;
+            out.push((at, decode_id(family::ADDED, &value)?));
+        }
+        Ok(out)
+    }
+
+    /// The newest `added` time stored (µs), if any.
+    pub fn last_added(&self) -> Result<Option<u64>, StoreError> {
+        match self.kv.scan_prefix([family::ADDED]).next_back() {
+            Some(entry) => {
+                let (key, _) = entry?;
+                Ok(Some(decode_u64(
+                    family::ADDED,
+                    key.get(1..).unwrap_or(&[]),
+                )?))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The id of every stored envelope, in id order. The iterator does not

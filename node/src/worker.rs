@@ -31,6 +31,7 @@ mod query;
 mod quota;
 mod roster;
 mod sync;
+mod taxii;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -168,6 +169,7 @@ impl Opened {
 }
 
 pub(crate) use quota::StoragePolicy;
+pub use taxii::{AddedItem, AddedPage};
 
 pub(crate) struct Worker {
     pub store: Store,
@@ -368,6 +370,9 @@ impl Worker {
         {
             warn!("marking the expiry index failed: {e}");
         }
+        if let Err(e) = worker.index_added() {
+            warn!("indexing opened envelopes by arrival (TAXII date_added) failed: {e}");
+        }
         worker
     }
 
@@ -523,6 +528,9 @@ impl Worker {
             }
             Job::Import { request, reply } => {
                 let _ = reply.send(self.import(request));
+            }
+            Job::Added { from, max, reply } => {
+                let _ = reply.send(self.added_items(from, max));
             }
             Job::Stop => {}
         }

@@ -110,6 +110,10 @@ enum Op {
         seq: u64,
         id: Id,
     },
+    Added {
+        at: u64,
+        id: Id,
+    },
 }
 
 /// Writes attached to one envelope of a [`WriteBatch`]: stored only if the
@@ -321,6 +325,13 @@ impl<'a> WriteBatch<'a> {
         })
     }
 
+    /// Records in the `added` index that envelope `id` became readable at
+    /// `at` µs (for envelopes stored before the index existed; a plaintext
+    /// put through the batch is indexed by [`Store::write`] itself).
+    pub fn added(&mut self, at: u64, id: &Id) -> &mut Self {
+        self.push(Op::Added { at, id: *id })
+    }
+
     /// Removes the expiry index entry of envelope `id`.
     pub fn remove_expiry(&mut self, expires_at: u64, id: &Id) -> &mut Self {
         self.push(Op::RemoveExpiry {
@@ -468,6 +479,10 @@ impl Store {
                         }
                     };
                     if wanted {
+                        if let Op::PutPlaintext { id, .. } = &op {
+                            let at = next_added(&mut writer, &self.kv)?;
+                            overlay.put(kv_key(family::ADDED, &[&at.to_be_bytes()]), &id[..]);
+                        }
                         apply_op(&mut overlay, op)?;
                     }
                 }
@@ -486,6 +501,32 @@ impl Store {
         writer.frontier.extend(frontiers);
         Ok(outcomes)
     }
+}
+
+/// The next `added` time: now in µs, or one past the last one given out,
+/// whichever is later, so the index is strictly increasing even when the
+/// clock steps back.
+fn next_added(writer: &mut super::Writer, kv: &Tree) -> Result<u64, StoreError> {
+    let last = match writer.last_added {
+        Some(last) => last,
+        None => {
+            let last = match kv.scan_prefix([family::ADDED]).next_back() {
+                Some(entry) => {
+                    let (key, _) = entry?;
+                    super::decode_u64(family::ADDED, key.get(1..).unwrap_or(&[]))?
+                }
+                None => 0,
+            };
+            writer.last_added = Some(last);
+            last
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let at = now.max(last.saturating_add(1));
+    writer.last_added = Some(at);
+    Ok(at)
 }
 
 /// Adds one envelope to the overlay if `(author, seq)` is free; returns its
@@ -545,6 +586,9 @@ fn insert_one(
 /// Adds one non-envelope write to the overlay.
 fn apply_op(overlay: &mut Overlay<'_>, op: Op) -> Result<(), StoreError> {
     match op {
+        Op::Added { at, id } => {
+            overlay.put(kv_key(family::ADDED, &[&at.to_be_bytes()]), &id[..]);
+        }
         Op::PutPlaintext { id, record } => {
             overlay.put(kv_key(family::PLAINTEXT, &[&id]), record);
         }

@@ -88,6 +88,93 @@ pub fn timestamp(unix_ms: u64) -> String {
     )
 }
 
+/// A timestamp with microseconds (`YYYY-MM-DDTHH:MM:SS.uuuuuuZ`, UTC) for
+/// unix microseconds: TAXII's `date_added`, which must be exact enough to
+/// serve as an `added_after` cursor.
+pub fn timestamp_micros(unix_us: u64) -> String {
+    let secs = unix_us / 1_000_000;
+    let micros = unix_us % 1_000_000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Unix microseconds of an RFC 3339 UTC timestamp as STIX and TAXII write
+/// them (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`, at most microseconds counted;
+/// finer digits are truncated). `None` for anything else, or a date before
+/// 1970.
+pub fn parse_timestamp(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z').or_else(|| text.strip_suffix('z'))?;
+    let (date, time) = text.split_once(['T', 't'])?;
+    let mut date_parts = date.splitn(3, '-');
+    let number = |part: Option<&str>, len: usize| -> Option<u64> {
+        let part = part?;
+        (part.len() == len && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let year = number(date_parts.next(), 4)?;
+    let month = number(date_parts.next(), 2)?;
+    let day = number(date_parts.next(), 2)?;
+    let (clock, fraction) = match time.split_once('.') {
+        Some((clock, fraction)) => (clock, Some(fraction)),
+        None => (time, None),
+    };
+    let mut clock_parts = clock.splitn(3, ':');
+    let hour = number(clock_parts.next(), 2)?;
+    let minute = number(clock_parts.next(), 2)?;
+    let second = number(clock_parts.next(), 2)?;
+    let micros = match fraction {
+        None => 0,
+        Some(f) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => {
+            let digits: String = f.chars().chain(std::iter::repeat('0')).take(6).collect();
+            digits.parse::<u64>().ok()?
+        }
+        Some(_) => return None,
+    };
+    let valid = (1970..=9999).contains(&year)
+        && (1..=12).contains(&month)
+        && (1..=days_in_month(year, month)).contains(&day)
+        && hour < 24
+        && minute < 60
+        && second < 61;
+    if !valid {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
+    secs.checked_mul(1_000_000)?.checked_add(micros)
+}
+
+fn days_in_month(year: u64, month: u64) -> u64 {
+    match month {
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date from 1970 on (Howard
+/// Hinnant's `days_from_civil`).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let yoe = year - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Proleptic Gregorian date of `days` after 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`, for non-negative days).
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
@@ -101,4 +188,61 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
     (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_at_microseconds() {
+        for us in [
+            0u64,
+            951_782_400_000_001,   // 2000-02-29, a leap day
+            1_767_225_599_999_999, // 2025-12-31T23:59:59.999999
+            1_780_000_000_123_456,
+        ] {
+            let text = timestamp_micros(us);
+            assert_eq!(parse_timestamp(&text), Some(us), "{text}");
+        }
+        assert_eq!(timestamp_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            parse_timestamp("2016-01-01T01:01:01Z"),
+            Some(1_451_610_061_000_000)
+        );
+        // Milliseconds, and digits past microseconds truncated.
+        assert_eq!(
+            parse_timestamp("2016-01-01T01:01:01.5Z"),
+            Some(1_451_610_061_500_000)
+        );
+        assert_eq!(
+            parse_timestamp("2016-01-01T01:01:01.1234567Z"),
+            Some(1_451_610_061_123_456)
+        );
+        assert_eq!(
+            parse_timestamp(&timestamp(1_451_610_061_042)),
+            Some(1_451_610_061_042_000)
+        );
+    }
+
+    #[test]
+    fn malformed_timestamps_are_none() {
+        for bad in [
+            "",
+            "2016-01-01",
+            "2016-01-01T01:01:01",
+            "2016-01-01T01:01:01+01:00",
+            "2016-02-30T00:00:00Z",
+            "2015-02-29T00:00:00Z",
+            "2016-13-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2016-01-01T24:00:00Z",
+            "2016-01-01T01:01:01.Z",
+            "2016-01-01T01:01:01.x1Z",
+            "20160101T010101Z",
+            "2016-1-01T01:01:01Z",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad:?}");
+        }
+    }
 }
