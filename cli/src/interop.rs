@@ -159,13 +159,83 @@ fn cap_of(channel: Channel, max_tlp: Option<&str>, allow_red: bool) -> Result<Eg
     }
 }
 
+/// `--since`: a duration back from now (`24h`, `7d`) or an RFC 3339 UTC
+/// timestamp (`2026-11-30T08:00:00Z`), as unix ms.
 fn since_ms(since: Option<&str>) -> Result<Option<u64>> {
     since
         .map(|text| {
-            let window = parse_duration(text).context("--since")?;
+            if let Some(us) = stix::parse_timestamp(text.trim()) {
+                return Ok(us / 1000);
+            }
+            let window = parse_duration(text).map_err(|_| {
+                anyhow!(
+                    "--since {text:?} is neither a duration (e.g. 24h, 7d) nor a UTC timestamp (e.g. 2026-11-30T08:00:00Z)"
+                )
+            })?;
             Ok::<u64, anyhow::Error>(now_ms().saturating_sub(window.as_millis() as u64))
         })
         .transpose()
+}
+
+/// `breakwater taxii …`.
+#[derive(Debug, Subcommand)]
+pub enum Taxii {
+    /// Turns the TAXII 2.1 server on: writes a default "taxii" block to
+    /// config.json (collections shared up to amber+strict, clear, and the
+    /// write collection inbox) and creates DATA_DIR/taxii-token (0600), a
+    /// credential separate from the API token. A running node serves it
+    /// from its next start.
+    Enable {
+        #[command(flatten)]
+        dir: Dir,
+        /// The TAXII listener.
+        #[arg(long, default_value = breakwater_node::taxii::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// The URL consumers reach it at, e.g. behind a TLS reverse proxy
+        /// (default: http://LISTEN/).
+        #[arg(long)]
+        public_url: Option<String>,
+        /// Replace an existing "taxii" block with the default one.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Runs a `breakwater taxii` command.
+pub fn taxii(command: Taxii) -> Result<()> {
+    let Taxii::Enable {
+        dir,
+        listen,
+        public_url,
+        force,
+    } = command;
+    let data_dir = dir.get();
+    let mut config = data_dir.config()?;
+    if config.taxii.is_some() && !force {
+        bail!(
+            "TAXII is already enabled in {} (edit its \"taxii\" block, or pass --force to replace it with the default)",
+            data_dir.config_path().display()
+        );
+    }
+    let block = breakwater_node::taxii::TaxiiConfig::default_at(listen, public_url);
+    block.check().map_err(|e| anyhow!(e))?;
+    let token_path = breakwater_node::taxii::token_path(&data_dir);
+    if !token_path.exists() {
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        breakwater_node::config::write_private(&token_path, token.as_bytes())?;
+    }
+    breakwater_node::taxii::read_token(&token_path).map_err(|e| anyhow!(e))?;
+    let root = block.api_root_url();
+    let discovery = format!("{}/taxii2/", block.public_url.trim_end_matches('/'));
+    config.taxii = Some(block);
+    data_dir.save_config(&config)?;
+    println!("TAXII 2.1 enabled on {listen}: discovery {discovery}, API root {root}");
+    println!(
+        "collections: shared (up to amber+strict), clear, inbox (write); credential: HTTP Basic, any user, password from {}",
+        token_path.display()
+    );
+    println!("(re)start the node to serve it");
+    Ok(())
 }
 
 /// Stored envelopes with their opened bodies: from the running node, or

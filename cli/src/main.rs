@@ -139,6 +139,9 @@ enum Command {
     /// bundle of envelopes.
     #[command(subcommand)]
     Export(interop::Export),
+    /// Runs this node's TAXII 2.1 server (opt-in).
+    #[command(subcommand)]
+    Taxii(interop::Taxii),
     /// Imports an air-gap bundle (`export envelopes`): every envelope is
     /// validated as sync does and stored; prints accepted, already held
     /// and refused with each reason.
@@ -497,6 +500,7 @@ async fn dispatch(command: Command) -> Result<()> {
             bail!("the node at {} closed the event stream", client.addr())
         }
         Command::Export(command) => interop::export(command).await,
+        Command::Taxii(command) => interop::taxii(command),
         Command::Import { dir, file } => interop::import(&dir.get(), &file).await,
         Command::Demo { orgs, duration } => {
             let duration = duration
@@ -785,6 +789,21 @@ async fn run(data_dir: &DataDir) -> Result<()> {
     )
     .await
     .with_context(|| format!("cannot start the node of {}", data_dir.root().display()))?;
+    let taxii = match breakwater_node::taxii::start(
+        data_dir,
+        config.taxii.clone(),
+        node.handle.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await
+    {
+        Ok(taxii) => taxii,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            node.wait().await;
+            bail!("{e}");
+        }
+    };
     let api = tokio::spawn(breakwater_node::api::serve(
         listener,
         node.handle.clone(),
@@ -799,6 +818,13 @@ async fn run(data_dir: &DataDir) -> Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("api: {e}"),
         Err(e) => tracing::warn!("api task: {e}"),
+    }
+    if let Some(taxii) = taxii {
+        match taxii.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("taxii: {e}"),
+            Err(e) => tracing::warn!("taxii task: {e}"),
+        }
     }
     node.wait().await;
     Ok(())
