@@ -866,12 +866,13 @@ async fn run(data_dir: &DataDir) -> Result<()> {
     let supervisor = if notifier.enabled() {
         // READY only once the API answers and P2P listens.
         let up = service::wait_until_up(data_dir, Duration::from_secs(30)).await;
-        let status = up.map(|s| format!("\n{}", service::status_line(&s)));
-        notifier.notify(&format!("READY=1{}", status.unwrap_or_default()));
+        let status = up.as_ref().map(service::status_line).unwrap_or_default();
+        notifier.notify(&format!("READY=1\n{status}"));
         Some(tokio::spawn(service::supervise(
             notifier.clone(),
             node.handle.clone(),
             service::watchdog_interval(),
+            status,
             stop_rx,
         )))
     } else {

@@ -17,6 +17,10 @@ use tokio::sync::{broadcast, watch};
 
 use crate::client::Client;
 
+/// How often the STATUS line is refreshed even without a peer or roster
+/// event.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(5);
+
 /// How `run` writes its logs to stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -151,18 +155,20 @@ pub async fn wait_until_up(data_dir: &DataDir, deadline: Duration) -> Option<Sta
 }
 
 /// Keeps systemd informed until `stop`: a new STATUS line whenever peers or
-/// the roster change, and a WATCHDOG ping each `watchdog` interval while
+/// the roster change (checked on those events and every
+/// [`STATUS_REFRESH`]; `last` is the line sent with READY), and a WATCHDOG ping each `watchdog` interval while
 /// the node answers a query within it (a wedged event loop stops the pings,
 /// and systemd restarts the service).
 pub async fn supervise(
     notifier: std::sync::Arc<Notifier>,
     handle: NodeHandle,
     watchdog: Option<Duration>,
+    mut last: String,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut events = handle.subscribe();
     let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut last = String::new();
+    let mut refresh_tick = tokio::time::interval(STATUS_REFRESH);
     loop {
         let refresh = tokio::select! {
             changed = stop.changed() => {
@@ -177,6 +183,7 @@ pub async fn supervise(
                 Err(broadcast::error::RecvError::Lagged(_)) => true,
                 Err(broadcast::error::RecvError::Closed) => return,
             },
+            _ = refresh_tick.tick() => true,
             _ = ping.tick() => {
                 if let Some(interval) = watchdog {
                     match tokio::time::timeout(interval, handle.peers()).await {

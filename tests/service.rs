@@ -1,0 +1,409 @@
+//! `breakwater` as a service and as a command-line tool, end to end on the
+//! real binary: the systemd notification protocol of `run` (READY, STATUS,
+//! WATCHDOG, STOPPING) over a unix datagram socket the test binds, plain and
+//! JSON logs on a pipe, the packaged unit under `systemd-analyze verify`,
+//! `init --announce`, the default data directory, completions and man page.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{DEADLINE, Org, breakwater, consortium, consortium_of, run, wait_for};
+
+/// A `breakwater run` started by the test itself; killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The next notification datagram, or `None` at the deadline.
+fn next_message(socket: &UnixDatagram, until: Instant) -> Option<String> {
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until {
+        match socket.recv(&mut buf) {
+            Ok(n) => return Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("notify socket: {e}"),
+        }
+    }
+    None
+}
+
+/// Waits for a datagram that `wanted` accepts; returns it and every one
+/// seen before it.
+fn wait_message(socket: &UnixDatagram, what: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    let until = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        let Some(message) = next_message(socket, until) else {
+            panic!("timed out waiting for {what}; got {seen:?}");
+        };
+        let done = wanted(&message);
+        seen.push(message);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn run_notifies_systemd_ready_status_watchdog_and_stopping() {
+    let root = tempfile::tempdir().unwrap();
+    let mut members = consortium(root.path(), &["port-authority", "railroad"]);
+    members[1].start();
+    let org = &members[0];
+    let socket_path = root.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let log = std::fs::File::create(root.path().join("run.log")).unwrap();
+    let mut node = Running(
+        Command::new(breakwater())
+            .args(["run", "--log-format", "json", "--data-dir"])
+            .arg(&org.dir)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "400000")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+
+    // READY is the first notification, and by then the API answers and P2P
+    // listens; it carries the first STATUS.
+    let seen = wait_message(&socket, "READY=1", |m| m.contains("READY=1"));
+    let ready = seen.last().unwrap();
+    assert_eq!(seen.len(), 1, "READY must come first: {seen:?}");
+    let status = org.status();
+    assert!(!status["listen"].as_array().unwrap().is_empty(), "{status}");
+    assert!(
+        ready
+            .lines()
+            .any(|l| l.starts_with("STATUS=") && l.contains("roster version 1")),
+        "{ready}"
+    );
+
+    // STATUS follows the peers: the other member connects.
+    let one_peer = "STATUS=1 peers connected, roster version 1";
+    if !ready.contains(one_peer) {
+        wait_message(&socket, "STATUS with one peer", |m| m.contains(one_peer));
+    }
+    wait_for("the API to list the peer", || {
+        (org.status()["peers"].as_array().map(Vec::len) == Some(1)).then_some(())
+    });
+
+    // The watchdog is pinged every WATCHDOG_USEC / 2 while the node answers.
+    let started = Instant::now();
+    for _ in 0..3 {
+        wait_message(&socket, "WATCHDOG=1", |m| m == "WATCHDOG=1");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // SIGTERM: STOPPING, then a clean exit.
+    let term = Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    wait_message(&socket, "STOPPING=1", |m| m.contains("STOPPING=1"));
+    let code = wait_for("the node to exit after SIGTERM", || {
+        node.0.try_wait().unwrap()
+    });
+    assert!(code.success(), "exit status {code}");
+
+    // --log-format json: one object per line, no timestamps of our own on
+    // a pipe.
+    let log = std::fs::read_to_string(root.path().join("run.log")).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "listening"), "{log}");
+    for line in &lines {
+        assert!(line["level"].is_string(), "{line}");
+        assert!(line.get("timestamp").is_none(), "{line}");
+    }
+}
+
+#[test]
+fn logs_on_a_pipe_carry_no_colours_or_timestamps() {
+    let root = tempfile::tempdir().unwrap();
+    let mut members = consortium(root.path(), &["port-authority"]);
+    members[0].start();
+    let log = wait_for("the node to log that it listens", || {
+        let log = members[0].log();
+        log.contains("listening").then_some(log)
+    });
+    assert!(!log.contains('\u{1b}'), "ANSI escape in {log:?}");
+    for line in log.lines().filter(|l| !l.is_empty()) {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&first),
+            "a line should start with its level, not a timestamp: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn systemd_unit_is_hardened_and_verifies() {
+    let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/breakwater.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecStart=/usr/bin/breakwater run",
+        "User=breakwater",
+        "StateDirectory=breakwater",
+        "StateDirectoryMode=0700",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+        "WatchdogSec=60s",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "{line} missing from the unit"
+        );
+    }
+    // No writable path besides the state directory.
+    assert!(!unit.contains("ReadWritePaths"), "{unit}");
+
+    let analyze = Command::new("systemd-analyze").arg("--version").output();
+    if analyze.is_err() {
+        let why =
+            "systemd-analyze is not installed (apt-get install systemd): the unit was not verified";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // verify wants ExecStart's binary to exist: point it at the one built.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("breakwater.service");
+    let bin = breakwater().to_str().unwrap();
+    std::fs::write(&copy, unit.replace("/usr/bin/breakwater", bin)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {stderr}");
+    // An unknown or misspelt key is only warned about: none may appear.
+    let own: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("breakwater.service"))
+        .collect();
+    assert!(own.is_empty(), "systemd-analyze verify: {stderr}");
+
+    // The check can fail: a misspelt key is reported.
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/bin/breakwater", bin)
+            .replace("ProtectSystem=", "ProtectSistem="),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ProtectSistem"),
+        "a misspelt key should be reported"
+    );
+}
+
+#[test]
+fn announce_puts_reachable_addresses_in_the_card() {
+    let root = tempfile::tempdir().unwrap();
+    // A node listening on 0.0.0.0 that announces its loopback address.
+    let announcing = Org::init_with(root.path(), "port-authority", |p2p| {
+        vec![
+            "--listen".into(),
+            format!("/ip4/0.0.0.0/tcp/{p2p}"),
+            "--announce".into(),
+            format!("/ip4/127.0.0.1/tcp/{p2p}"),
+            "--announce".into(),
+            "/dns4/node.port-authority.example/tcp/7400".into(),
+        ]
+    });
+    let card: Value = serde_json::from_str(&announcing.ok(&["card"])).unwrap();
+    let addrs = card["nodes"][0]["addrs"].as_array().unwrap().clone();
+    assert_eq!(addrs.len(), 2, "{card}");
+    assert!(
+        addrs[0]
+            .as_str()
+            .unwrap()
+            .starts_with("/ip4/127.0.0.1/tcp/")
+    );
+    assert_eq!(addrs[1], "/dns4/node.port-authority.example/tcp/7400");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(announcing.dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["announce"], Value::Array(addrs.clone()));
+
+    // The other member dials the announced address and connects.
+    let other = Org::init(root.path(), "railroad");
+    let mut members = consortium_of(root.path(), vec![announcing, other]);
+    crate::util::start_all(&mut members);
+
+    // An unspecified address is refused, and nothing is created.
+    let dir = root.path().join("bad");
+    let out = run(&[
+        "init",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--org",
+        "bad",
+        "--name",
+        "Bad",
+        "--sector",
+        "maritime",
+        "--announce",
+        "/ip4/0.0.0.0/tcp/7400",
+    ]);
+    let error = crate::util::expect_failure(out, &["init", "--announce"]);
+    assert!(
+        error.contains("--announce /ip4/0.0.0.0/tcp/7400"),
+        "{error}"
+    );
+    assert!(!dir.exists());
+
+    // The `announce` key in config.json is what the card carries.
+    let org = &members[1];
+    let config_path = org.dir.join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["announce"] = serde_json::json!(["/dns4/rail.example/tcp/7400"]);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let card: Value = serde_json::from_str(&org.ok(&["card"])).unwrap();
+    assert_eq!(
+        card["nodes"][0]["addrs"],
+        serde_json::json!(["/dns4/rail.example/tcp/7400"])
+    );
+    config["announce"] = serde_json::json!(["/ip4/224.0.0.1/tcp/7400"]);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let error = org.fails(&["card"]);
+    assert!(error.contains("announce"), "{error}");
+}
+
+/// `breakwater init` with only these variables for the data directory.
+fn init_in(env: &[(&str, &Path)]) {
+    let mut command = Command::new(breakwater());
+    command
+        .args([
+            "init", "--org", "tugs", "--name", "Tugs", "--sector", "maritime",
+        ])
+        .env_remove("BREAKWATER_DATA_DIR")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("HOME")
+        .stdin(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{env:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `card` finds the same directory.
+    let mut card = Command::new(breakwater());
+    card.arg("card")
+        .env_remove("BREAKWATER_DATA_DIR")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("HOME");
+    for (name, value) in env {
+        card.env(name, value);
+    }
+    let out = card.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn data_dir_defaults_to_state_directory_or_xdg_data_home() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let xdg = root.path().join("xdg");
+    let state = root.path().join("state");
+
+    init_in(&[("HOME", &home)]);
+    assert!(home.join(".local/share/breakwater/keys.json").exists());
+
+    init_in(&[("HOME", &home), ("XDG_DATA_HOME", &xdg)]);
+    assert!(xdg.join("breakwater/keys.json").exists());
+
+    init_in(&[
+        ("HOME", &home),
+        ("XDG_DATA_HOME", &xdg),
+        ("STATE_DIRECTORY", &state),
+    ]);
+    assert!(state.join("keys.json").exists());
+
+    // Nowhere to go: one line saying what to pass.
+    let out = Command::new(breakwater())
+        .arg("card")
+        .env_remove("BREAKWATER_DATA_DIR")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("HOME")
+        .output()
+        .unwrap();
+    let error = crate::util::expect_failure(out, &["card"]);
+    assert!(error.contains("--data-dir"), "{error}");
+}
+
+#[test]
+fn completions_and_man_page() {
+    let subcommands = ["init", "run", "publish", "doctor", "completions", "man"];
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for sub in subcommands {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    // The bash script parses.
+    let script = run(&["completions", "bash"]).stdout;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breakwater.bash");
+    std::fs::write(&path, script).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&path).status().unwrap();
+    assert!(check.success(), "bash -n rejects the completion script");
+    // An unknown shell is refused.
+    assert!(!run(&["completions", "cmd.exe"]).status.success());
+
+    let out = run(&["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH breakwater 1"),
+        "{page}"
+    );
+    assert!(page.contains(".TH breakwater 1"), "{page}");
+    for sub in subcommands {
+        assert!(page.contains(sub), "the man page lacks {sub}");
+    }
+}
