@@ -1,11 +1,14 @@
 //! `breakwater doctor` on the real binary: a healthy running node passes;
-//! a world-readable keys.json, a broken config.json and an API or P2P port
-//! taken by another program each fail with the fix on the next line.
+//! a world-readable keys.json, a broken config.json, an API or P2P port
+//! taken by another program, and a peer whose clock runs two minutes ahead
+//! (libfaketime) each fail with the fix on the next line.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
 
-use crate::util::{Org, consortium, expect_failure, start_all};
+use serde_json::Value;
+
+use crate::util::{Org, breakwater, consortium, expect_failure, start_all, wait_for};
 
 /// `doctor --data-dir DIR`: its stdout, and whether it succeeded.
 fn doctor(org: &Org) -> (bool, String, Output) {
@@ -32,6 +35,10 @@ fn doctor_passes_a_healthy_running_node() {
     let root = tempfile::tempdir().unwrap();
     let mut members = consortium(root.path(), &["port-authority", "railroad"]);
     start_all(&mut members);
+    wait_for("the clock offset against the peer", || {
+        let peers: Value = serde_json::from_str(&members[0].ok(&["peers", "--json"])).unwrap();
+        peers[0]["clock_offset_ms"].as_i64()
+    });
     let (ok, stdout, out) = doctor(&members[0]);
     assert!(ok, "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(!stdout.contains("FAIL"), "{stdout}");
@@ -39,6 +46,10 @@ fn doctor_passes_a_healthy_running_node() {
     assert!(stdout.contains("roster version 1"), "{stdout}");
     assert!(
         stdout.contains("railroad") && stdout.contains("reachable: connected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("clocks agree with 1 connected peer(s)"),
         "{stdout}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
@@ -100,4 +111,53 @@ fn doctor_finds_open_keys_broken_config_and_taken_ports() {
     expect_failure(out, &["doctor"]);
     let fix = fix_for(&stdout, "config.json");
     assert!(fix.contains("edit") && fix.contains("config.json"), "{fix}");
+}
+
+/// A `breakwater run` under libfaketime; killed on drop.
+struct Skewed(Child);
+
+impl Drop for Skewed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn doctor_reports_a_peer_clock_two_minutes_ahead() {
+    let Some(lib) = breakwater_simulations::chaos::cluster::faketime_lib() else {
+        let why = "libfaketime is not installed (apt-get install faketime): the clock check was not tested";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut members = consortium(root.path(), &["port-authority", "railroad"]);
+    members[0].start();
+    // The railroad's wall clock runs 120 s ahead (timers keep the real
+    // monotonic clock).
+    let _railroad = Skewed(
+        Command::new(breakwater())
+            .args(["run", "--data-dir"])
+            .arg(&members[1].dir)
+            .env("LD_PRELOAD", lib)
+            .env("FAKETIME", "+120")
+            .env("DONT_FAKE_MONOTONIC", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let offset = wait_for("the clock offset against the railroad", || {
+        let peers: Value = serde_json::from_str(&members[0].ok(&["peers", "--json"])).unwrap();
+        peers[0]["clock_offset_ms"].as_i64()
+    });
+    assert!((115_000..125_000).contains(&offset), "offset {offset} ms");
+    let (ok, stdout, out) = doctor(&members[0]);
+    assert!(!ok, "{stdout}");
+    expect_failure(out, &["doctor"]);
+    let fix = fix_for(&stdout, "railroad's clock is 1");
+    assert!(fix.contains("NTP"), "{fix}");
+    assert!(stdout.contains("s ahead of this node's"), "{stdout}");
 }

@@ -3,7 +3,8 @@
 //! the node's API when it runs, binds the API and P2P addresses when it
 //! does not, and dials the roster's other nodes. Exits non-zero when
 //! something is wrong; an unreachable member is only a warning, unless no
-//! other member is reachable at all.
+//! other member is reachable at all. The clock offset against connected
+//! peers is the node's own measurement, read from its API.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -16,6 +17,10 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
 use crate::client::Client;
+
+/// The largest clock offset against a peer that passes: well inside the
+/// five minutes the protocol tolerates.
+const MAX_CLOCK_OFFSET: Duration = Duration::from_secs(30);
 
 /// How long a dial to a roster address may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -135,6 +140,61 @@ async fn check(data_dir: &DataDir, report: &mut Report) {
     };
     let own = keys.map(|keys| keys.node_public());
     check_peers(&roster, own, running.as_ref(), report).await;
+    check_clocks(running.as_ref(), report);
+}
+
+/// The clock offset against each connected peer (the node measures it over
+/// `/breakwater/clock/1`): beyond [`MAX_CLOCK_OFFSET`] one side's clock is
+/// wrong, and the mesh refuses envelopes dated more than five minutes ahead.
+fn check_clocks(running: Option<&Status>, report: &mut Report) {
+    let Some(status) = running else {
+        report.warn(
+            "the clock offset against peers was not measured: the node is not running",
+            "start the node (`breakwater run`) and run doctor again",
+        );
+        return;
+    };
+    let measured: Vec<(String, i64)> = status
+        .peers
+        .iter()
+        .filter_map(|peer| {
+            let org = peer.org_id.clone().unwrap_or_else(|| peer.peer_id.clone());
+            Some((org, peer.clock_offset_ms?))
+        })
+        .collect();
+    if measured.is_empty() {
+        report.warn(
+            "the clock offset against peers was not measured: no connected peer has answered yet",
+            "wait until peers are connected, then run doctor again",
+        );
+        return;
+    }
+    let mut agree = 0;
+    for (org, offset) in &measured {
+        if offset.unsigned_abs() > MAX_CLOCK_OFFSET.as_millis() as u64 {
+            let side = if *offset > 0 { "ahead of" } else { "behind" };
+            report.fail(
+                &format!(
+                    "{org}'s clock is {:.1} s {side} this node's",
+                    offset.unsigned_abs() as f64 / 1000.0
+                ),
+                "synchronise both hosts' clocks with NTP (chrony or systemd-timesyncd); if most peers disagree with this host, it is this host's",
+            );
+        } else {
+            agree += 1;
+        }
+    }
+    if agree > 0 {
+        let largest = measured
+            .iter()
+            .map(|(_, offset)| offset.unsigned_abs())
+            .filter(|offset| *offset <= MAX_CLOCK_OFFSET.as_millis() as u64)
+            .max()
+            .unwrap_or_default();
+        report.ok(&format!(
+            "clocks agree with {agree} connected peer(s) (largest offset {largest} ms)"
+        ));
+    }
 }
 
 /// The data directory and the API token are for this node's user only.
