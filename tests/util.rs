@@ -368,3 +368,33 @@ pub fn start_all(members: &mut [Org]) {
         );
     }
 }
+
+/// Makes sure an apt package's tool is there: `present()` already, or after
+/// `apt-get install PACKAGE` (as root, as CI runs). Returns why not
+/// otherwise, for the test to skip (or, under `CI`, fail) with.
+pub fn ensure_apt(package: &str, present: impl Fn() -> bool) -> Result<(), String> {
+    if present() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if root {
+        let installed = Command::new("sh")
+            .args([
+                "-c",
+                &format!("apt-get update -qq && apt-get install -y -qq {package}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if installed && present() {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "{package} is not installed and could not be (apt-get install {package})"
+    ))
+}
