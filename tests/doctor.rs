@@ -83,6 +83,26 @@ fn doctor_finds_open_keys_broken_config_and_taken_ports() {
     );
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
 
+    // A data directory others may read.
+    std::fs::set_permissions(&org.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, stdout, _) = doctor(org);
+    assert!(!ok, "{stdout}");
+    assert_eq!(
+        fix_for(&stdout, "mode is 0755"),
+        format!("fix: chmod 700 {}", org.dir.display())
+    );
+    std::fs::set_permissions(&org.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // No node at all.
+    let empty = root.path().join("empty");
+    let out = crate::util::run(&["doctor", "--data-dir", empty.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    expect_failure(out, &["doctor", "empty"]);
+    assert!(
+        fix_for(&stdout, "no node in").contains("breakwater init"),
+        "{stdout}"
+    );
+
     // An API port taken by another program (the node is not running).
     let squatter = std::net::TcpListener::bind(("127.0.0.1", org.api)).unwrap();
     let (ok, stdout, _) = doctor(org);
