@@ -306,43 +306,38 @@ fn announce_puts_reachable_addresses_in_the_card() {
     assert!(error.contains("announce"), "{error}");
 }
 
-/// `breakwater init` with only these variables for the data directory.
-fn init_in(env: &[(&str, &Path)]) {
+/// `breakwater ARGS` with only the variables in `env` to find its data
+/// directory by.
+fn without_data_dir(args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
     let mut command = Command::new(breakwater());
-    command
-        .args([
-            "init", "--org", "tugs", "--name", "Tugs", "--sector", "maritime",
-        ])
-        .env_remove("BREAKWATER_DATA_DIR")
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("HOME")
-        .stdin(Stdio::null());
+    command.args(args).stdin(Stdio::null());
+    for name in [
+        "BREAKWATER_DATA_DIR",
+        "STATE_DIRECTORY",
+        "XDG_DATA_HOME",
+        "HOME",
+    ] {
+        command.env_remove(name);
+    }
     for (name, value) in env {
         command.env(name, value);
     }
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{env:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // `card` finds the same directory.
-    let mut card = Command::new(breakwater());
-    card.arg("card")
-        .env_remove("BREAKWATER_DATA_DIR")
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("HOME");
-    for (name, value) in env {
-        card.env(name, value);
+    command.output().unwrap()
+}
+
+/// `breakwater init`, then `card` finding the same directory.
+fn init_in(env: &[(&str, &Path)]) {
+    let init = [
+        "init", "--org", "tugs", "--name", "Tugs", "--sector", "maritime",
+    ];
+    for args in [&init[..], &["card"]] {
+        let out = without_data_dir(args, env);
+        assert!(
+            out.status.success(),
+            "{args:?} {env:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = card.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -366,15 +361,7 @@ fn data_dir_defaults_to_state_directory_or_xdg_data_home() {
     assert!(state.join("keys.json").exists());
 
     // Nowhere to go: one line saying what to pass.
-    let out = Command::new(breakwater())
-        .arg("card")
-        .env_remove("BREAKWATER_DATA_DIR")
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("HOME")
-        .output()
-        .unwrap();
-    let error = crate::util::expect_failure(out, &["card"]);
+    let error = crate::util::expect_failure(without_data_dir(&["card"], &[]), &["card"]);
     assert!(error.contains("--data-dir"), "{error}");
 }
 
