@@ -1,7 +1,8 @@
 //! `breakwater` as a service and as a command-line tool, end to end on the
 //! real binary: the systemd notification protocol of `run` (READY, STATUS,
 //! WATCHDOG, STOPPING) over a unix datagram socket the test binds, plain and
-//! JSON logs on a pipe, the packaged unit under `systemd-analyze verify`,
+//! JSON logs on a pipe, colours and timestamps on a terminal but not under
+//! journald, the packaged unit under `systemd-analyze verify`,
 //! `init --announce`, the default data directory, completions and man page.
 
 use std::os::unix::net::UnixDatagram;
@@ -155,6 +156,114 @@ fn logs_on_a_pipe_carry_no_colours_or_timestamps() {
             ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&first),
             "a line should start with its level, not a timestamp: {line:?}"
         );
+    }
+}
+
+/// `breakwater run` on a terminal (a pty from util-linux `script`) with
+/// `extra` in its environment, until it logs that it listens; returns what
+/// it wrote to the terminal.
+fn run_on_a_terminal(org: &Org, extra: &[(&str, &str)]) -> String {
+    let command = format!(
+        "{} run --data-dir {}",
+        breakwater().display(),
+        org.dir.display()
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-qfec", &command, "/dev/null"])
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (name, value) in extra {
+        script.env(name, value);
+    }
+    let mut child = Running(script.spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let until = Instant::now() + DEADLINE;
+    let mut text = String::new();
+    while !text.contains("listening") {
+        let left = until.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                text.push_str(line.trim_end_matches('\r'));
+                text.push('\n');
+            }
+            Err(_) => panic!("no `listening` line on the terminal: {text:?}"),
+        }
+    }
+    // script hangs up its session: the node goes, releasing its store.
+    let term = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let _ = child.0.wait();
+    wait_for("the node on the terminal to stop", || {
+        (!org.cmd(&["status"]).status.success()).then_some(())
+    });
+    text
+}
+
+#[test]
+fn logs_on_a_terminal_are_coloured_and_timed_unless_under_journald() {
+    if Command::new("script").arg("--version").output().is_err() {
+        let why = "util-linux `script` is missing: no terminal to run the node on";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let members = consortium(root.path(), &["port-authority"]);
+    // Whether a line, colours taken out, starts with an RFC 3339 date.
+    let timestamp = |line: &str| {
+        let mut plain = String::new();
+        let mut in_escape = false;
+        for c in line.chars() {
+            match (in_escape, c) {
+                (false, '\u{1b}') => in_escape = true,
+                (true, 'm') => in_escape = false,
+                (false, c) => plain.push(c),
+                (true, _) => {}
+            }
+        }
+        let bytes = plain.trim_start().as_bytes();
+        bytes.len() > 11
+            && bytes[..4].iter().all(u8::is_ascii_digit)
+            && bytes[4] == b'-'
+            && bytes[7] == b'-'
+            && bytes[10] == b'T'
+    };
+
+    let terminal = run_on_a_terminal(&members[0], &[]);
+    assert!(
+        terminal.contains('\u{1b}'),
+        "no colour on a terminal: {terminal:?}"
+    );
+    assert!(
+        terminal
+            .lines()
+            .any(|line| line.contains("listening") && timestamp(line)),
+        "no timestamp on a terminal: {terminal:?}"
+    );
+
+    let journald = run_on_a_terminal(&members[0], &[("JOURNAL_STREAM", "8:12345")]);
+    assert!(
+        !journald.contains('\u{1b}'),
+        "colour under journald: {journald:?}"
+    );
+    for line in journald.lines().filter(|line| !line.is_empty()) {
+        assert!(!timestamp(line), "a timestamp under journald: {line:?}");
     }
 }
 
