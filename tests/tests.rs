@@ -6,8 +6,10 @@ mod util;
 
 mod api;
 mod bad_input;
+mod doctor;
 mod hardening;
 mod interop;
 mod lifecycle;
 mod local;
+mod service;
 mod walkthrough;

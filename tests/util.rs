@@ -126,23 +126,34 @@ impl Org {
     /// `breakwater init` in `root/<org>` on free ports, with quick sync and
     /// redial intervals so tests converge fast.
     pub fn init(root: &Path, org: &str) -> Org {
+        Org::init_with(root, org, |p2p| {
+            vec!["--listen".into(), format!("/ip4/127.0.0.1/tcp/{p2p}")]
+        })
+    }
+
+    /// As [`Org::init`], with `addrs(p2p_port)` giving the address
+    /// arguments (`--listen`, `--announce`) in place of the loopback listen.
+    pub fn init_with(root: &Path, org: &str, addrs: impl FnOnce(u16) -> Vec<String>) -> Org {
         let dir = root.join(org);
         let (api, p2p) = (free_port(), free_port());
-        let out = run(&[
+        let name = format!("{org} Ltd");
+        let api_addr = format!("127.0.0.1:{api}");
+        let addrs = addrs(p2p);
+        let mut args = vec![
             "init",
             "--data-dir",
             dir.to_str().expect("utf-8 path"),
             "--org",
             org,
             "--name",
-            &format!("{org} Ltd"),
+            &name,
             "--sector",
             "maritime",
-            "--listen",
-            &format!("/ip4/127.0.0.1/tcp/{p2p}"),
             "--api",
-            &format!("127.0.0.1:{api}"),
-        ]);
+            &api_addr,
+        ];
+        args.extend(addrs.iter().map(String::as_str));
+        let out = run(&args);
         assert!(
             out.status.success(),
             "init {org}: {}",
@@ -307,6 +318,12 @@ pub fn expect_failure(out: Output, args: &[&str]) -> String {
 /// node running yet.
 pub fn consortium(root: &Path, orgs: &[&str]) -> Vec<Org> {
     let members: Vec<Org> = orgs.iter().map(|org| Org::init(root, org)).collect();
+    consortium_of(root, members)
+}
+
+/// A consortium of these initialised organisations, convened by the first,
+/// every member joined, no node running yet.
+pub fn consortium_of(root: &Path, members: Vec<Org>) -> Vec<Org> {
     let mut cards = Vec::new();
     for member in &members {
         let card = root.join(format!("{}.card.json", member.org));
@@ -350,4 +367,34 @@ pub fn start_all(members: &mut [Org]) {
             },
         );
     }
+}
+
+/// Makes sure an apt package's tool is there: `present()` already, or after
+/// `apt-get install PACKAGE` (as root, as CI runs). Returns why not
+/// otherwise, for the test to skip (or, under `CI`, fail) with.
+pub fn ensure_apt(package: &str, present: impl Fn() -> bool) -> Result<(), String> {
+    if present() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if root {
+        let installed = Command::new("sh")
+            .args([
+                "-c",
+                &format!("apt-get update -qq && apt-get install -y -qq {package}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if installed && present() {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "{package} is not installed and could not be (apt-get install {package})"
+    ))
 }

@@ -269,7 +269,7 @@ pub async fn run(command: Consortium) -> Result<()> {
             threshold,
             out,
         } => {
-            let data_dir = dir.get();
+            let data_dir = dir.get()?;
             let config = data_dir.config()?;
             let mut cards = card
                 .iter()
@@ -320,7 +320,7 @@ pub async fn run(command: Consortium) -> Result<()> {
             let current = read_roster(&roster)?;
             let card = read_card_file(&card)?;
             let next = keyed(current.roster.with_member(card)?)?;
-            let signed = sign(&dir.get(), &current.roster, SignedRoster::unsigned(next))?;
+            let signed = sign(&dir.get()?, &current.roster, SignedRoster::unsigned(next))?;
             write_roster(&out, &signed)?;
             report(&signed, &current.roster, &out);
             Ok(())
@@ -334,7 +334,7 @@ pub async fn run(command: Consortium) -> Result<()> {
             let current = read_roster(&roster)?;
             let org: OrgId = org.parse()?;
             let next = keyed(current.roster.with_revoked(&org)?)?;
-            let signed = sign(&dir.get(), &current.roster, SignedRoster::unsigned(next))?;
+            let signed = sign(&dir.get()?, &current.roster, SignedRoster::unsigned(next))?;
             write_roster(&out, &signed)?;
             report(&signed, &current.roster, &out);
             Ok(())
@@ -342,13 +342,13 @@ pub async fn run(command: Consortium) -> Result<()> {
         Consortium::Rekey { dir, roster, out } => {
             let current = read_roster(&roster)?;
             let next = keyed(current.roster.rekeyed())?;
-            let signed = sign(&dir.get(), &current.roster, SignedRoster::unsigned(next))?;
+            let signed = sign(&dir.get()?, &current.roster, SignedRoster::unsigned(next))?;
             write_roster(&out, &signed)?;
             report(&signed, &current.roster, &out);
             Ok(())
         }
         Consortium::ResolveFork { dir, keep } => {
-            let data_dir = dir.get();
+            let data_dir = dir.get()?;
             let offered = read_roster(&keep)?;
             if crate::client::Client::for_data_dir(&data_dir)?
                 .reachable()
@@ -388,7 +388,7 @@ pub async fn run(command: Consortium) -> Result<()> {
             Ok(())
         }
         Consortium::Sign { dir, roster, out } => {
-            let data_dir = dir.get();
+            let data_dir = dir.get()?;
             let offered = read_roster(&roster)?;
             // The authority is the roster in force at this node (asked of the
             // running node, or read from its store); the roster itself for a

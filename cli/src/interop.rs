@@ -106,7 +106,7 @@ pub async fn export(command: Export) -> Result<()> {
                     bail!("envelope id {id:?} is not hex");
                 }
             }
-            let exported = fetch(&dir.get(), filter).await?;
+            let exported = fetch(&dir.get()?, filter).await?;
             export_stix(&exported, cap, &ids, out.as_deref())
         }
         Export::MispFeed {
@@ -122,7 +122,7 @@ pub async fn export(command: Export) -> Result<()> {
                 all: true,
                 ..ExportFilter::default()
             };
-            let exported = fetch(&dir.get(), filter).await?;
+            let exported = fetch(&dir.get()?, filter).await?;
             export_misp(&exported, cap, &out)
         }
         Export::Envelopes {
@@ -141,7 +141,7 @@ pub async fn export(command: Export) -> Result<()> {
                 all: true,
                 ..ExportFilter::default()
             };
-            let exported = fetch(&dir.get(), filter).await?;
+            let exported = fetch(&dir.get()?, filter).await?;
             export_envelopes(&exported, &out)
         }
     }
@@ -209,7 +209,7 @@ pub fn taxii(command: Taxii) -> Result<()> {
         public_url,
         force,
     } = command;
-    let data_dir = dir.get();
+    let data_dir = dir.get()?;
     let mut config = data_dir.config()?;
     if config.taxii.is_some() && !force {
         bail!(

@@ -5,12 +5,16 @@
 mod client;
 mod consortium;
 mod demo;
+mod dirs;
+mod doctor;
 mod interop;
 mod output;
+mod service;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use breakwater_node::api::{PublishBody, check_loopback};
@@ -18,7 +22,7 @@ use breakwater_node::{
     Config, DataDir, Detail, NodeEvent, PeerInfo, Published, Status, Summary, TransportKind,
 };
 use breakwater_protocol::{Indicator, MemberCard, NodeEntry, NodeKeys, OrgId, SignedRoster};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use libp2p::Multiaddr;
 use rand::Rng;
 use tokio::sync::watch;
@@ -37,14 +41,17 @@ struct Cli {
 /// The node's data directory.
 #[derive(Debug, Args)]
 pub(crate) struct Dir {
-    /// The node's data directory.
+    /// The node's data directory [default: $STATE_DIRECTORY under systemd,
+    /// else $XDG_DATA_HOME/breakwater, else ~/.local/share/breakwater].
     #[arg(long, env = "BREAKWATER_DATA_DIR")]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
 }
 
 impl Dir {
-    fn get(&self) -> DataDir {
-        DataDir::new(&self.data_dir)
+    /// The data directory given, or the default one ([`dirs::resolve`]).
+    fn get(&self) -> Result<DataDir> {
+        let root = dirs::resolve(self.data_dir.as_deref(), |name| std::env::var_os(name))?;
+        Ok(DataDir::new(root))
     }
 }
 
@@ -63,9 +70,15 @@ enum Command {
         /// Sector, e.g. `terminal-operator`.
         #[arg(long)]
         sector: String,
-        /// Multiaddr to listen on (repeatable; also published in the card).
+        /// Multiaddr to listen on (repeatable; also published in the card,
+        /// unless --announce is given).
         #[arg(long)]
         listen: Vec<String>,
+        /// Multiaddr other members dial this node at (repeatable): put in
+        /// the card in place of the listen addresses, for a node behind NAT
+        /// or one listening on 0.0.0.0. Kept as `announce` in config.json.
+        #[arg(long, value_name = "ADDR")]
+        announce: Vec<String>,
         /// Local API address (loopback only).
         #[arg(long, default_value = "127.0.0.1:7475")]
         api: String,
@@ -87,10 +100,14 @@ enum Command {
         #[arg(required = true)]
         roster: Vec<PathBuf>,
     },
-    /// Runs the node in the foreground; logs go to stderr.
+    /// Runs the node in the foreground; logs go to stderr. Under systemd
+    /// (`Type=notify`) it reports READY, STATUS, STOPPING and watchdog pings.
     Run {
         #[command(flatten)]
         dir: Dir,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t)]
+        log_format: service::LogFormat,
     },
     /// Publishes a bulletin; prints its envelope id.
     Publish {
@@ -239,6 +256,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Checks this node's set-up: permissions, config, ports, reachable
+    /// members; prints what to fix and fails when something is wrong.
+    Doctor {
+        #[command(flatten)]
+        dir: Dir,
+    },
+    /// Prints a shell completion script, e.g. `breakwater completions bash
+    /// > /usr/share/bash-completion/completions/breakwater`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints the man page (roff), e.g. `breakwater man > breakwater.1`.
+    Man,
     /// Runs a San Pedro Bay consortium on loopback in this process.
     Demo {
         /// Number of organisations.
@@ -280,16 +312,20 @@ async fn dispatch(command: Command) -> Result<()> {
             name,
             sector,
             listen,
+            announce,
             api,
-        } => init(&dir.get(), &org, &name, &sector, &listen, &api),
+        } => init(&dir.get()?, &org, &name, &sector, &listen, &announce, &api),
         Command::Card { dir } => {
-            print!("{}", read_card(&dir.get())?.to_json());
+            print!("{}", read_card(&dir.get()?)?.to_json());
             println!();
             Ok(())
         }
         Command::Consortium(command) => consortium::run(command).await,
-        Command::Join { dir, roster } => join(&dir.get(), &roster).await,
-        Command::Run { dir } => run(&dir.get()).await,
+        Command::Join { dir, roster } => join(&dir.get()?, &roster).await,
+        Command::Run { dir, log_format } => {
+            service::init_logging(log_format);
+            run(&dir.get()?).await
+        }
         Command::Publish {
             dir,
             tlp,
@@ -333,7 +369,7 @@ async fn dispatch(command: Command) -> Result<()> {
                     tags: tag,
                     ttl_ms,
                 };
-                return interop::publish_from_stix(&dir.get(), from).await;
+                return interop::publish_from_stix(&dir.get()?, from).await;
             }
             let stix = match stix {
                 Some(path) => {
@@ -361,7 +397,7 @@ async fn dispatch(command: Command) -> Result<()> {
             // Check locally first, so bad input fails even with no node running.
             let request = serde_json::to_value(&body)?;
             body.into_request().map_err(anyhow::Error::msg)?;
-            let published: Published = Client::for_data_dir(&dir.get())?
+            let published: Published = Client::for_data_dir(&dir.get()?)?
                 .post("/v1/publish", &request)
                 .await?;
             println!("{}", published.id);
@@ -401,7 +437,7 @@ async fn dispatch(command: Command) -> Result<()> {
                 tlp.parse::<breakwater_protocol::Tlp>()?;
                 query.push(format!("tlp={}", encode_query(&tlp)));
             }
-            let client = Client::for_data_dir(&dir.get())?;
+            let client = Client::for_data_dir(&dir.get()?)?;
             let items: Vec<Summary> = client
                 .get(&format!("/v1/bulletins?{}", query.join("&")))
                 .await?;
@@ -410,7 +446,7 @@ async fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Show { dir, id, json } => {
-            let client = Client::for_data_dir(&dir.get())?;
+            let client = Client::for_data_dir(&dir.get()?)?;
             let detail: Detail = client
                 .get(&format!("/v1/bulletins/{}", encode_query(&id)))
                 .await?;
@@ -428,7 +464,7 @@ async fn dispatch(command: Command) -> Result<()> {
             json,
         } => {
             Indicator::parse(&indicator)?;
-            let client = Client::for_data_dir(&dir.get())?;
+            let client = Client::for_data_dir(&dir.get()?)?;
             let mut query = vec![format!("indicator={}", encode_query(&indicator))];
             query.extend(page.query());
             let items: Vec<Summary> = client
@@ -439,7 +475,7 @@ async fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Retract { dir, id, reason } => {
-            let client = Client::for_data_dir(&dir.get())?;
+            let client = Client::for_data_dir(&dir.get()?)?;
             let body = serde_json::json!({ "reason": reason });
             let published: Published = client
                 .post(
@@ -452,7 +488,7 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Sight { dir, id, indicator } => {
             Indicator::parse(&indicator)?;
-            let client = Client::for_data_dir(&dir.get())?;
+            let client = Client::for_data_dir(&dir.get()?)?;
             let body = serde_json::json!({ "indicator": indicator });
             let published: Published = client
                 .post(
@@ -464,7 +500,7 @@ async fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Status { dir, json } => {
-            let status: Status = Client::for_data_dir(&dir.get())?.get("/v1/status").await?;
+            let status: Status = Client::for_data_dir(&dir.get()?)?.get("/v1/status").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -473,7 +509,7 @@ async fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Peers { dir, json } => {
-            let peers: Vec<PeerInfo> = Client::for_data_dir(&dir.get())?.get("/v1/peers").await?;
+            let peers: Vec<PeerInfo> = Client::for_data_dir(&dir.get()?)?.get("/v1/peers").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&peers)?);
             } else {
@@ -482,7 +518,7 @@ async fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Watch { dir, json } => {
-            let client = Client::for_data_dir(&dir.get())?;
+            let client = Client::for_data_dir(&dir.get()?)?;
             let on = colour();
             client
                 .follow("/v1/events", |data| {
@@ -501,7 +537,19 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Export(command) => interop::export(command).await,
         Command::Taxii(command) => interop::taxii(command),
-        Command::Import { dir, file } => interop::import(&dir.get(), &file).await,
+        Command::Import { dir, file } => interop::import(&dir.get()?, &file).await,
+        Command::Doctor { dir } => doctor::run(&dir.get()?).await,
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "breakwater", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            std::io::Write::write_all(&mut std::io::stdout(), &page)?;
+            Ok(())
+        }
         Command::Demo { orgs, duration } => {
             let duration = duration
                 .map(|d| parse_duration(&d).context("--duration"))
@@ -527,7 +575,30 @@ fn read_card(data_dir: &DataDir) -> Result<MemberCard> {
     let path = card_path(data_dir);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    MemberCard::from_json(&text).with_context(|| path.display().to_string())
+    let mut card = MemberCard::from_json(&text).with_context(|| path.display().to_string())?;
+    // The addresses follow config.json (`announce`, else `listen`), so an
+    // edited `announce` shows in the card given to the convenor.
+    if let [node] = card.nodes.as_mut_slice() {
+        node.addrs = card_addrs(&data_dir.config()?);
+        card.check()
+            .with_context(|| format!("the card of {}", data_dir.root().display()))?;
+    }
+    Ok(card)
+}
+
+/// The addresses a node's card carries: `announce`, or else the `listen`
+/// addresses other nodes can dial (not 0.0.0.0 or ::).
+fn card_addrs(config: &Config) -> Vec<String> {
+    let addrs = if config.announce.is_empty() {
+        &config.listen
+    } else {
+        &config.announce
+    };
+    addrs
+        .iter()
+        .map(|addr| addr.to_string())
+        .filter(|addr| breakwater_protocol::check_addr(addr).is_ok())
+        .collect()
 }
 
 /// A fresh API token: 32 random bytes, hex.
@@ -566,16 +637,16 @@ pub fn create_node(
     }
     let org_id: OrgId = new.org.parse()?;
     check_loopback(&new.api)?;
+    let mut config = Config {
+        org_id: org_id.to_string(),
+        listen: new.listen,
+        api: new.api,
+        ..Config::default()
+    };
+    edit(&mut config);
+    config.check()?;
     let keys = NodeKeys::generate(&mut rand::rng());
-    let addrs = new
-        .listen
-        .iter()
-        .filter(|addr| {
-            !addr.to_string().starts_with("/ip4/0.0.0.0")
-                && !addr.to_string().starts_with("/ip6/::/")
-        })
-        .map(|addr| addr.to_string())
-        .collect();
+    let addrs = card_addrs(&config);
     let card = MemberCard {
         org_id: org_id.clone(),
         name: new.name.to_string(),
@@ -587,13 +658,6 @@ pub fn create_node(
         }],
     };
     card.check()?;
-    let mut config = Config {
-        org_id: org_id.to_string(),
-        listen: new.listen,
-        api: new.api,
-        ..Config::default()
-    };
-    edit(&mut config);
     data_dir.init(&config, &keys, &new_token())?;
     let path = card_path(data_dir);
     std::fs::write(&path, format!("{}\n", card.to_json()))
@@ -607,6 +671,7 @@ fn init(
     name: &str,
     sector: &str,
     listen: &[String],
+    announce: &[String],
     api: &str,
 ) -> Result<()> {
     let api: SocketAddr = api
@@ -624,6 +689,14 @@ fn init(
                 .with_context(|| format!("--listen {addr:?} is not a multiaddr"))
         })
         .collect::<Result<Vec<_>>>()?;
+    let announce = announce
+        .iter()
+        .map(|addr| {
+            breakwater_protocol::check_addr(addr).with_context(|| format!("--announce {addr}"))?;
+            addr.parse::<Multiaddr>()
+                .with_context(|| format!("--announce {addr:?} is not a multiaddr"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let card = create_node(
         data_dir,
         NewNode {
@@ -633,8 +706,13 @@ fn init(
             listen,
             api,
         },
-        |_| {},
+        |config| config.announce = announce,
     )?;
+    if card.nodes.iter().all(|node| node.addrs.is_empty()) {
+        eprintln!(
+            "note: the card carries no address other members can dial (listening on 0.0.0.0 or ::): give one with `announce` in config.json"
+        );
+    }
     eprintln!(
         "initialised {} for {} (node key {}); share `breakwater card --data-dir {}` with the consortium convenor",
         data_dir.root().display(),
@@ -764,13 +842,7 @@ async fn join(data_dir: &DataDir, paths: &[PathBuf]) -> Result<()> {
 }
 
 async fn run(data_dir: &DataDir) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let notifier = std::sync::Arc::new(service::Notifier::from_env());
     let config = data_dir.config()?;
     let token = data_dir.token()?;
     check_loopback(&config.api)?;
@@ -808,12 +880,31 @@ async fn run(data_dir: &DataDir) -> Result<()> {
         listener,
         node.handle.clone(),
         token,
-        stopped(stop_rx),
+        stopped(stop_rx.clone()),
     ));
+    let supervisor = if notifier.enabled() {
+        // READY only once the API answers and P2P listens.
+        let up = service::wait_until_up(data_dir, Duration::from_secs(30)).await;
+        let status = up.as_ref().map(service::status_line).unwrap_or_default();
+        notifier.notify(&format!("READY=1\n{status}"));
+        Some(tokio::spawn(service::supervise(
+            notifier.clone(),
+            node.handle.clone(),
+            service::watchdog_interval(),
+            status,
+            stop_rx,
+        )))
+    } else {
+        None
+    };
     tracing::info!(org = %config.org_id, api = %config.api, peer_id = %node.handle.peer_id(), "node running; Ctrl-C stops it");
     shutdown_signal().await;
     tracing::info!("shutting down");
+    notifier.notify("STOPPING=1");
     let _ = stop_tx.send(true);
+    if let Some(supervisor) = supervisor {
+        let _ = supervisor.await;
+    }
     match api.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("api: {e}"),

@@ -63,6 +63,11 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Extra peers to dial besides the roster's addresses.
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses other members dial this node at, put in its member card in
+    /// place of the `listen` addresses: for a node behind NAT, or one that
+    /// listens on 0.0.0.0. Empty: the card carries the `listen` addresses
+    /// that are dialable.
+    pub announce: Vec<Multiaddr>,
     /// Organisations whose nodes this node dials (by their roster addresses);
     /// `null` (the default) dials every member. Members left out may still
     /// connect in. A large consortium sets this to a few neighbours each.
@@ -123,6 +128,7 @@ impl Default for Config {
             org_id: String::new(),
             listen: Vec::new(),
             bootstrap: Vec::new(),
+            announce: Vec::new(),
             dial_orgs: None,
             api: SocketAddr::from(([127, 0, 0, 1], 7475)),
             sync_interval: Duration::from_secs(15),
@@ -174,6 +180,10 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "default_ttl must be at most max_lifetime".to_owned(),
             ));
+        }
+        for addr in &self.announce {
+            breakwater_protocol::check_addr(&addr.to_string())
+                .map_err(|e| ConfigError::Invalid(format!("announce: {e}")))?;
         }
         if !self.api.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
@@ -311,7 +321,7 @@ impl DataDir {
 }
 
 /// Refuses a secret file whose mode grants the group or others any access.
-fn check_private(path: &Path) -> Result<(), ConfigError> {
+pub fn check_private(path: &Path) -> Result<(), ConfigError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

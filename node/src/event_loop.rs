@@ -24,6 +24,7 @@ mod scores;
 pub(crate) use self::scores::{Misbehaviour, Scores};
 use crate::handle::{Command, NetworkView, NodeEvent, PeerInfo};
 use crate::job::{Job, JobSenders, Origin, Outcome};
+use crate::net::clock::{ClockTime, offset_ms};
 use crate::net::{Behaviour, BehaviourEvent};
 
 /// Peers a sync tick starts rounds with. Rounds with several peers fetch
@@ -67,6 +68,10 @@ pub(crate) struct EventLoop {
     /// What this node holds against peers, applied as gossipsub application
     /// scores.
     pub scores: Scores,
+    /// Clock requests in flight, with our clock when each was sent.
+    pub pending_clock: HashMap<OutboundRequestId, u64>,
+    /// Each connected peer's clock minus ours (ms), from the last exchange.
+    pub clock_offsets: HashMap<PeerId, i64>,
 }
 
 impl Drop for EventLoop {
@@ -115,6 +120,10 @@ impl EventLoop {
                 }
                 _ = prune_tick.tick() => {
                     self.to_worker(Job::Prune);
+                    let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+                    for peer in peers {
+                        self.ask_clock(peer);
+                    }
                 }
             }
         }
@@ -161,6 +170,7 @@ impl EventLoop {
                             self.roster.node(&k).map(|(m, _)| m.card.org_id.to_string())
                         }),
                         addrs: addrs.iter().map(|a| a.to_string()).collect(),
+                        clock_offset_ms: self.clock_offsets.get(peer).copied(),
                     })
                     .collect();
                 let listen = self.swarm.listeners().cloned().collect();
@@ -375,6 +385,17 @@ impl EventLoop {
         }
     }
 
+    /// Asks `peer` for its clock (answered in [`Self::on_behaviour_event`]).
+    fn ask_clock(&mut self, peer: PeerId) {
+        let now = crate::worker::now_ms();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .clock
+            .send_request(&peer, ClockTime(now));
+        self.pending_clock.insert(id, now);
+    }
+
     /// Starts a round with `peer`, or on the tick with [`TICK_PEERS`] random
     /// peers.
     fn on_sync_tick(&mut self, peer: Option<PeerId>) {
@@ -415,6 +436,7 @@ impl EventLoop {
                         peer: peer_id.to_string(),
                     });
                     self.to_worker(Job::StartSync { peer: peer_id });
+                    self.ask_clock(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -428,6 +450,7 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
+                    self.clock_offsets.remove(&peer_id);
                     info!(peer = %peer_id, "peer disconnected");
                     let _ = self.events.send(NodeEvent::PeerDisconnected {
                         peer: peer_id.to_string(),
@@ -511,6 +534,35 @@ impl EventLoop {
                 // than waiting a whole sync interval.
                 let retry = self.connected.contains_key(&peer) && self.retried.insert(peer);
                 self.to_worker_surely(Job::SyncFailed { peer, retry });
+            }
+            BehaviourEvent::Clock(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request { channel, .. } => {
+                        let now = ClockTime(crate::worker::now_ms());
+                        let _ = self.swarm.behaviour_mut().clock.send_response(channel, now);
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some(sent) = self.pending_clock.remove(&request_id) {
+                            let offset = offset_ms(sent, response.0, crate::worker::now_ms());
+                            debug!(%peer, offset_ms = offset, "clock offset");
+                            if self.connected.contains_key(&peer) {
+                                self.clock_offsets.insert(peer, offset);
+                            }
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Clock(request_response::Event::OutboundFailure {
+                request_id,
+                peer,
+                error,
+                ..
+            }) => {
+                self.pending_clock.remove(&request_id);
+                debug!(%peer, "clock request failed: {error}");
             }
             BehaviourEvent::Sync(request_response::Event::InboundFailure {
                 peer, error, ..

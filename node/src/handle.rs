@@ -302,6 +302,10 @@ pub struct PeerInfo {
     pub org_id: Option<String>,
     /// Remote addresses of its connections.
     pub addrs: Vec<String>,
+    /// Its wall clock minus ours, in milliseconds, from the last clock
+    /// exchange (`/breakwater/clock/1`); `None` before the first answer.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// Why a node request failed.

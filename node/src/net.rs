@@ -8,10 +8,12 @@
 //!
 //! Submodules: [`transport`] (TCP/QUIC, memory, and the [`upgrade`] seam for simulations),
 //! [`behaviour`] (the composed [`Behaviour`] and its gossipsub/scoring settings), [`codec`]
-//! (the `/breakwater/sync/1` framing), [`inbound`] (pending inbound connections per source IP,
+//! (the `/breakwater/sync/1` framing), [`clock`] (the `/breakwater/clock/1` clock
+//! exchange), [`inbound`] (pending inbound connections per source IP,
 //! with a reserve for members).
 
 pub mod behaviour;
+pub mod clock;
 pub mod codec;
 pub mod inbound;
 pub mod transport;

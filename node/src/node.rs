@@ -234,6 +234,8 @@ pub async fn spawn(
         listeners,
         retried: HashSet::new(),
         scores: crate::event_loop::Scores::new(std::time::Instant::now()),
+        pending_clock: HashMap::new(),
+        clock_offsets: HashMap::new(),
     };
     let task = tokio::spawn(event_loop.run(shutdown));
     Ok(Node {

@@ -20,7 +20,12 @@ use libp2p::{
 };
 
 use super::{
-    NetConfig, NetError, codec::SYNC_PROTOCOL, codec::SyncCodec, inbound::InboundGate, topics,
+    NetConfig, NetError,
+    clock::{CLOCK_PROTOCOL, ClockCodec, ClockTime},
+    codec::SYNC_PROTOCOL,
+    codec::SyncCodec,
+    inbound::InboundGate,
+    topics,
 };
 
 /// Envelope size cap in bytes (256 KiB); mirrors the protocol crate's envelope limit.
@@ -65,6 +70,9 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     /// Anti-entropy sync on [`SYNC_PROTOCOL`]: opaque byte requests and responses.
     pub sync: request_response::Behaviour<SyncCodec>,
+    /// Wall-clock exchange on [`CLOCK_PROTOCOL`], for the clock offset
+    /// against each peer.
+    pub clock: request_response::Behaviour<ClockCodec>,
     /// Liveness checks; failures close dead connections.
     pub ping: ping::Behaviour,
     /// Exchanges listen addresses and protocols with connected peers.
@@ -80,6 +88,8 @@ pub enum BehaviourEvent {
     Gossipsub(gossipsub::Event),
     /// An anti-entropy sync request, response or failure.
     Sync(request_response::Event<Vec<u8>, Vec<u8>>),
+    /// A clock request, response or failure.
+    Clock(request_response::Event<ClockTime, ClockTime>),
     /// A ping result.
     Ping(ping::Event),
     /// An identify exchange (boxed: it carries the peer's full info).
@@ -103,6 +113,12 @@ impl From<gossipsub::Event> for BehaviourEvent {
 impl From<request_response::Event<Vec<u8>, Vec<u8>>> for BehaviourEvent {
     fn from(event: request_response::Event<Vec<u8>, Vec<u8>>) -> Self {
         BehaviourEvent::Sync(event)
+    }
+}
+
+impl From<request_response::Event<ClockTime, ClockTime>> for BehaviourEvent {
+    fn from(event: request_response::Event<ClockTime, ClockTime>) -> Self {
+        BehaviourEvent::Clock(event)
     }
 }
 
@@ -154,6 +170,12 @@ impl Behaviour {
                 .with_max_concurrent_streams(config.max_concurrent_sync_streams),
         );
 
+        let clock = request_response::Behaviour::with_codec(
+            ClockCodec,
+            [(CLOCK_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+        );
+
         let limits = connection_limits::Behaviour::new(
             ConnectionLimits::default()
                 .with_max_pending_incoming(Some(config.max_pending_incoming))
@@ -183,6 +205,7 @@ impl Behaviour {
             limits,
             gossipsub,
             sync,
+            clock,
             ping: ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval)),
             identify,
             mdns: Toggle::from(mdns),
