@@ -121,7 +121,7 @@ mod family {
     pub const EXPIRY: u8 = b'y';
     /// `added µs` → `id`: when this node could first open the envelope
     /// (its local arrival, or the opening of a pending GREEN), strictly
-    /// increasing. TAXII's `date_added` (PROTOCOL.md §21).
+    /// increasing. TAXII's `date_added` (PROTOCOL.md §22).
     pub const ADDED: u8 = b'a';
 
     /// How [`super::StoreError::Corrupt`] names a family.

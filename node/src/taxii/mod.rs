@@ -9,7 +9,7 @@
 //! Basic with any user name and the token as password, or `Bearer` /
 //! `Token`): a TAXII reader cannot reach the local API. Media types, status
 //! codes and error bodies follow TAXII 2.1 as taxii2-client, OpenCTI and
-//! MISP use it (PROTOCOL.md §21).
+//! MISP use it (PROTOCOL.md §22).
 
 mod inbox;
 mod objects;
