@@ -2336,3 +2336,54 @@ async fn h4_a_real_full_disk_fails_publish_with_one_line_and_reads_keep_working(
     let stopped = tokio::time::timeout(Duration::from_secs(10), node.wait()).await;
     println!("node stopped: {}", stopped.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_airgap_roster_that_forks_the_chain_is_kept_as_fork_evidence() {
+    // A node holds v2a; an air-gap bundle brings v2b, which the same
+    // admins signed (two valid rosters of version 2). The import refuses
+    // it, as before, and now keeps the fork as evidence, as sync would.
+    let _serial = SERIAL.lock().await;
+    let mesh = Mesh::new(2, |_| true).await;
+    let v1 = mesh.fixture.roster.clone();
+    let v2a = next_version(&mesh, &v1, |r| r.rekeyed());
+    let v2b = {
+        let keyed = v1.roster.rekeyed().with_green_key(&[0xb2; 32]).unwrap();
+        let mut signed = SignedRoster::unsigned(keyed);
+        signed.sign(mesh.fixture.keys(0, 0).unwrap());
+        signed
+    };
+    let data = DataDir::new(mesh.dirs[0].path());
+    join_offline(&data, &v2a).unwrap();
+    let request = breakwater_node::export::ImportRequest {
+        rosters: vec![(0, hex::encode(v2b.encode()))],
+        envelopes: Vec::new(),
+    };
+    let report = breakwater_node::export::import_offline(&data, &request).unwrap();
+    let [(0, breakwater_node::export::ItemOutcome::Refused(why))] = &report.outcomes[..] else {
+        panic!("{:?}", report.outcomes);
+    };
+    assert!(why.contains("roster fork"), "{why}");
+    let store = breakwater_node::store::Store::open(&data.store_path()).unwrap();
+    let evidence = breakwater_node::fork::recorded(&store).unwrap().unwrap();
+    assert_eq!(evidence.version, 2);
+    assert_eq!(hex::decode(&evidence.ours).unwrap(), v2a.encode());
+    assert_eq!(hex::decode(&evidence.theirs).unwrap(), v2b.encode());
+    drop(store);
+    // A roster the admins did not sign is junk, not evidence.
+    let other = DataDir::new(mesh.dirs[1].path());
+    join_offline(&other, &v2a).unwrap();
+    let mut unsigned = v2b.clone();
+    unsigned.signatures.clear();
+    let request = breakwater_node::export::ImportRequest {
+        rosters: vec![(0, hex::encode(unsigned.encode()))],
+        envelopes: Vec::new(),
+    };
+    let report = breakwater_node::export::import_offline(&other, &request).unwrap();
+    assert!(
+        matches!(&report.outcomes[..], [(0, breakwater_node::export::ItemOutcome::Refused(why))] if !why.contains("fork")),
+        "{:?}",
+        report.outcomes
+    );
+    let store = breakwater_node::store::Store::open(&other.store_path()).unwrap();
+    assert!(breakwater_node::fork::recorded(&store).unwrap().is_none());
+}

@@ -7,6 +7,7 @@ use breakwater_protocol::envelope::id_of;
 use breakwater_protocol::{SignedRoster, Verdict};
 
 use super::ingest::StoreView;
+use super::roster::ForkCheck;
 use super::{Origin, Worker, now_ms};
 use crate::export::{ImportReport, ImportRequest, ItemOutcome};
 use crate::handle::RequestError;
@@ -23,10 +24,18 @@ impl Worker {
                 Ok(roster) => {
                     let version = roster.roster.version;
                     let encoded = roster.encode();
-                    match self.apply_roster(roster) {
+                    match self.apply_roster(roster.clone()) {
                         Ok(Some(_)) => ItemOutcome::Accepted,
                         Ok(None) => match self.store.roster(version) {
                             Ok(Some(held)) if held == encoded => ItemOutcome::AlreadyHeld,
+                            // Validly signed by the admins of the version
+                            // before it: a roster fork, kept as evidence as
+                            // one met in sync would be.
+                            _ if self.check_fork(&roster, None) == ForkCheck::Fork => {
+                                ItemOutcome::Refused(format!(
+                                    "roster version {version} conflicts with the one this node holds and both are validly signed: a roster fork, kept as evidence (status shows it; resolve it with `breakwater consortium resolve-fork`)"
+                                ))
+                            }
                             _ => ItemOutcome::Refused(format!(
                                 "roster version {version} differs from the one this node holds"
                             )),
