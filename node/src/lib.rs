@@ -19,6 +19,7 @@ mod job;
 pub mod net;
 pub mod node;
 pub mod store;
+pub mod ui;
 mod worker;
 
 pub use config::{Config, ConfigError, DataDir};
