@@ -11,7 +11,7 @@ use axum::Extension;
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use breakwater_protocol::{Body, Indicator, NodePublicKey, Severity, Tlp};
 use futures::Stream;
 use maud::{Markup, html};
@@ -222,13 +222,14 @@ pub(crate) async fn login(State(ui): State<SharedUi>, request: Request) -> Respo
         "{}=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0",
         super::login_cookie_name(&ui.cookie_suffix)
     );
+    // `AppendHeaders`: an array of pairs would keep only the last cookie.
     (
         StatusCode::SEE_OTHER,
-        [
+        AppendHeaders([
             (header::SET_COOKIE, cookie),
             (header::SET_COOKIE, clear_login),
             (header::LOCATION, "/ui/".to_string()),
-        ],
+        ]),
     )
         .into_response()
 }
@@ -443,26 +444,21 @@ pub(crate) async fn events(
     let receiver = ui.handle.subscribe();
     let stop = ui.stop.clone();
     let stream = futures::stream::unfold((receiver, stop), |(mut receiver, mut stop)| async move {
-        loop {
-            if *stop.borrow() {
-                return None;
-            }
-            let next = tokio::select! {
-                next = receiver.recv() => next,
-                _ = stop.changed() => return None,
-            };
-            match next {
-                Ok(event) => {
-                    let event = Event::default().event("update").data(event_kind(&event));
-                    return Some((Ok(event), (receiver, stop)));
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let event = Event::default().event("update").data("lagged");
-                    return Some((Ok(event), (receiver, stop)));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+        if *stop.borrow() {
+            return None;
         }
+        let next = tokio::select! {
+            next = receiver.recv() => next,
+            _ = stop.changed() => return None,
+        };
+        // A lagged receiver missed events: the page refetches all the same.
+        let kind = match next {
+            Ok(event) => event_kind(&event),
+            Err(broadcast::error::RecvError::Lagged(_)) => "lagged",
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        let event = Event::default().event("update").data(kind);
+        Some((Ok(event), (receiver, stop)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
@@ -665,6 +661,9 @@ impl Draft {
     fn from_pairs(pairs: Vec<(String, String)>) -> Draft {
         let mut draft = Draft::default();
         for (key, value) in pairs {
+            // Browsers send text areas with CRLF line ends; bulletins
+            // refuse control characters other than LF.
+            let value = value.replace("\r\n", "\n");
             match key.as_str() {
                 "tlp" => draft.tlp = value,
                 "to" => draft.to.push(value),
