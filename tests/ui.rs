@@ -331,6 +331,67 @@ fn dashboard_refusals_escaping_and_no_external_url() {
         search.body
     );
 
+    // The feed's filters.
+    let row = format!("row-{id}");
+    let listed = |query: &str| {
+        let reply = http(a.api, "GET", &format!("/ui/{query}"), &cookie, "");
+        assert_eq!(reply.status, 200, "{query}: {}", reply.body);
+        reply.body.contains(&row)
+    };
+    for (query, present) in [
+        ("", true),
+        ("?q=BERTH", true),
+        ("?q=203.0.113.9", true),
+        ("?q=nothing-like-it", false),
+        ("?org=a", true),
+        ("?org=b", false),
+        ("?readable=readable", true),
+        ("?readable=sealed", false),
+        ("?kind=bulletin", true),
+        ("?kind=sighting", false),
+        ("?kind=retraction", false),
+        ("?tlp=green&severity=high", true),
+        ("?tlp=amber", false),
+        ("?severity=critical", false),
+        ("?retracted=only", false),
+    ] {
+        assert_eq!(listed(query), present, "{query}");
+    }
+    assert_eq!(
+        http(a.api, "GET", "/ui/?tlp=purple", &cookie, "").status,
+        400
+    );
+
+    // Sightings and the retraction show on the bulletin page.
+    a.ok(&["sight", &id, "--indicator", "ipv4:203.0.113.9"]);
+    a.ok(&["retract", &id, "--reason", "false positive at berth 7"]);
+    let page = http(a.api, "GET", &location, &cookie, "");
+    assert!(
+        page.body.contains("false positive at berth 7"),
+        "{}",
+        page.body
+    );
+    let sightings = page.body.split("id=\"sightings\"").nth(1).unwrap_or("");
+    assert!(sightings.contains("ipv4:203.0.113.9"), "{}", page.body);
+    assert!(listed("?retracted=only"));
+    assert!(!listed("?retracted=hide"));
+    // Sightings and retractions are listed under their kinds.
+    for kind in ["sighting", "retraction"] {
+        let reply = http(a.api, "GET", &format!("/ui/?kind={kind}"), &cookie, "");
+        assert_eq!(reply.status, 200);
+        assert!(!reply.body.contains(&row), "{kind}");
+        assert_eq!(
+            reply.body.matches(&format!("<td>{kind}</td>")).count(),
+            1,
+            "{kind}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(
+        http(a.api, "GET", "/ui/?kind=nonsense", &cookie, "").status,
+        400
+    );
+
     // Logging out ends the session.
     let logout = http(
         a.api,

@@ -308,6 +308,10 @@ fn encode(value: &str) -> String {
 }
 
 /// One page of the feed, newest first, and whether more follow.
+/// Bulletins come from the node's list (as `GET /v1/bulletins`);
+/// retractions and sightings, which that list leaves out, from its export
+/// (as `GET /v1/export`), each page's rows then read as `GET
+/// /v1/bulletins/{id}` reads them.
 async fn feed_page(
     handle: &NodeHandle,
     query: &FeedQuery,
@@ -326,6 +330,11 @@ async fn feed_page(
                 .map_err(|e| PageError::invalid(e.to_string()))?,
         ),
     };
+    match query.kind.as_str() {
+        "" | "bulletin" => {}
+        "retraction" | "sighting" => return follow_up_page(handle, query, tlp, severity).await,
+        other => return Err(PageError::invalid(format!("unknown kind {other:?}"))),
+    }
     let filter = ListFilter {
         tlp,
         severity,
@@ -334,12 +343,28 @@ async fn feed_page(
         ..ListFilter::default()
     };
     let needle = query.q.trim().to_lowercase();
+    let narrowed_here = !query.org.is_empty()
+        || query.readable == "sealed"
+        || query.retracted == "only"
+        || !needle.is_empty();
+    if !narrowed_here {
+        // The store pages it: only one page (and one more item) is read.
+        let mut items = handle
+            .list(ListFilter {
+                offset: query.offset,
+                limit: Some(PAGE_SIZE + 1),
+                ..filter
+            })
+            .await?;
+        let more = items.len() > PAGE_SIZE;
+        items.truncate(PAGE_SIZE);
+        return Ok((items, more));
+    }
     let matching: Vec<Summary> = handle
         .list(filter)
         .await?
         .into_iter()
         .filter(|item| query.org.is_empty() || item.author_org == query.org)
-        .filter(|item| query.kind.is_empty() || item.kind == query.kind)
         .filter(|item| query.readable != "sealed" || !item.readable)
         .filter(|item| query.retracted != "only" || item.retracted)
         .filter(|item| needle.is_empty() || text_matches(item, &needle))
@@ -347,6 +372,64 @@ async fn feed_page(
     let more = matching.len() > query.offset + PAGE_SIZE;
     let page = crate::handle::page(matching, query.offset, Some(PAGE_SIZE));
     Ok((page, more))
+}
+
+/// Stored retractions or sightings (`query.kind`) matching the filters
+/// their headers answer, newest first, one page.
+async fn follow_up_page(
+    handle: &NodeHandle,
+    query: &FeedQuery,
+    tlp: Option<Tlp>,
+    severity: Option<Severity>,
+) -> Result<(Vec<Summary>, bool), PageError> {
+    // Follow-ups have no severity, and are never retracted themselves.
+    if severity.is_some() || query.retracted == "only" {
+        return Ok((Vec::new(), false));
+    }
+    let needle = query.q.trim().to_lowercase();
+    let exported = handle
+        .export(crate::export::ExportFilter {
+            all: query.readable != "readable",
+            ..crate::export::ExportFilter::default()
+        })
+        .await?;
+    let roster = &exported.roster.roster;
+    let mut matching: Vec<(u64, String)> = follow_ups(&exported)
+        .into_iter()
+        .filter(|(_, envelope)| envelope.header.kind.as_str() == query.kind)
+        .filter(|(item, _)| query.readable != "sealed" || item.body.is_none())
+        .filter(|(_, envelope)| tlp.is_none_or(|tlp| envelope.header.tlp == tlp))
+        .filter(|(_, envelope)| {
+            query.org.is_empty()
+                || roster
+                    .org_of(&envelope.header.author)
+                    .is_some_and(|org| org.to_string() == query.org)
+        })
+        .filter(|(item, _)| needle.is_empty() || item.id.to_hex().starts_with(&needle))
+        .map(|(item, envelope)| (envelope.header.created_at, item.id.to_hex()))
+        .collect();
+    matching.sort_by(|a, b| b.cmp(a));
+    let more = matching.len() > query.offset + PAGE_SIZE;
+    let mut page = Vec::new();
+    for (_, id) in crate::handle::page(matching, query.offset, Some(PAGE_SIZE)) {
+        page.push(handle.get(id).await?.summary);
+    }
+    Ok((page, more))
+}
+
+/// The exported items that decode, with their envelopes.
+fn follow_ups(
+    exported: &crate::export::Exported,
+) -> Vec<(&crate::export::ExportItem, breakwater_protocol::Envelope)> {
+    exported
+        .items
+        .iter()
+        .filter_map(|item| {
+            let bytes = hex::decode(&item.envelope).ok()?;
+            let envelope = breakwater_protocol::Envelope::decode(&bytes).ok()?;
+            Some((item, envelope))
+        })
+        .collect()
 }
 
 /// Whether an envelope's id, or (when it may be shown) its title or an
@@ -411,7 +494,7 @@ pub(crate) async fn feed(
             (select("tlp", "TLP", &query.tlp, &[("", "any"), ("clear", "CLEAR"), ("green", "GREEN"), ("amber", "AMBER"), ("amber+strict", "AMBER+STRICT"), ("red", "RED")]))
             (select("severity", "Severity at least", &query.severity, &[("", "any"), ("low", "low"), ("medium", "medium"), ("high", "high"), ("critical", "critical")]))
             (select("org", "Organisation", &query.org, &org_options))
-            (select("kind", "Kind", &query.kind, &[("", "any"), ("bulletin", "bulletin"), ("retraction", "retraction"), ("sighting", "sighting")]))
+            (select("kind", "Kind", &query.kind, &[("", "bulletins"), ("retraction", "retractions"), ("sighting", "sightings")]))
             (select("readable", "Readable", &query.readable, &[("", "readable and sealed"), ("readable", "readable only"), ("sealed", "sealed only")]))
             (select("retracted", "Retracted", &query.retracted, &[("", "shown, marked"), ("hide", "hidden"), ("only", "only retracted")]))
             div {
@@ -510,22 +593,37 @@ pub(crate) async fn bulletin(
         Some(by) => Some((by, ui.handle.get(by.to_hex()).await.ok())),
         None => None,
     };
-    let mut sightings = Vec::new();
+    // Sightings refer to the bulletin, so its export brings them along.
+    let mut sightings: Vec<(String, u64, Option<Indicator>)> = Vec::new();
     if summary.kind == "bulletin" {
-        let all = ui
+        let exported = ui
             .handle
-            .list(ListFilter {
+            .export(crate::export::ExportFilter {
+                ids: id.clone(),
                 all: true,
-                ..ListFilter::default()
+                ..crate::export::ExportFilter::default()
             })
             .await?;
-        for item in all
-            .iter()
-            .filter(|item| item.kind == "sighting" && item.target == Some(summary.id))
-            .take(MAX_SIGHTINGS)
-        {
-            sightings.push(ui.handle.get(item.id.to_hex()).await?);
+        let roster = &exported.roster.roster;
+        for (item, envelope) in follow_ups(&exported) {
+            if !matches!(envelope.header.kind, breakwater_protocol::Kind::Sighting { target } if target == summary.id)
+            {
+                continue;
+            }
+            let org = roster
+                .org_of(&envelope.header.author)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "unknown".to_string());
+            let indicator = match &item.body {
+                Some(Body::Sighting { indicator, .. }) if shown(envelope.header.tlp) => {
+                    Some(indicator.clone())
+                }
+                _ => None,
+            };
+            sightings.push((org, envelope.header.created_at, indicator));
         }
+        sightings.sort_by_key(|sighting| std::cmp::Reverse(sighting.1));
+        sightings.truncate(MAX_SIGHTINGS);
     }
     let title = match (body, &summary.title) {
         (Some(_), Some(title)) => title.clone(),
@@ -587,10 +685,10 @@ pub(crate) async fn bulletin(
                 @if sightings.is_empty() { p id="sightings" { "No sightings reported." } }
                 @else {
                     ul id="sightings" {
-                        @for sighting in &sightings {
+                        @for (org, at, indicator) in &sightings {
                             li {
-                                (sighting.summary.author_org) " · " (view::time(sighting.summary.created_at))
-                                @if let Some(Body::Sighting { indicator, .. }) = sighting.body.as_ref().filter(|_| shown(sighting.summary.tlp)) {
+                                (org) " · " (view::time(*at))
+                                @if let Some(indicator) = indicator {
                                     " · " code { (indicator.to_string()) }
                                 }
                             }
