@@ -899,6 +899,7 @@ fn dashboard_in_a_real_browser_publishes_amber_live_to_b_sealed_on_c() {
     let mesh = texts["/ui/mesh"].as_str().unwrap();
     assert!(mesh.contains("Connected peers (2)"), "{mesh}");
     assert!(mesh.contains("connected now"), "{mesh}");
+    assert!(mesh.contains("this node"), "{mesh}");
     let roster = texts["/ui/roster"].as_str().unwrap();
     assert!(
         roster.contains("a Ltd") && roster.contains("c Ltd"),

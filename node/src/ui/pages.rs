@@ -1119,6 +1119,7 @@ pub(crate) async fn mesh(
         .filter_map(|peer| peer.org_id.clone())
         .collect();
     let last_sync = ui.mesh.sync_seen(status.traffic.sync_requests);
+    let me = status.org_id.clone();
     let frontier: HashMap<NodePublicKey, u64> = status.frontier.iter().copied().collect();
     let content = html! {
         @if let Some(fork) = &status.roster_fork {
@@ -1148,7 +1149,8 @@ pub(crate) async fn mesh(
                     tr {
                         td { (org_id) @if member.revoked { " " span.tag { "revoked" } } }
                         td {
-                            @if connected.contains(&org_id) { "connected now" }
+                            @if org_id == me { "this node" }
+                            @else if connected.contains(&org_id) { "connected now" }
                             @else if let Some(at) = last_change.get(&org_id) { (view::time(*at)) }
                             @else { "not since this node started" }
                         }
