@@ -859,6 +859,20 @@ fn dashboard_in_a_real_browser_publishes_amber_live_to_b_sealed_on_c() {
     assert!(!row_c.as_str().unwrap().contains(title), "{row_c}");
     browser.screenshot(&tab_b, &shots, "b-feed-1280x800");
     browser.screenshot(&tab_c, &shots, "c-feed-sealed-1280x800");
+    // C's page of the envelope says it is sealed and shows no plaintext.
+    browser.eval(&tab_c, &format!("{row}.querySelector('a').click()"));
+    browser.wait(
+        &tab_c,
+        "C's page of the sealed envelope",
+        "location.pathname.startsWith('/ui/b/') && document.getElementById('sealed')",
+    );
+    let page_c = browser.eval(&tab_c, "document.body.innerText");
+    let page_c = page_c.as_str().unwrap();
+    assert!(
+        !page_c.contains(title) && !page_c.contains("203.0.113.77"),
+        "{page_c}"
+    );
+    assert!(page_c.contains("TLP:AMBER"), "{page_c}");
 
     // At phone width the pages need no sideways scrolling.
     browser.resize(&tab_b, 390, 844);
@@ -896,6 +910,16 @@ fn dashboard_in_a_real_browser_publishes_amber_live_to_b_sealed_on_c() {
         browser.screenshot(&tab_c, &shots, name);
         texts.insert(page, browser.eval(&tab_c, "document.body.innerText"));
     }
+    // The mesh page refreshes itself: its sync counter moves without a reload.
+    browser.open(&tab_c, &format!("http://127.0.0.1:{}/ui/mesh", c.api));
+    browser.eval(&tab_c, "window.bwMarker = 'mesh'");
+    let rounds = "document.querySelector('#sync dd').innerText";
+    let before = browser.eval(&tab_c, rounds);
+    browser.wait(
+        &tab_c,
+        "the mesh page to refresh its sync counter",
+        &format!("{rounds} !== {before} && window.bwMarker === 'mesh'"),
+    );
     let mesh = texts["/ui/mesh"].as_str().unwrap();
     assert!(mesh.contains("Connected peers (2)"), "{mesh}");
     assert!(mesh.contains("connected now"), "{mesh}");

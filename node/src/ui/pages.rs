@@ -1181,8 +1181,8 @@ pub(crate) async fn mesh(
             dt { "Sync rounds sent" } dd { (status.traffic.sync_requests) " (" (status.traffic.sync_in_sync) " found the peer in sync)" }
             dt { "Last sync" } dd {
                 @match last_sync {
-                    Some(at) => { "at or before " (view::time(at)) " (when the dashboard last saw the count move)" },
-                    None => "not seen moving yet: reload to check",
+                    Some(at) => { "at or before " (view::time(at)) " (when this page last saw the count move; it looks every 5 s while open)" },
+                    None => "not seen moving since this page opened",
                 }
             }
             dt { "Envelopes from peers" } dd { (status.traffic.stored_from_peers) " new, " (status.traffic.duplicates()) " duplicate copies" }
@@ -1195,6 +1195,12 @@ pub(crate) async fn mesh(
                     li { (org_of_key(&e.author).unwrap_or_else(|| "?".to_string())) " node " code { (&e.author.to_hex()[..16]) } " signed two envelopes for seq " (e.seq) "; its feed is held there." }
                 }
             }
+        }
+    };
+    // The page refreshes its own content every few seconds.
+    let content = html! {
+        div id="mesh" hx-get="/ui/mesh" hx-select="#mesh" hx-swap="outerHTML" hx-trigger="every 5s" {
+            (content)
         }
     };
     Ok(page(&ui, "Mesh health", Nav::Mesh, &signed, false, content).await)
