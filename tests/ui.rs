@@ -363,8 +363,26 @@ fn dashboard_refusals_escaping_and_no_external_url() {
     );
 
     // Sightings and the retraction show on the bulletin page.
-    a.ok(&["sight", &id, "--indicator", "ipv4:203.0.113.9"]);
-    a.ok(&["retract", &id, "--reason", "false positive at berth 7"]);
+    // Through the page's own forms; without the CSRF token nothing happens.
+    let csrf = feed.csrf();
+    let post = |action: &str, body: String| {
+        http(
+            a.api,
+            "POST",
+            &format!("{location}/{action}"),
+            &cookie,
+            &body,
+        )
+    };
+    let reason = form("false positive at berth 7");
+    assert_eq!(post("retract", format!("reason={reason}")).status, 403);
+    assert!(!listed("?retracted=only"), "a refused retraction retracted");
+    let sighting = form("ipv4:203.0.113.9");
+    let reply = post("sightings", format!("indicator={sighting}&csrf={csrf}"));
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let reply = post("retract", format!("reason={reason}&csrf={csrf}"));
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert_eq!(reply.header("location"), Some(location.as_str()));
     let page = http(a.api, "GET", &location, &cookie, "");
     assert!(
         page.body.contains("false positive at berth 7"),

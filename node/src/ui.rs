@@ -141,6 +141,8 @@ pub(crate) fn router(ui: SharedUi) -> Router {
         .route("/ui/logout", post(pages::logout))
         .route("/ui/b/{id}", get(pages::bulletin))
         .route("/ui/b/{id}/stix", get(pages::stix))
+        .route("/ui/b/{id}/retract", post(pages::retract))
+        .route("/ui/b/{id}/sightings", post(pages::sight))
         .route("/ui/publish", get(pages::publish_page).post(pages::publish))
         .route("/ui/publish/check", get(pages::check_indicators))
         .route("/ui/publish/preview", get(pages::preview))

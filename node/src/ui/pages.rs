@@ -589,6 +589,8 @@ pub(crate) async fn bulletin(
     let id = summary.id.to_hex();
     let open = summary.readable && shown(summary.tlp);
     let body = detail.body.as_ref().filter(|_| open);
+    // Only the author's organisation may retract.
+    let own = summary.author_org == org(&ui).await;
     let retraction = match detail.retracted_by {
         Some(by) => Some((by, ui.handle.get(by.to_hex()).await.ok())),
         None => None,
@@ -696,6 +698,30 @@ pub(crate) async fn bulletin(
                     }
                 }
                 p { a.button href={ "/ui/b/" (id) "/stix" } download { "Download STIX 2.1" } }
+                @if !bulletin.indicators.is_empty() {
+                    form.card.filters method="post" action={ "/ui/b/" (id) "/sightings" } {
+                        input type="hidden" name="csrf" value=(signed.csrf);
+                        div {
+                            label for="sighting" { "Report a sighting of" }
+                            select id="sighting" name="indicator" {
+                                @for indicator in &bulletin.indicators {
+                                    option value=(indicator.to_string()) { (indicator.to_string()) }
+                                }
+                            }
+                        }
+                        button type="submit" { "Report sighting" }
+                    }
+                }
+                @if own && retraction.is_none() {
+                    form.card.filters method="post" action={ "/ui/b/" (id) "/retract" } {
+                        input type="hidden" name="csrf" value=(signed.csrf);
+                        div {
+                            label for="reason" { "Retract: reason" }
+                            input type="text" id="reason" name="reason" required maxlength="500";
+                        }
+                        button type="submit" { "Retract" }
+                    }
+                }
             },
             Some(Body::Retraction { reason }) => div.card { strong { "Reason: " } (reason) },
             Some(Body::Sighting { indicator, seen_at, note }) => div.card {
@@ -740,6 +766,56 @@ pub(crate) async fn stix(State(ui): State<SharedUi>, Path(id): Path<String>) -> 
         bundle.to_json(),
     )
         .into_response())
+}
+
+/// The retract form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RetractForm {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /ui/b/{id}/retract`: checked as `POST /v1/bulletins/{id}/retract`
+/// checks it.
+pub(crate) async fn retract(
+    State(ui): State<SharedUi>,
+    Path(id): Path<String>,
+    Form(form): Form<RetractForm>,
+) -> PageResult {
+    let id = check_id(&id)?;
+    let reason = crate::api::RetractBody {
+        reason: form.reason.replace("\r\n", "\n"),
+    }
+    .into_reason()
+    .map_err(PageError::invalid)?;
+    let target = ui.handle.get(id).await?.summary.id;
+    ui.handle.retract(target, reason).await?;
+    Ok(Redirect::to(&format!("/ui/b/{}", target.to_hex())).into_response())
+}
+
+/// The sighting form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SightForm {
+    #[serde(default)]
+    indicator: String,
+}
+
+/// `POST /ui/b/{id}/sightings`: checked as `POST
+/// /v1/bulletins/{id}/sightings` checks it.
+pub(crate) async fn sight(
+    State(ui): State<SharedUi>,
+    Path(id): Path<String>,
+    Form(form): Form<SightForm>,
+) -> PageResult {
+    let id = check_id(&id)?;
+    let indicator = crate::api::SightBody {
+        indicator: form.indicator,
+    }
+    .into_indicator()
+    .map_err(PageError::invalid)?;
+    let target = ui.handle.get(id).await?.summary.id;
+    ui.handle.sight(target, indicator).await?;
+    Ok(Redirect::to(&format!("/ui/b/{}", target.to_hex())).into_response())
 }
 
 // ---------------------------------------------------------------- publish
