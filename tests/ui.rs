@@ -420,6 +420,15 @@ fn dashboard_refusals_escaping_and_no_external_url() {
     );
     assert_eq!(logout.status, 303);
     assert_eq!(http(a.api, "GET", "/ui/", &cookie, "").status, 303);
+    let htmx = http(
+        a.api,
+        "GET",
+        "/ui/feed/rows",
+        &[cookie[0], ("HX-Request", "true")],
+        "",
+    );
+    assert_eq!(htmx.status, 401);
+    assert_eq!(htmx.header("hx-redirect"), Some("/ui/login"));
 }
 
 /// Chromium's path, installing Debian's package when it is missing and we

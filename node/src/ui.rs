@@ -217,6 +217,16 @@ async fn check(ui: &Ui, mut request: Request, next: Next) -> Response {
     let session = match (session, public) {
         (Some(session), _) => session,
         (None, true) => return next.run(request).await,
+        // An htmx request of a page whose session ended: htmx sends the
+        // whole page to the login form instead of swapping it into a part.
+        (None, false) if request.headers().contains_key("hx-request") => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("hx-redirect", "/ui/login")],
+                "log in first",
+            )
+                .into_response();
+        }
         (None, false) if request.method() == Method::GET => {
             return (
                 StatusCode::SEE_OTHER,
