@@ -12,4 +12,5 @@ mod interop;
 mod lifecycle;
 mod local;
 mod service;
+mod ui;
 mod walkthrough;

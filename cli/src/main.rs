@@ -271,6 +271,11 @@ enum Command {
     },
     /// Prints the man page (roff), e.g. `breakwater man > breakwater.1`.
     Man,
+    /// Prints the web dashboard's address and a one-time login code.
+    Ui {
+        #[command(flatten)]
+        dir: Dir,
+    },
     /// Runs a San Pedro Bay consortium on loopback in this process.
     Demo {
         /// Number of organisations.
@@ -535,6 +540,7 @@ async fn dispatch(command: Command) -> Result<()> {
                 .await?;
             bail!("the node at {} closed the event stream", client.addr())
         }
+        Command::Ui { dir } => ui(&dir.get()?).await,
         Command::Export(command) => interop::export(command).await,
         Command::Taxii(command) => interop::taxii(command),
         Command::Import { dir, file } => interop::import(&dir.get()?, &file).await,
@@ -1221,4 +1227,22 @@ fn show_event(event: &NodeEvent, on: bool) -> String {
         NodeEvent::PeerConnected { peer } => format!("{now}  peer connected {peer}"),
         NodeEvent::PeerDisconnected { peer } => format!("{now}  peer disconnected {peer}"),
     }
+}
+
+/// `breakwater ui`: asks the running node for a one-time login code.
+async fn ui(data_dir: &DataDir) -> Result<()> {
+    let client = Client::for_data_dir(data_dir)?;
+    let code: breakwater_node::ui::LoginCode =
+        client.post("/v1/ui/code", &serde_json::json!({})).await?;
+    let port = client.addr().port();
+    println!("dashboard: http://localhost:{port}/ui/");
+    println!("one-time login code: {}", code.code);
+    println!(
+        "(valid {} s, spent by its first use; a wrong login voids it)",
+        code.expires_in_s
+    );
+    println!(
+        "from another machine: ssh -L {port}:localhost:{port} THIS-HOST, then open the address above"
+    );
+    Ok(())
 }

@@ -86,13 +86,14 @@ pub async fn serve(
     let local = listener.local_addr()?;
     check_loopback(&local)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let ui = crate::ui::state(handle.clone(), token.clone(), local, stop_rx.clone());
     let state = Arc::new(ApiState {
         handle,
         token,
         local,
         stop: stop_rx.clone(),
     });
-    let app = router(state);
+    let app = router(state, ui);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -195,7 +196,7 @@ impl std::fmt::Debug for ApiState {
 
 type Shared = Arc<ApiState>;
 
-fn router(state: Shared) -> Router {
+fn router(state: Shared, ui: crate::ui::SharedUi) -> Router {
     Router::new()
         .route("/v1/hello", get(hello))
         .route("/v1/status", get(status))
@@ -210,11 +211,15 @@ fn router(state: Shared) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/export", get(export))
         .route("/v1/import", post(import))
+        .merge(crate::ui::api_routes(ui.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
+        // The dashboard has its own Host, session and CSRF checks, not the
+        // bearer check above.
+        .merge(crate::ui::router(ui))
 }
 
 /// An error answered as `{"error": "…"}` with its status.
@@ -546,21 +551,31 @@ async fn publish(
     Body(body): Body<PublishBody>,
 ) -> Json<crate::handle::Published> {
     let request = body.into_request().map_err(ApiError::invalid)?;
-    if !request.to.is_empty() {
-        let roster = state.handle.roster().await?;
-        for org in &request.to {
-            match roster.roster.member(org) {
-                Some(member) if !member.revoked => {}
-                Some(_) => return Err(ApiError::invalid(format!("org {org} is revoked"))),
-                None => {
-                    return Err(ApiError::invalid(format!(
-                        "unknown org {org} (not in the roster)"
-                    )));
-                }
+    check_recipients(&state.handle, &request.to).await?;
+    Ok(axum::Json(state.handle.publish(request).await?))
+}
+
+/// Refuses recipients that are not current members of the roster.
+pub(crate) async fn check_recipients(
+    handle: &NodeHandle,
+    to: &[OrgId],
+) -> Result<(), RequestError> {
+    if to.is_empty() {
+        return Ok(());
+    }
+    let roster = handle.roster().await?;
+    for org in to {
+        match roster.roster.member(org) {
+            Some(member) if !member.revoked => {}
+            Some(_) => return Err(RequestError::Invalid(format!("org {org} is revoked"))),
+            None => {
+                return Err(RequestError::Invalid(format!(
+                    "unknown org {org} (not in the roster)"
+                )));
             }
         }
     }
-    Ok(axum::Json(state.handle.publish(request).await?))
+    Ok(())
 }
 
 /// Matches `GET /v1/bulletins` and `GET /v1/search` return when the query

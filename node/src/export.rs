@@ -5,7 +5,10 @@
 //! store ([`export_offline`]). The conversions themselves are the protocol
 //! crate's; the egress policy is applied by the caller to what this returns.
 
-use breakwater_protocol::{Body, Digest, SignedRoster};
+use std::collections::HashMap;
+
+use breakwater_protocol::egress::EgressCap;
+use breakwater_protocol::{Body, Digest, Envelope, Kind, SignedRoster, stix};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
@@ -54,6 +57,40 @@ pub struct Exported {
     pub rosters: Vec<SignedRoster>,
     /// The envelopes, oldest first.
     pub items: Vec<ExportItem>,
+}
+
+/// The STIX 2.1 bundle of the readable envelopes of `exported`, letting out
+/// only what `cap` allows (the dashboard's download; the conversion is the
+/// protocol crate's). Items that do not decode, retractions whose target is
+/// not readable here, and envelopes the conversion refuses are left out.
+pub fn stix_bundle(exported: &Exported, cap: EgressCap) -> stix::Bundle {
+    let decoded: Vec<(&ExportItem, Envelope)> = exported
+        .items
+        .iter()
+        .filter_map(|item| {
+            let bytes = hex::decode(&item.envelope).ok()?;
+            Some((item, Envelope::decode(&bytes).ok()?))
+        })
+        .collect();
+    let by_id: HashMap<Digest, (&Envelope, Option<&Body>)> = decoded
+        .iter()
+        .map(|(item, envelope)| (item.id, (envelope, item.body.as_ref())))
+        .collect();
+    let mut bundle = stix::Bundle::capped(cap);
+    for (item, envelope) in &decoded {
+        let Some(body) = &item.body else { continue };
+        let target = match envelope.header.kind {
+            Kind::Retraction { target } => match by_id.get(&target) {
+                Some((target, Some(target_body))) => Some((*target, *target_body)),
+                _ => continue,
+            },
+            _ => None,
+        };
+        if let Err(e) = bundle.add_envelope(envelope, body, target, &exported.roster.roster) {
+            tracing::debug!("stix: left out {}: {e}", item.id.to_hex());
+        }
+    }
+    bundle
 }
 
 /// [`Exported`] read from the store of a stopped node. Fails while a node

@@ -20,6 +20,7 @@ pub mod net;
 pub mod node;
 pub mod store;
 pub mod taxii;
+pub mod ui;
 mod worker;
 
 pub use config::{Config, ConfigError, DataDir};
