@@ -559,20 +559,11 @@ json.dump({"names": [o["name"] for o in envelope.get("objects", []) if o["type"]
                        if o["type"] == "report"}}, open(out, "w"))
 "#;
 
+/// Runs `script` with `args` and the path `out`, where it writes JSON.
 fn python_json(python: &Path, script: &str, args: &[&str], out: &Path) -> Value {
-    let output = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut all: Vec<&Path> = args.iter().map(Path::new).collect();
+    all.push(out);
+    run_python(python, script, &all);
     read_json(out)
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -757,13 +757,16 @@ fn with_date_headers(mut response: Response, served: &[Served]) -> Response {
     response
 }
 
-async fn objects(
-    State(state): State<Shared>,
-    Path((root, id)): Path<(String, String)>,
-    request: Request,
-) -> Result<Response, TaxiiError> {
-    let collection = state.readable(&root, &id)?;
-    let query = parse_query(request.uri().query())?;
+/// One page of a read collection for the objects or manifest endpoint:
+/// the collection, the parsed query and the page.
+async fn collection_page<'s>(
+    state: &'s TaxiiState,
+    root: &str,
+    id: &str,
+    raw_query: Option<&str>,
+) -> Result<(&'s Collection, Query, objects::Page), TaxiiError> {
+    let collection = state.readable(root, id)?;
+    let query = parse_query(raw_query)?;
     let start = start_of(&query, collection)?;
     let roster = state.roster().await?;
     let page = objects::page(
@@ -775,54 +778,17 @@ async fn objects(
         query.limit,
     )
     .await?;
-    let mut body = serde_json::Map::new();
-    body.insert("more".into(), json!(page.next.is_some()));
-    if let Some(next) = page.next {
-        body.insert(
-            "next".into(),
-            json!(next.token(query.filters.digest(&collection.id))),
-        );
-    }
-    if !page.objects.is_empty() {
-        body.insert(
-            "objects".into(),
-            Value::Array(page.objects.iter().map(|s| s.object.clone()).collect()),
-        );
-    }
-    let response = taxii_json(StatusCode::OK, &Value::Object(body));
-    Ok(with_date_headers(response, &page.objects))
+    Ok((collection, query, page))
 }
 
-async fn manifest(
-    State(state): State<Shared>,
-    Path((root, id)): Path<(String, String)>,
-    request: Request,
-) -> Result<Response, TaxiiError> {
-    let collection = state.readable(&root, &id)?;
-    let query = parse_query(request.uri().query())?;
-    let start = start_of(&query, collection)?;
-    let roster = state.roster().await?;
-    let page = objects::page(
-        &state.handle,
-        &roster,
-        collection.cap,
-        &query.filters,
-        start,
-        query.limit,
-    )
-    .await?;
-    let records: Vec<Value> = page
-        .objects
-        .iter()
-        .map(|s| {
-            json!({
-                "id": s.object.get("id").cloned().unwrap_or(Value::Null),
-                "date_added": s.date_added(),
-                "version": version_of(&s.object),
-                "media_type": STIX_MEDIA,
-            })
-        })
-        .collect();
+/// The answer of a page: `{more, next?, objects?}` with `records` as its
+/// objects, and the date headers.
+fn page_response(
+    collection: &Collection,
+    query: &Query,
+    page: &objects::Page,
+    records: Vec<Value>,
+) -> Response {
     let mut body = serde_json::Map::new();
     body.insert("more".into(), json!(page.next.is_some()));
     if let Some(next) = page.next {
@@ -835,7 +801,40 @@ async fn manifest(
         body.insert("objects".into(), Value::Array(records));
     }
     let response = taxii_json(StatusCode::OK, &Value::Object(body));
-    Ok(with_date_headers(response, &page.objects))
+    with_date_headers(response, &page.objects)
+}
+
+async fn objects(
+    State(state): State<Shared>,
+    Path((root, id)): Path<(String, String)>,
+    RawQuery(raw_query): RawQuery,
+) -> Result<Response, TaxiiError> {
+    let (collection, query, page) =
+        collection_page(&state, &root, &id, raw_query.as_deref()).await?;
+    let records = page.objects.iter().map(|s| s.object.clone()).collect();
+    Ok(page_response(collection, &query, &page, records))
+}
+
+async fn manifest(
+    State(state): State<Shared>,
+    Path((root, id)): Path<(String, String)>,
+    RawQuery(raw_query): RawQuery,
+) -> Result<Response, TaxiiError> {
+    let (collection, query, page) =
+        collection_page(&state, &root, &id, raw_query.as_deref()).await?;
+    let records = page
+        .objects
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.object.get("id").cloned().unwrap_or(Value::Null),
+                "date_added": s.date_added(),
+                "version": version_of(&s.object),
+                "media_type": STIX_MEDIA,
+            })
+        })
+        .collect();
+    Ok(page_response(collection, &query, &page, records))
 }
 
 /// Every version of one object the collection serves (at most a page's

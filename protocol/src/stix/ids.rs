@@ -75,30 +75,22 @@ pub fn sdo_id(stix_type: &str, role: &str, parts: &[&[u8]]) -> String {
 
 /// A STIX timestamp (`YYYY-MM-DDTHH:MM:SS.mmmZ`, UTC) for unix milliseconds.
 pub fn timestamp(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let millis = unix_ms % 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    rfc3339(unix_ms / 1000, &format!("{:03}", unix_ms % 1000))
 }
 
 /// A timestamp with microseconds (`YYYY-MM-DDTHH:MM:SS.uuuuuuZ`, UTC) for
 /// unix microseconds: TAXII's `date_added`, which must be exact enough to
 /// serve as an `added_after` cursor.
 pub fn timestamp_micros(unix_us: u64) -> String {
-    let secs = unix_us / 1_000_000;
-    let micros = unix_us % 1_000_000;
-    let days = secs / 86_400;
+    rfc3339(unix_us / 1_000_000, &format!("{:06}", unix_us % 1_000_000))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.<fraction>Z` for unix seconds.
+fn rfc3339(secs: u64, fraction: &str) -> String {
+    let (year, month, day) = civil_from_days(secs / 86_400);
     let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction}Z",
         rem / 3600,
         (rem / 60) % 60,
         rem % 60
@@ -175,9 +167,11 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Proleptic Gregorian date of `days` after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// Proleptic Gregorian date (year, month, day) of `days` after 1970-01-01
+/// (Howard Hinnant's `civil_from_days`, for non-negative days). The one
+/// calendar conversion of the workspace: the CLI and the dashboard format
+/// times through it too.
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z % 146_097;

@@ -19,7 +19,9 @@ pub use export::{
     Bundle, ExportError, Exported, IDENTITY_CREATED, Opened, Org, bundle_of, export, identity_id,
     indicator_id, report_id, sighting_id, supersedes_id,
 };
-pub use ids::{canonical_json, parse_timestamp, sco_id, sdo_id, timestamp, timestamp_micros};
+pub use ids::{
+    canonical_json, civil_from_days, parse_timestamp, sco_id, sdo_id, timestamp, timestamp_micros,
+};
 pub use import::{ImportError, Imported, ReportFacts, import, import_objects};
 pub use marking::{marking_definition, marking_id};
 pub use pattern::{observable_of, parse_pattern, pattern_of};
