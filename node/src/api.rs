@@ -198,6 +198,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/export", get(export))
         .route("/v1/import", post(import))
+        .merge(crate::metrics::router(state.handle.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -774,6 +775,7 @@ mod tests {
                 peer_id: libp2p::PeerId::random(),
                 own_feed: watch::channel(true).1,
                 publish_wait_until: tokio::time::Instant::now(),
+                metrics: Default::default(),
             },
             token: token.to_string(),
             local: SocketAddr::from(([127, 0, 0, 1], 7475)),

@@ -112,6 +112,22 @@ pub struct Config {
     /// Days after an organisation's revocation (as first seen by this node)
     /// when its envelopes' ciphertext is deleted, tombstones kept.
     pub revoked_purge_after_days: u64,
+    /// Prometheus `/metrics` (always on the API behind the token; also on
+    /// `metrics.listen`, loopback, without one).
+    pub metrics: MetricsConfig,
+    /// Signed webhooks (see [`crate::webhook`]).
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
+    /// Longest wait between two attempts of one webhook delivery.
+    #[serde(with = "millis")]
+    pub webhook_max_backoff: Duration,
+}
+
+/// `config.json`'s `metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A loopback address serving `/metrics` without a token.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -135,6 +151,9 @@ impl Default for Config {
             max_lifetime: Duration::from_millis(breakwater_protocol::MAX_LIFETIME_MS),
             expired_grace: Duration::from_secs(7 * 24 * 3600),
             revoked_purge_after_days: 30,
+            metrics: MetricsConfig::default(),
+            webhooks: Vec::new(),
+            webhook_max_backoff: Duration::from_secs(300),
         }
     }
 }
@@ -152,6 +171,7 @@ impl Config {
             ("default_ttl", self.default_ttl),
             ("quota_window", self.quota_window),
             ("max_lifetime", self.max_lifetime),
+            ("webhook_max_backoff", self.webhook_max_backoff),
         ] {
             if value < MIN_INTERVAL {
                 return Err(ConfigError::Invalid(format!(
@@ -176,6 +196,16 @@ impl Config {
                 "api address {} is not loopback",
                 self.api
             )));
+        }
+        if let Some(listen) = self.metrics.listen
+            && !listen.ip().is_loopback()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.listen {listen} is not loopback (metrics are served without a token)"
+            )));
+        }
+        for (n, webhook) in self.webhooks.iter().enumerate() {
+            webhook.check(n)?;
         }
         Ok(())
     }

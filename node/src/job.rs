@@ -250,6 +250,15 @@ impl JobQueues {
             }
         })
     }
+
+    /// Jobs waiting in each queue, for the `breakwater_queue_depth` metric.
+    pub fn depths(&self) -> [(&'static str, usize); 3] {
+        [
+            ("control", self.control.len()),
+            ("gossip", self.gossip.len()),
+            ("serve", self.serve.len()),
+        ]
+    }
 }
 
 #[cfg(test)]
