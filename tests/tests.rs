@@ -10,4 +10,5 @@ mod hardening;
 mod interop;
 mod lifecycle;
 mod local;
+mod operators;
 mod walkthrough;

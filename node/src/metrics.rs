@@ -177,16 +177,34 @@ impl Metrics {
             metrics.webhook_deliveries.clone(),
         );
         drop(registry);
+        // Every known label value starts at zero, so a family is never
+        // empty and a rate has a start.
+        for source in ["gossip", "sync", "local"] {
+            metrics.stored(source, 0);
+        }
+        for reason in IGNORE_REASONS {
+            let _ = metrics
+                .ignored
+                .get_or_create(&[("reason", reason.to_owned())]);
+        }
+        for reason in REJECT_REASONS {
+            let _ = metrics
+                .rejected
+                .get_or_create(&[("reason", reason.to_owned())]);
+        }
+        for direction in ["sent", "received"] {
+            let _ = metrics
+                .sync_bytes
+                .get_or_create(&[("direction", direction.to_owned())]);
+        }
         metrics
     }
 
     /// `n` envelopes newly stored from `source` (`gossip`, `sync`, `local`).
     pub(crate) fn stored(&self, source: &'static str, n: u64) {
-        if n > 0 {
-            self.stored
-                .get_or_create(&[("source", source.to_owned())])
-                .inc_by(n);
-        }
+        self.stored
+            .get_or_create(&[("source", source.to_owned())])
+            .inc_by(n);
     }
 
     /// One envelope ignored for `reason`.
@@ -272,11 +290,77 @@ impl Metrics {
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
             tracing::warn!("encoding metrics failed: {e}");
         }
-        text
+        drop(registry);
+        drop_negative_histograms(&text)
     }
 }
 
-/// The `reason` label of a rejection.
+/// Leaves out every histogram family with a negative bucket bound.
+/// OpenMetrics forbids `_sum` on such a histogram, and prometheus-client
+/// always writes one, so a strict parser refuses the whole exposition;
+/// libp2p's `gossipsub_score_per_mesh` (peer scores go negative) is one.
+fn drop_negative_histograms(text: &str) -> String {
+    let negative: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" histogram"))
+        .filter(|family| {
+            let bucket = format!("{family}_bucket{{");
+            text.lines()
+                .any(|line| line.starts_with(&bucket) && line.contains("le=\"-"))
+        })
+        .collect();
+    if negative.is_empty() {
+        return text.to_owned();
+    }
+    let of_family = |line: &str| {
+        let name = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .or_else(|| line.strip_prefix("# UNIT "))
+            .unwrap_or(line);
+        let name = name.split([' ', '{']).next().unwrap_or_default();
+        negative.iter().any(|family| {
+            name.strip_prefix(family)
+                .is_some_and(|rest| ["", "_bucket", "_sum", "_count", "_created"].contains(&rest))
+        })
+    };
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines().filter(|line| !of_family(line)) {
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    kept
+}
+
+/// The `reason` labels of `breakwater_envelopes_ignored_total`.
+pub const IGNORE_REASONS: [&str; 6] = [
+    "duplicate",
+    "expired",
+    "quota",
+    "lifetime",
+    "fork_held",
+    "queue_full",
+];
+
+/// The `reason` labels of `breakwater_envelopes_rejected_total`.
+pub const REJECT_REASONS: [&str; 13] = [
+    "decode",
+    "wrong_consortium",
+    "unknown_author",
+    "revoked_author",
+    "bad_signature",
+    "from_the_future",
+    "equivocation",
+    "prev_mismatch",
+    "next_mismatch",
+    "foreign_retraction",
+    "lifetime_too_long",
+    "clear_body",
+    "epoch_regression",
+];
+
+/// The `reason` label of a rejection (one of [`REJECT_REASONS`]).
 pub fn rejection_reason(rejection: &Rejection) -> &'static str {
     match rejection {
         Rejection::Decode(_) => "decode",
@@ -389,5 +473,16 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn histograms_with_negative_buckets_are_left_out() {
+        let text = "# HELP a_score Scores.\n# TYPE a_score histogram\na_score_sum -3.0\na_score_count 1\na_score_bucket{le=\"-10.0\"} 0\na_score_bucket{le=\"+Inf\"} 1\n# HELP a_score_other Kept.\n# TYPE a_score_other counter\na_score_other_total 2\n# HELP b Kept.\n# TYPE b histogram\nb_sum 1.0\nb_count 1\nb_bucket{le=\"1.0\"} 1\nb_bucket{le=\"+Inf\"} 1\n# EOF\n";
+        let kept = drop_negative_histograms(text);
+        assert!(!kept.contains("a_score_sum"), "{kept}");
+        assert!(!kept.contains("# TYPE a_score histogram"), "{kept}");
+        assert!(kept.contains("a_score_other_total 2"), "{kept}");
+        assert!(kept.contains("b_bucket{le=\"1.0\"} 1"), "{kept}");
+        assert!(kept.ends_with("# EOF\n"), "{kept}");
     }
 }
