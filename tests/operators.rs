@@ -438,7 +438,7 @@ fn envelope_of(delivery: &Delivery) -> String {
 #[test]
 fn webhooks_deliver_signed_at_least_once_across_kill_9_and_a_receiver_down_for_a_minute() {
     let root = tempfile::tempdir().unwrap();
-    let mut members = consortium(root.path(), &["port-authority"]);
+    let mut members = consortium(root.path(), &["port-authority", "railroad"]);
     let secret = b"0123456789abcdef-webhook-secret";
     let port = free_port();
     let mut receiver = Receiver::new(port, secret);
@@ -477,7 +477,9 @@ fn webhooks_deliver_signed_at_least_once_across_kill_9_and_a_receiver_down_for_a
              "format": "thehive", "events": ["bulletin.stored"], "min_severity": "medium"},
         ]);
     });
-    org.start();
+    start_all(&mut members);
+    let (head, tail) = members.split_at_mut(1);
+    let (org, railroad) = (&mut head[0], &tail[0]);
 
     let mut expected = Vec::new();
     let mut withheld = Vec::new();
@@ -489,6 +491,10 @@ fn webhooks_deliver_signed_at_least_once_across_kill_9_and_a_receiver_down_for_a
     };
     for _ in 0..5 {
         publish_green(org, &mut expected);
+    }
+    // Bulletins that arrive from a peer go out too.
+    for _ in 0..2 {
+        publish_green(railroad, &mut expected);
     }
     // Above the default max_tlp (green): never sent.
     withheld.push(publish(
@@ -513,11 +519,21 @@ fn webhooks_deliver_signed_at_least_once_across_kill_9_and_a_receiver_down_for_a
         publish_green(org, &mut expected);
     }
 
-    // The receiver is down for a minute while publishing goes on.
+    // The receiver is down for a minute while publishing goes on, and the
+    // node is killed once more while its outbox surely holds deliveries.
     receiver.stop();
     let down = Instant::now();
+    let mut round = 0;
     while down.elapsed() < Duration::from_secs(60) {
+        round += 1;
+        if round == 3 {
+            org.kill9();
+            org.start();
+        }
         publish_green(org, &mut expected);
+        if round % 2 == 0 {
+            publish_green(railroad, &mut expected);
+        }
         std::thread::sleep(Duration::from_secs(10));
     }
     let status = org.status();
@@ -545,19 +561,20 @@ fn webhooks_deliver_signed_at_least_once_across_kill_9_and_a_receiver_down_for_a
 
     let (code, text) = get(org.api, "/metrics", Some(&org.token()));
     assert_eq!(code, 200, "{text}");
-    let hook = format!("http://127.0.0.1:{port}/hooks/breakwater");
+    // Labelled by index and host:port, never by the URL's path.
     assert!(
         text.contains(&format!(
-            "breakwater_webhook_backlog{{webhook=\"{hook}\"}} 0"
+            "breakwater_webhook_backlog{{webhook=\"0\",host=\"127.0.0.1:{port}\"}} 0"
         )),
         "{text}"
     );
     assert!(
         text.contains(&format!(
-            "breakwater_webhook_deliveries_total{{webhook=\"{hook}\",outcome=\"failed\"}}"
+            "breakwater_webhook_deliveries_total{{webhook=\"1\",host=\"127.0.0.1:{port}\",outcome=\"failed\"}}"
         )),
         "{text}"
     );
+    assert!(!text.contains("/hooks/breakwater"), "{text}");
 
     let deliveries = receiver.deliveries();
     assert!(
@@ -607,6 +624,17 @@ fn webhooks_deliver_signed_at_least_once_across_kill_9_and_a_receiver_down_for_a
     assert_eq!(first.event, "bulletin.stored");
     assert_eq!(first.body["event"], "bulletin.stored");
     assert_eq!(first.body["author_org"], "port-authority");
+    let from_peer = generic
+        .iter()
+        .find(|d| d.body["author_org"] == "railroad")
+        .unwrap();
+    assert!(
+        from_peer.body["title"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("webhook bulletin")),
+        "{:?}",
+        from_peer.body
+    );
     assert_eq!(first.body["severity"], "high");
     assert_eq!(first.body["indicators"][0]["value"], "203.0.113.7");
     let alert = deliveries

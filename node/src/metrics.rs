@@ -38,6 +38,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 type Label = [(&'static str, String); 1];
 /// Two labels.
 type Labels2 = [(&'static str, String); 2];
+/// Three labels.
+type Labels3 = [(&'static str, String); 3];
 
 /// Breakwater's metric families. Cloning is cheap: every clone updates the
 /// same series.
@@ -58,8 +60,8 @@ pub struct Metrics {
     pending_green: Gauge,
     evidence: Gauge,
     roster_version: Gauge,
-    webhook_backlog: Family<Label, Gauge>,
-    webhook_deliveries: Family<Labels2, Counter>,
+    webhook_backlog: Family<Labels2, Gauge>,
+    webhook_deliveries: Family<Labels3, Counter>,
 }
 
 impl Default for Metrics {
@@ -168,12 +170,12 @@ impl Metrics {
         );
         r.register(
             "webhook_backlog",
-            "Deliveries waiting in a webhook's outbox, by webhook URL",
+            "Deliveries waiting in a webhook's outbox, by webhook (its index in config.json) and host",
             metrics.webhook_backlog.clone(),
         );
         r.register(
             "webhook_deliveries",
-            "Webhook delivery attempts, by webhook URL and outcome (delivered, failed)",
+            "Webhook delivery attempts, by webhook (its index in config.json), host and outcome (delivered, failed)",
             metrics.webhook_deliveries.clone(),
         );
         drop(registry);
@@ -248,11 +250,17 @@ impl Metrics {
         }
     }
 
-    /// One webhook delivery attempt to `url`.
-    pub(crate) fn webhook_attempt(&self, url: &str, delivered: bool) {
+    /// One delivery attempt of webhook number `index` (in `config.json`)
+    /// to `host` (`host:port`: never the URL's path, which may be a
+    /// secret, since metrics may be served without a token).
+    pub(crate) fn webhook_attempt(&self, index: usize, host: &str, delivered: bool) {
         let outcome = if delivered { "delivered" } else { "failed" };
         self.webhook_deliveries
-            .get_or_create(&[("webhook", url.to_owned()), ("outcome", outcome.to_owned())])
+            .get_or_create(&[
+                ("webhook", index.to_string()),
+                ("host", host.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
             .inc();
     }
 
@@ -273,11 +281,12 @@ impl Metrics {
             self.peers.get_or_create(&[("org", org)]).inc();
         }
         self.webhook_backlog.clear();
-        for hook in &status.webhooks {
+        for (index, hook) in status.webhooks.iter().enumerate() {
+            let host = crate::webhook::host_of(&hook.url);
             gauge(
                 &self
                     .webhook_backlog
-                    .get_or_create(&[("webhook", hook.url.clone())]),
+                    .get_or_create(&[("webhook", index.to_string()), ("host", host)]),
                 hook.backlog,
             );
         }

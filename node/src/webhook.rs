@@ -177,6 +177,16 @@ pub(crate) fn target_of(url: &str) -> Result<(String, u16, String), String> {
     Ok((host, uri.port_u16().unwrap_or(80), path))
 }
 
+/// `host:port` of a webhook URL (its metrics label: never the path, which
+/// may hold a secret such as a SOAR's webhook token).
+pub(crate) fn host_of(url: &str) -> String {
+    match target_of(url) {
+        Ok((host, port, _)) if host.contains(':') => format!("[{host}]:{port}"),
+        Ok((host, port, _)) => format!("{host}:{port}"),
+        Err(_) => "invalid".to_owned(),
+    }
+}
+
 /// One configured webhook, ready to filter and sign.
 pub(crate) struct Hook {
     /// Names its outbox entries: the first 8 bytes of BLAKE3(url), hex.
@@ -235,6 +245,13 @@ impl Hooks {
             if secret.is_empty() {
                 return Err(ConfigError::Invalid(format!(
                     "webhooks[{n}]: secret_file {} is empty",
+                    file.display()
+                )));
+            }
+            // TheHive's API key travels in a header.
+            if config.format == WebhookFormat::Thehive && !secret.iter().all(u8::is_ascii_graphic) {
+                return Err(ConfigError::Invalid(format!(
+                    "webhooks[{n}]: secret_file {} of a thehive webhook must be an API key (printable ASCII, no spaces)",
                     file.display()
                 )));
             }

@@ -112,12 +112,14 @@ impl Dispatcher {
         loop {
             match send(hook, entry).await {
                 Ok(()) => {
-                    self.metrics.webhook_attempt(&hook.url, true);
+                    self.metrics
+                        .webhook_attempt(self.index, &host_port(hook), true);
                     self.set_error(hook, None);
                     return;
                 }
                 Err(e) => {
-                    self.metrics.webhook_attempt(&hook.url, false);
+                    self.metrics
+                        .webhook_attempt(self.index, &host_port(hook), false);
                     tracing::warn!(
                         url = %hook.url,
                         delivery = %entry.delivery,
@@ -159,6 +161,11 @@ impl Dispatcher {
             tracing::warn!(url = %hook.url, "cannot remove a delivered webhook entry: {e}");
         }
     }
+}
+
+/// `host:port` of `hook`, its metrics label.
+fn host_port(hook: &Hook) -> String {
+    super::host_of(&hook.url)
 }
 
 /// One POST of `entry` to `hook`; `Ok` when the receiver took it.
