@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -30,6 +30,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::handle::{NodeHandle, Status};
+use crate::job::QueueWatch;
 
 /// The content type of `/metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -62,6 +63,8 @@ pub struct Metrics {
     roster_version: Gauge,
     webhook_backlog: Family<Labels2, Gauge>,
     webhook_deliveries: Family<Labels3, Counter>,
+    /// The worker's queues, read at each scrape.
+    queues: Arc<OnceLock<QueueWatch>>,
 }
 
 impl Default for Metrics {
@@ -95,6 +98,7 @@ impl Metrics {
             roster_version: Gauge::default(),
             webhook_backlog: Family::default(),
             webhook_deliveries: Family::default(),
+            queues: Arc::default(),
         };
         let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
         let r = registry.sub_registry_with_prefix("breakwater");
@@ -241,13 +245,9 @@ impl Metrics {
             .inc_by(bytes as u64);
     }
 
-    /// The worker's queue depths.
-    pub(crate) fn queue_depths(&self, depths: [(&'static str, usize); 3]) {
-        for (queue, depth) in depths {
-            self.queue_depth
-                .get_or_create(&[("queue", queue.to_owned())])
-                .set(i64::try_from(depth).unwrap_or(i64::MAX));
-        }
+    /// The worker's queues, whose depths each scrape reads.
+    pub(crate) fn watch_queues(&self, queues: QueueWatch) {
+        let _ = self.queues.set(queues);
     }
 
     /// One delivery attempt of webhook number `index` (in `config.json`)
@@ -279,6 +279,17 @@ impl Metrics {
         for peer in &status.peers {
             let org = peer.org_id.clone().unwrap_or_else(|| "unknown".to_owned());
             self.peers.get_or_create(&[("org", org)]).inc();
+        }
+        for (queue, sender) in self.queues.get().into_iter().flatten() {
+            let depth = sender
+                .upgrade()
+                .map_or(0, |sender| sender.max_capacity() - sender.capacity());
+            gauge(
+                &self
+                    .queue_depth
+                    .get_or_create(&[("queue", (*queue).to_owned())]),
+                depth as u64,
+            );
         }
         self.webhook_backlog.clear();
         for (index, hook) in status.webhooks.iter().enumerate() {

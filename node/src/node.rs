@@ -217,6 +217,7 @@ pub async fn spawn(
         publish_wait_until,
         metrics: breakwater_metrics.clone(),
     };
+    breakwater_metrics.watch_queues(job_tx.watch());
     if let Some(store) = dispatch_store {
         crate::webhook::dispatch::spawn(
             &webhooks,

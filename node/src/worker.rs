@@ -415,7 +415,6 @@ impl Worker {
             if matches!(job, Job::Stop) {
                 break;
             }
-            self.metrics.queue_depths(jobs.depths());
             self.on_job(job);
         }
         if let Err(e) = self.store.flush() {
