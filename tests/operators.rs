@@ -474,7 +474,7 @@ fn webhooks_deliver_signed_at_least_once_across_kill_9_and_a_receiver_down_for_a
         c["webhooks"] = serde_json::json!([
             {"url": format!("http://127.0.0.1:{port}/hooks/breakwater"), "secret_file": "webhook-secret"},
             {"url": format!("http://127.0.0.1:{port}/api/v1/alert"), "secret_file": "webhook-secret",
-             "format": "thehive", "events": ["bulletin.stored"], "min_severity": "medium"},
+             "format": "thehive", "min_severity": "medium"},
         ]);
     });
     start_all(&mut members);

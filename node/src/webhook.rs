@@ -72,10 +72,10 @@ impl WebhookFormat {
 pub struct WebhookConfig {
     /// Where to POST (`http://` only).
     pub url: String,
-    /// Events sent (default: every event; `thehive` takes `bulletin.stored`
-    /// only).
-    #[serde(default = "default_events")]
-    pub events: Vec<String>,
+    /// Events sent (default: every event for `generic`, `bulletin.stored`
+    /// for `thehive`, which takes only that one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
     /// Bulletins below this severity are not sent (default: `low`, all).
     #[serde(default = "default_severity")]
     pub min_severity: Severity,
@@ -91,10 +91,6 @@ pub struct WebhookConfig {
     /// `generic` (default) or `thehive`.
     #[serde(default)]
     pub format: WebhookFormat,
-}
-
-fn default_events() -> Vec<String> {
-    EVENTS.iter().map(|e| (*e).to_owned()).collect()
 }
 
 fn default_severity() -> Severity {
@@ -122,11 +118,21 @@ pub struct WebhookStatus {
 }
 
 impl WebhookConfig {
+    /// The events sent: as configured, or the format's default.
+    pub fn events(&self) -> Vec<String> {
+        match (&self.events, self.format) {
+            (Some(events), _) => events.clone(),
+            (None, WebhookFormat::Generic) => EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            (None, WebhookFormat::Thehive) => vec![BULLETIN_STORED.to_owned()],
+        }
+    }
+
     /// Checks what needs no file: the URL, the events and the egress cap.
     pub fn check(&self, n: usize) -> Result<(), ConfigError> {
         let bad = |what: String| ConfigError::Invalid(format!("webhooks[{n}]: {what}"));
         target_of(&self.url).map_err(bad)?;
-        for event in &self.events {
+        let events = self.events();
+        for event in &events {
             if !EVENTS.contains(&event.as_str()) {
                 return Err(bad(format!(
                     "unknown event {event:?} (known: {})",
@@ -139,7 +145,7 @@ impl WebhookConfig {
                 )));
             }
         }
-        if self.events.is_empty() {
+        if events.is_empty() {
             return Err(bad("events is empty".to_owned()));
         }
         EgressCap::new(self.max_tlp, self.allow_red).map_err(|e| bad(e.to_string()))?;
@@ -268,7 +274,7 @@ impl Hooks {
                 host,
                 port,
                 path,
-                events: config.events.clone(),
+                events: config.events(),
                 min_severity: config.min_severity,
                 cap: EgressCap {
                     max_tlp: config.max_tlp,
@@ -452,7 +458,7 @@ fn generic(
             "sectors": bulletin.sectors,
             "references": bulletin.references,
             "indicators": bulletin.indicators.iter().map(indicator_json).collect::<Vec<_>>(),
-            "stix_url": format!("/v1/bulletins/{}", id.to_hex()),
+            "api_path": format!("/v1/bulletins/{}", id.to_hex()),
         }),
         Body::Retraction { reason } => serde_json::json!({
             "target": target.map(|t| t.to_hex()),
@@ -564,7 +570,7 @@ mod tests {
     fn config_is_checked() {
         let config = |url: &str, max_tlp: Tlp, allow_red: bool| WebhookConfig {
             url: url.to_owned(),
-            events: default_events(),
+            events: None,
             min_severity: Severity::Low,
             max_tlp,
             allow_red,
@@ -588,9 +594,12 @@ mod tests {
         assert!(config("http://x/", Tlp::Red, true).check(0).is_ok());
         let mut hive = config("http://x/api/v1/alert", Tlp::Green, false);
         hive.format = WebhookFormat::Thehive;
-        assert!(hive.check(0).is_err());
-        hive.events = vec![BULLETIN_STORED.to_owned()];
         assert!(hive.check(0).is_ok());
+        assert_eq!(hive.events(), vec![BULLETIN_STORED.to_owned()]);
+        hive.events = Some(vec![SIGHTING.to_owned()]);
+        assert!(hive.check(0).is_err());
+        hive.events = Some(Vec::new());
+        assert!(hive.check(0).is_err());
         let parsed: Result<WebhookConfig, _> =
             serde_json::from_str(r#"{"url":"http://x/","secret_file":"s","format":"splunk"}"#);
         assert!(parsed.is_err());
