@@ -141,6 +141,8 @@ pub async fn spawn(
 ) -> Result<Node, SpawnError> {
     config.check()?;
     let keys = data_dir.keys()?;
+    // Before the store opens: a bad webhook stops the start, touching nothing.
+    let webhooks = crate::webhook::Hooks::load(&config.webhooks, data_dir.root())?;
     let store_path = data_dir.store_path();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await
@@ -149,7 +151,6 @@ pub async fn spawn(
 
     let metrics = Arc::new(Mutex::new(Registry::default()));
     let breakwater_metrics = crate::metrics::Metrics::new(metrics.clone());
-    let webhooks = crate::webhook::Hooks::load(&config.webhooks, data_dir.root())?;
     let net_config = NetConfig {
         metrics: Some(metrics.clone()),
         heartbeat: config.heartbeat,
