@@ -11,6 +11,7 @@ mod hardening;
 mod interop;
 mod lifecycle;
 mod local;
+mod operators;
 mod service;
 mod ui;
 mod walkthrough;

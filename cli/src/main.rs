@@ -855,6 +855,14 @@ async fn run(data_dir: &DataDir) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
         .with_context(|| format!("cannot listen on the API address {}", config.api))?;
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on metrics.listen {addr}"))?,
+        ),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -882,6 +890,18 @@ async fn run(data_dir: &DataDir) -> Result<()> {
             bail!("{e}");
         }
     };
+    if let Some(listener) = metrics_listener {
+        let serving = breakwater_node::metrics::serve(
+            listener,
+            node.handle.clone(),
+            stopped(stop_rx.clone()),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::warn!("metrics: {e}");
+            }
+        });
+    }
     let api = tokio::spawn(breakwater_node::api::serve(
         listener,
         node.handle.clone(),
@@ -1160,6 +1180,22 @@ fn show_status(status: &Status) -> String {
             t.duplicates()
         ),
     );
+    for hook in &status.webhooks {
+        field(
+            "webhook",
+            format!(
+                "{} ({}): backlog {}, last success {}{}",
+                hook.url,
+                hook.format.as_str(),
+                hook.backlog,
+                hook.last_success.map_or_else(|| "never".to_owned(), time),
+                hook.last_error
+                    .as_deref()
+                    .map(|e| format!(", failing: {e}"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
     banner + &table.render(colour())
 }
 

@@ -212,6 +212,7 @@ fn router(state: Shared, ui: crate::ui::SharedUi) -> Router {
         .route("/v1/export", get(export))
         .route("/v1/import", post(import))
         .merge(crate::ui::api_routes(ui.clone()))
+        .merge(crate::metrics::router(state.handle.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -801,6 +802,7 @@ mod tests {
                 peer_id: libp2p::PeerId::random(),
                 own_feed: watch::channel(true).1,
                 publish_wait_until: tokio::time::Instant::now(),
+                metrics: Default::default(),
             },
             token: token.to_string(),
             local: SocketAddr::from(([127, 0, 0, 1], 7475)),

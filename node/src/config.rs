@@ -120,6 +120,22 @@ pub struct Config {
     /// The TAXII 2.1 server (off when absent; `breakwater taxii enable`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub taxii: Option<crate::taxii::TaxiiConfig>,
+    /// Prometheus `/metrics` (always on the API behind the token; also on
+    /// `metrics.listen`, loopback, without one).
+    pub metrics: MetricsConfig,
+    /// Signed webhooks (see [`crate::webhook`]).
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
+    /// Longest wait between two attempts of one webhook delivery.
+    #[serde(with = "millis")]
+    pub webhook_max_backoff: Duration,
+}
+
+/// `config.json`'s `metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A loopback address serving `/metrics` without a token.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -145,6 +161,9 @@ impl Default for Config {
             expired_grace: Duration::from_secs(7 * 24 * 3600),
             revoked_purge_after_days: 30,
             taxii: None,
+            metrics: MetricsConfig::default(),
+            webhooks: Vec::new(),
+            webhook_max_backoff: Duration::from_secs(300),
         }
     }
 }
@@ -162,6 +181,7 @@ impl Config {
             ("default_ttl", self.default_ttl),
             ("quota_window", self.quota_window),
             ("max_lifetime", self.max_lifetime),
+            ("webhook_max_backoff", self.webhook_max_backoff),
         ] {
             if value < MIN_INTERVAL {
                 return Err(ConfigError::Invalid(format!(
@@ -193,6 +213,16 @@ impl Config {
         }
         if let Some(taxii) = &self.taxii {
             taxii.check().map_err(ConfigError::Invalid)?;
+        }
+        if let Some(listen) = self.metrics.listen
+            && !listen.ip().is_loopback()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.listen {listen} is not loopback (metrics are served without a token)"
+            )));
+        }
+        for (n, webhook) in self.webhooks.iter().enumerate() {
+            webhook.check(n)?;
         }
         Ok(())
     }

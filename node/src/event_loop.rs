@@ -65,6 +65,8 @@ pub(crate) struct EventLoop {
     pub dial_orgs: Option<HashSet<String>>,
     /// Gossipsub's metrics.
     pub metrics: Arc<Mutex<Registry>>,
+    /// Breakwater's own series (in the same registry).
+    pub breakwater_metrics: crate::metrics::Metrics,
     /// What this node holds against peers, applied as gossipsub application
     /// scores.
     pub scores: Scores,
@@ -493,6 +495,7 @@ impl EventLoop {
                     return;
                 };
                 if !self.to_worker(job) {
+                    self.breakwater_metrics.ignored("queue_full");
                     self.report(&message_id, &propagation_source, MessageAcceptance::Ignore);
                 }
             }

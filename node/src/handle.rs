@@ -239,6 +239,9 @@ pub struct Status {
     /// node applies no roster update.
     #[serde(default)]
     pub roster_fork: Option<RosterFork>,
+    /// Each configured webhook's last success and backlog.
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhook::WebhookStatus>,
 }
 
 /// A recorded roster fork, as `status` shows it (the two signed rosters are
@@ -361,6 +364,8 @@ pub struct NodeHandle {
     pub(crate) own_feed: tokio::sync::watch::Receiver<bool>,
     /// Until when a publish waits for `own_feed`.
     pub(crate) publish_wait_until: tokio::time::Instant,
+    /// The node's Prometheus metrics.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl NodeHandle {

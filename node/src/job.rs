@@ -171,6 +171,9 @@ pub(crate) const SERVE_QUEUE: usize = 256;
 /// Capacity of the queue of everything else.
 pub(crate) const CONTROL_QUEUE: usize = 1024;
 
+/// Each worker queue's name with a sender that does not keep it open.
+pub(crate) type QueueWatch = [(&'static str, mpsc::WeakSender<Job>); 3];
+
 /// The sending side of the worker's queues: routes each job to its queue.
 #[derive(Debug, Clone)]
 pub(crate) struct JobSenders {
@@ -183,6 +186,16 @@ pub(crate) struct JobSenders {
 }
 
 impl JobSenders {
+    /// Each queue's name with a sender that does not keep it open, for the
+    /// `breakwater_queue_depth` metric.
+    pub fn watch(&self) -> QueueWatch {
+        [
+            ("control", self.control.downgrade()),
+            ("gossip", self.gossip.downgrade()),
+            ("serve", self.serve.downgrade()),
+        ]
+    }
+
     fn queue_for(&self, job: &Job) -> &mpsc::Sender<Job> {
         match job {
             Job::Ingest {

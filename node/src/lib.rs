@@ -16,11 +16,13 @@ pub mod export;
 pub mod fork;
 pub mod handle;
 mod job;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod store;
 pub mod taxii;
 pub mod ui;
+pub mod webhook;
 mod worker;
 
 pub use config::{Config, ConfigError, DataDir};

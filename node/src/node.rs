@@ -141,6 +141,8 @@ pub async fn spawn(
 ) -> Result<Node, SpawnError> {
     config.check()?;
     let keys = data_dir.keys()?;
+    // Before the store opens: a bad webhook stops the start, touching nothing.
+    let webhooks = crate::webhook::Hooks::load(&config.webhooks, data_dir.root())?;
     let store_path = data_dir.store_path();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await
@@ -148,6 +150,7 @@ pub async fn spawn(
     let roster = stored_roster(&store)?.ok_or(SpawnError::NoRoster)?;
 
     let metrics = Arc::new(Mutex::new(Registry::default()));
+    let breakwater_metrics = crate::metrics::Metrics::new(metrics.clone());
     let net_config = NetConfig {
         metrics: Some(metrics.clone()),
         heartbeat: config.heartbeat,
@@ -183,6 +186,9 @@ pub async fn spawn(
     let (own_feed_tx, own_feed_rx) = tokio::sync::watch::channel(false);
     let publish_wait_until = tokio::time::Instant::now() + config.publish_sync_wait;
     let policy = crate::worker::StoragePolicy::from_config(&config);
+    let worker_metrics = breakwater_metrics.clone();
+    let worker_webhooks = webhooks.clone();
+    let dispatch_store = (!webhooks.is_empty()).then(|| store.clone());
     std::thread::Builder::new()
         .name("breakwater-store".into())
         .spawn(move || {
@@ -196,6 +202,8 @@ pub async fn spawn(
             )
             .with_own_feed_signal(own_feed_tx);
             worker.policy = policy;
+            worker.metrics = worker_metrics;
+            worker.webhooks = worker_webhooks;
             worker.run(job_rx);
             let _ = done_tx.send(());
         })
@@ -208,7 +216,18 @@ pub async fn spawn(
         peer_id: keys.peer_id(),
         own_feed: own_feed_rx,
         publish_wait_until,
+        metrics: breakwater_metrics.clone(),
     };
+    breakwater_metrics.watch_queues(job_tx.watch());
+    if let Some(store) = dispatch_store {
+        crate::webhook::dispatch::spawn(
+            &webhooks,
+            store,
+            breakwater_metrics.clone(),
+            config.webhook_max_backoff,
+            job_tx.control.clone(),
+        );
+    }
     let event_loop = EventLoop {
         swarm,
         commands: command_rx,
@@ -224,6 +243,7 @@ pub async fn spawn(
             .as_ref()
             .map(|orgs| orgs.iter().cloned().collect()),
         metrics,
+        breakwater_metrics,
         sync_interval: config.sync_interval,
         max_backoff: config.max_redial_backoff,
         pending_replies: HashMap::new(),

@@ -224,6 +224,10 @@ pub(crate) struct Worker {
     /// keys of the chain in force: what was sealed on another branch (or on
     /// this node's own branch before a re-base) still opens.
     fork_keys: Arc<EpochKeys>,
+    /// Prometheus metrics fed from the counts here.
+    pub metrics: crate::metrics::Metrics,
+    /// Webhooks: each new envelope stages its outbox entries.
+    pub webhooks: crate::webhook::Hooks,
 }
 
 /// Unix ms now.
@@ -338,6 +342,8 @@ impl Worker {
             green_problem: None,
             fork: None,
             fork_keys: Arc::new(EpochKeys::new()),
+            metrics: crate::metrics::Metrics::default(),
+            webhooks: crate::webhook::Hooks::default(),
         };
         worker.fork = match crate::fork::recorded(&worker.store) {
             Ok(fork) => fork.map(|evidence| evidence.summary()),
@@ -447,6 +453,11 @@ impl Worker {
     }
 
     fn send(&self, outcome: Outcome) {
+        match &outcome {
+            Outcome::SyncRequest { request, .. } => self.metrics.sync_bytes(true, request.len()),
+            Outcome::SyncReply { response, .. } => self.metrics.sync_bytes(true, response.len()),
+            _ => {}
+        }
         // The event loop never blocks on the worker, so this cannot deadlock;
         // it fails only when the event loop is gone.
         let _ = self.outcomes.blocking_send(outcome);
@@ -470,10 +481,14 @@ impl Worker {
                 request,
                 token,
             } => {
+                self.metrics.sync_bytes(false, request.len());
                 let response = self.serve_sync_for(peer, &request);
                 self.send(Outcome::SyncReply { token, response });
             }
-            Job::SyncAnswer { peer, response } => self.on_sync_answer(peer, &response),
+            Job::SyncAnswer { peer, response } => {
+                self.metrics.sync_bytes(false, response.len());
+                self.on_sync_answer(peer, &response)
+            }
             Job::SyncFailed { peer, retry } => self.sync_failed(peer, retry),
             Job::Prune => {
                 if let Err(e) = self.prune() {
@@ -481,7 +496,13 @@ impl Worker {
                 }
             }
             Job::Publish { request, reply } => {
-                let _ = reply.send(self.publish(request));
+                let started = std::time::Instant::now();
+                let published = self.publish(request);
+                if published.is_ok() {
+                    self.metrics
+                        .publish_flushed(started.elapsed().as_secs_f64());
+                }
+                let _ = reply.send(published);
             }
             Job::Retract {
                 target,

@@ -211,6 +211,13 @@ impl EnvelopeWrites<'_, '_> {
         self.attach(Op::ClearPendingRetractions { target })
     }
 
+    /// Stores an opaque metadata value under `key`, as [`Store::put_meta`],
+    /// only if the envelope is new (a webhook outbox entry).
+    pub fn put_meta(&mut self, key: &str, value: impl Into<Vec<u8>>) -> &mut Self {
+        let (key, value) = (key.to_owned(), value.into());
+        self.attach(Op::PutMeta { key, value })
+    }
+
     /// Removes the index entry of envelope `id` under indicator `key` (the
     /// target of a retraction this envelope makes).
     pub fn unindexes(&mut self, key: &str, id: &Id) -> &mut Self {

@@ -172,6 +172,11 @@ impl Worker {
                 // on it.
                 Some((_, Some((false, _)))) | None => {}
             }
+            // Webhook deliveries are queued in the same batch, so they are
+            // durable exactly when the envelope is.
+            for (key, value) in self.webhooks.entries(id, header, body, org.as_str()) {
+                writes.put_meta(&key, value);
+            }
         }
 
         for by in &retracted_by {
@@ -211,6 +216,9 @@ impl Worker {
     pub(super) fn commit(&self, staged: Staged<'_>) -> Result<Vec<EnvelopeOutcome>, StoreError> {
         let Staged { batch, events, .. } = staged;
         let outcomes = self.store.write(batch)?;
+        if !self.webhooks.is_empty() {
+            self.webhooks.queued.notify_waiters();
+        }
         for (index, event) in events {
             let new = index.is_none_or(|index| {
                 outcomes

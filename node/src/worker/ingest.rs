@@ -238,7 +238,7 @@ impl Worker {
             // then fail, a valid envelope went on that this node lacks; sync
             // brings it back.
             self.report_gossip(&origin, &batch.acceptances);
-            self.write_part(&items, accepted);
+            self.write_part(&items, accepted, source_label(&origin));
         } else {
             self.pipeline(&items, threads, &mut batch);
             self.report_gossip(&origin, &batch.acceptances);
@@ -277,15 +277,18 @@ impl Worker {
                         .get(&pre.envelope().header.author)
                         .is_some_and(|&held| pre.envelope().header.seq > held) =>
                 {
+                    self.metrics.ignored("fork_held");
                     continue;
                 }
                 Checked::Passed(pre, body) => (*pre, body),
                 // Ignored as a duplicate, as validation would.
                 Checked::Stored => {
+                    self.metrics.ignored("duplicate");
                     batch.ignored += 1;
                     continue;
                 }
                 Checked::Rejected(rejection) => {
+                    self.metrics.rejected(&rejection);
                     batch.acceptances[index] = self.on_rejection(rejection, batch.origin, None);
                     continue;
                 }
@@ -299,6 +302,7 @@ impl Worker {
                     if lifetime > self.policy.max_lifetime_ms {
                         // Longer than this node stores: ignored, its feed
                         // position kept as a tombstone.
+                        self.metrics.ignored("lifetime");
                         if self.over_quota(&author, 0, batch.now).is_none() {
                             self.count_stored(&author, 0, batch.now);
                             batch.overlay.add(index, a.id, author, seq);
@@ -309,6 +313,7 @@ impl Worker {
                     let size = bytes.len() as u64;
                     if self.over_quota(&author, size, batch.now).is_some() {
                         // Ignored, not rejected: the quota is this node's.
+                        self.metrics.ignored("quota");
                         continue;
                     }
                     self.count_stored(&author, size, batch.now);
@@ -331,6 +336,7 @@ impl Worker {
                     id, author, seq, ..
                 }) => {
                     // Kept as a tombstone, for its feed position only.
+                    self.metrics.ignored("expired");
                     if self.over_quota(&author, 0, batch.now).is_none() {
                         self.count_stored(&author, 0, batch.now);
                         batch.overlay.add(index, id, author, seq);
@@ -338,8 +344,12 @@ impl Worker {
                     }
                     batch.ignored += 1;
                 }
-                Verdict::Ignore(IgnoreReason::Duplicate) => batch.ignored += 1,
+                Verdict::Ignore(IgnoreReason::Duplicate) => {
+                    self.metrics.ignored("duplicate");
+                    batch.ignored += 1;
+                }
                 Verdict::Reject(rejection) => {
+                    self.metrics.rejected(&rejection);
                     // A fork shows as a `prev` conflict with a stored
                     // neighbour: the sender holds the other branch's
                     // envelope at the neighbouring seq, and asking for it
@@ -365,7 +375,7 @@ impl Worker {
     /// Writes validated items and everything that goes with them (plaintext
     /// records, indicators, retractions, pending-epoch entries) with one
     /// `Store::write`, then announces the new ones.
-    fn write_part(&mut self, items: &[Vec<u8>], accepted: Vec<AcceptedItem>) {
+    fn write_part(&mut self, items: &[Vec<u8>], accepted: Vec<AcceptedItem>, source: &'static str) {
         let mut staged = Staged::new();
         for (index, id, author, seq, envelope) in &accepted {
             let Some(bytes) = items.get(*index) else {
@@ -395,10 +405,12 @@ impl Worker {
         match self.commit(staged) {
             Ok(outcomes) => {
                 self.write_succeeded();
-                self.traffic.stored_from_peers += outcomes
+                let new = outcomes
                     .iter()
                     .filter(|r| r.as_ref().is_ok_and(|i| i.new))
                     .count() as u64;
+                self.traffic.stored_from_peers += new;
+                self.metrics.stored(source, new);
             }
             Err(e) => self.write_failed("storing envelopes", &e),
         }
@@ -446,7 +458,7 @@ impl Worker {
                 ready.insert(c, checked);
                 while let Some(checked) = ready.remove(&want) {
                     let accepted = self.validate_part(items, want * chunk, checked, batch);
-                    self.write_part(items, accepted);
+                    self.write_part(items, accepted, source_label(batch.origin));
                     want += 1;
                 }
             }
@@ -469,7 +481,7 @@ impl Worker {
                     )
                 });
                 let accepted = self.validate_part(items, want * chunk, checked, batch);
-                self.write_part(items, accepted);
+                self.write_part(items, accepted, source_label(batch.origin));
                 want += 1;
             }
         });
@@ -585,6 +597,14 @@ impl Worker {
     /// score.
     fn misbehaved(&self, peer: libp2p::PeerId, what: Misbehaviour) {
         self.send(Outcome::Misbehaved { peer, what });
+    }
+}
+
+/// The `source` label of `breakwater_envelopes_stored_total`.
+fn source_label(origin: &Origin) -> &'static str {
+    match origin {
+        Origin::Gossip { .. } => "gossip",
+        Origin::Sync { .. } => "sync",
     }
 }
 

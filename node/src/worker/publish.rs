@@ -239,6 +239,7 @@ impl Worker {
             ))
         })?;
         self.count_stored(&envelope.header.author, bytes.len() as u64, now);
+        self.metrics.stored("local", 1);
         self.send(Outcome::PublishEnvelope(bytes));
         Ok(Published {
             id,

@@ -222,6 +222,7 @@ impl Worker {
             roster_fork: self.fork.clone(),
             tombstones: counts.tombstones,
             store_write_error: self.write_failure.clone(),
+            webhooks: self.webhooks.status(&self.store),
         })
     }
 }

@@ -273,6 +273,7 @@ impl Worker {
                 fork_probe: None,
             },
         );
+        self.metrics.sync_round();
         self.traffic.sync_requests += 1;
         self.send(Outcome::SyncRequest {
             peer,
