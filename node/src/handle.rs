@@ -516,8 +516,15 @@ impl NodeHandle {
         &self,
         from: u64,
         max: usize,
+        cap: breakwater_protocol::EgressCap,
     ) -> Result<crate::worker::AddedPage, RequestError> {
-        self.ask(|reply| Job::Added { from, max, reply }).await
+        self.ask(|reply| Job::Added {
+            from,
+            max,
+            cap,
+            reply,
+        })
+        .await
     }
 
     /// Imports an air-gap bundle's items through the roster and sync ingest

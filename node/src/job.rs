@@ -112,6 +112,7 @@ pub(crate) enum Job {
     Added {
         from: u64,
         max: usize,
+        cap: breakwater_protocol::EgressCap,
         reply: Reply<crate::worker::AddedPage>,
     },
     /// The event loop has ended: flush and stop, even while handles remain.

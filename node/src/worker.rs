@@ -550,8 +550,13 @@ impl Worker {
             Job::Import { request, reply } => {
                 let _ = reply.send(self.import(request));
             }
-            Job::Added { from, max, reply } => {
-                let _ = reply.send(self.added_items(from, max));
+            Job::Added {
+                from,
+                max,
+                cap,
+                reply,
+            } => {
+                let _ = reply.send(self.added_items(from, max, cap));
             }
             Job::Stop => {}
         }

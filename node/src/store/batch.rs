@@ -486,9 +486,19 @@ impl Store {
                         }
                     };
                     if wanted {
-                        if let Op::PutPlaintext { id, .. } = &op {
-                            let at = next_added(&mut writer, &self.kv)?;
-                            overlay.put(kv_key(family::ADDED, &[&at.to_be_bytes()]), &id[..]);
+                        match &op {
+                            // Indexed when it first becomes readable here:
+                            // a plaintext written again adds no entry.
+                            Op::PutPlaintext { id, .. }
+                                if overlay.get(&kv_key(family::PLAINTEXT, &[id]))?.is_none() =>
+                            {
+                                let at = next_added(&mut writer, &self.kv)?;
+                                overlay.put(kv_key(family::ADDED, &[&at.to_be_bytes()]), &id[..]);
+                            }
+                            Op::Added { at, .. } => {
+                                writer.last_added = writer.last_added.map(|last| last.max(*at));
+                            }
+                            _ => {}
                         }
                         apply_op(&mut overlay, op)?;
                     }
@@ -510,9 +520,11 @@ impl Store {
     }
 }
 
-/// The next `added` time: now in µs, or one past the last one given out,
-/// whichever is later, so the index is strictly increasing even when the
-/// clock steps back.
+/// The next `added` time (µs, a whole millisecond): now, or one
+/// millisecond past the last one given out, whichever is later, so the
+/// index is strictly increasing even when the clock steps back, and a
+/// TAXII client that keeps `X-TAXII-Date-Added-Last` at millisecond
+/// precision (OpenCTI does) loses nothing and re-reads nothing.
 fn next_added(writer: &mut super::Writer, kv: &Tree) -> Result<u64, StoreError> {
     let last = match writer.last_added {
         Some(last) => last,
@@ -528,10 +540,12 @@ fn next_added(writer: &mut super::Writer, kv: &Tree) -> Result<u64, StoreError> 
             last
         }
     };
-    let now = std::time::SystemTime::now()
+    let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    let at = now.max(last.saturating_add(1));
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let at = now_ms
+        .max((last / 1000).saturating_add(1))
+        .saturating_mul(1000);
     writer.last_added = Some(at);
     Ok(at)
 }

@@ -1278,3 +1278,48 @@ fn h4_an_injected_write_failure_writes_nothing() -> anyhow::Result<()> {
     assert_eq!(store.frontier_of(&ALICE)?, 2);
     Ok(())
 }
+
+#[test]
+fn the_added_index_is_strictly_increasing_whole_milliseconds_once_per_id() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let ids: Vec<Id> = (1..=5).map(|seq| id_of(&ALICE, seq, 0)).collect();
+    {
+        let store = open(dir.path());
+        // Three in one batch, two more in their own writes.
+        let mut batch = WriteBatch::new();
+        for id in &ids[..3] {
+            batch.put_plaintext(id, b"record".to_vec());
+        }
+        store.write(batch)?;
+        for id in &ids[3..] {
+            let mut batch = WriteBatch::new();
+            batch.put_plaintext(id, b"record".to_vec());
+            store.write(batch)?;
+        }
+        // Written again: no second entry.
+        let mut batch = WriteBatch::new();
+        batch.put_plaintext(&ids[0], b"record again".to_vec());
+        store.write(batch)?;
+        store.flush()?;
+    }
+    // After a reopen the next entry still comes after every earlier one.
+    let store = open(dir.path());
+    let later = id_of(&BOB, 1, 0);
+    let mut batch = WriteBatch::new();
+    batch.put_plaintext(&later, b"record".to_vec());
+    store.write(batch)?;
+    let added = store.added_from(0, 100)?;
+    let order: Vec<Id> = added.iter().map(|(_, id)| *id).collect();
+    let mut expected = ids.clone();
+    expected.push(later);
+    assert_eq!(order, expected);
+    for pair in added.windows(2) {
+        assert!(pair[0].0 < pair[1].0, "{added:?}");
+    }
+    assert!(added.iter().all(|(at, _)| at % 1000 == 0), "{added:?}");
+    assert_eq!(store.last_added()?, added.last().map(|(at, _)| *at));
+    // From an entry on (inclusive), as TAXII pages read it.
+    let from_third = store.added_from(added[2].0, 2)?;
+    assert_eq!(from_third, added[2..4].to_vec());
+    Ok(())
+}

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -278,9 +279,13 @@ pub async fn start(
         );
     }
     tracing::info!(listen = %config.listen, url = %config.api_root_url(), "TAXII 2.1 server on");
-    Ok(Some(tokio::spawn(serve(
-        listener, handle, config, token, shutdown,
-    ))))
+    Ok(Some(tokio::spawn(async move {
+        let served = serve(listener, handle, config, token, shutdown).await;
+        if let Err(e) = &served {
+            tracing::error!("the TAXII server stopped: {e}");
+        }
+        served
+    })))
 }
 
 /// Reads the TAXII token, refusing a file its group or others may read.
@@ -337,6 +342,7 @@ fn router(state: Shared) -> Router {
         )
         .route("/taxii2/{root}/collections/{id}/manifest/", get(manifest))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_CONTENT_LENGTH))
         .with_state(state)
@@ -493,6 +499,14 @@ async fn not_found() -> TaxiiError {
         StatusCode::NOT_FOUND,
         "Not Found",
         "no such TAXII resource (paths end with '/')",
+    )
+}
+
+async fn method_not_allowed() -> TaxiiError {
+    TaxiiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method Not Allowed",
+        "this TAXII resource does not take that method",
     )
 }
 
@@ -744,7 +758,9 @@ fn start_of(query: &Query, collection: &Collection) -> Result<Cursor, TaxiiError
 
 /// Adds the date headers of `served` to `response`.
 fn with_date_headers(mut response: Response, served: &[Served]) -> Response {
-    if let (Some(first), Some(last)) = (served.first(), served.last()) {
+    let first = served.iter().min_by_key(|s| s.added);
+    let last = served.iter().max_by_key(|s| s.added);
+    if let (Some(first), Some(last)) = (first, last) {
         for (name, value) in [
             ("X-TAXII-Date-Added-First", first.date_added()),
             ("X-TAXII-Date-Added-Last", last.date_added()),
@@ -829,7 +845,12 @@ async fn manifest(
             json!({
                 "id": s.object.get("id").cloned().unwrap_or(Value::Null),
                 "date_added": s.date_added(),
-                "version": version_of(&s.object),
+                "version": match version_of(&s.object) {
+                    // An observable has no created/modified: its version is
+                    // when it was added.
+                    "" => s.date_added(),
+                    version => version.to_string(),
+                },
                 "media_type": STIX_MEDIA,
             })
         })
@@ -929,9 +950,22 @@ async fn add_objects(
     State(state): State<Shared>,
     Path((root, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, TaxiiError> {
     let collection = state.collection(&root, &id)?;
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let title = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "Payload Too Large"
+        } else {
+            "Bad Request"
+        };
+        TaxiiError::new(
+            status,
+            title,
+            format!("{e} (max_content_length is {MAX_CONTENT_LENGTH} bytes)"),
+        )
+    })?;
     if !collection.config.write {
         return Err(TaxiiError::new(
             StatusCode::FORBIDDEN,
@@ -948,8 +982,12 @@ async fn add_objects(
         .unwrap_or("")
         .replace(' ', "")
         .to_ascii_lowercase();
-    let media = content_type.split(';').next().unwrap_or("");
-    if media != "application/taxii+json" {
+    let mut parts = content_type.split(';');
+    let media = parts.next().unwrap_or("");
+    let version_ok = parts
+        .filter(|p| p.starts_with("version="))
+        .all(|p| p == "version=2.1");
+    if media != "application/taxii+json" || !version_ok {
         return Err(TaxiiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported Media Type",
@@ -963,11 +1001,15 @@ async fn add_objects(
             format!("the body is not JSON: {e}"),
         )
     })?;
-    let Some(objects) = envelope.get("objects").and_then(Value::as_array) else {
+    let Some(objects) = envelope
+        .get("objects")
+        .and_then(Value::as_array)
+        .filter(|objects| !objects.is_empty())
+    else {
         return Err(TaxiiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Unprocessable Entity",
-            "the body is not a TAXII envelope ({\"objects\": [...]})",
+            "the body is not a TAXII envelope with objects ({\"objects\": [...]})",
         ));
     };
     let mut default_to = Vec::new();

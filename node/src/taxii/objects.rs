@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use breakwater_protocol::stix::{Bundle, timestamp_micros};
+use breakwater_protocol::stix::{Bundle, parse_timestamp, timestamp_micros};
 use breakwater_protocol::{EgressCap, Roster};
 use serde_json::Value;
 
@@ -89,7 +89,10 @@ impl Filters {
             && (self.types.is_empty() || self.types.iter().any(|t| t == field("type")))
             && (self.spec_versions.is_empty() || self.spec_versions.iter().any(|v| v == "2.1"))
             && match &self.version {
-                VersionMatch::At(at) => at.iter().any(|t| t == version_of(object)),
+                VersionMatch::At(at) => {
+                    let version = parse_timestamp(version_of(object));
+                    version.is_some() && at.iter().any(|t| parse_timestamp(t) == version)
+                }
                 _ => true,
             }
     }
@@ -163,8 +166,17 @@ pub struct Page {
 }
 
 /// The objects of one envelope that the collection's cap lets out, in
-/// the order its STIX export gives them, `match[version]` applied.
-fn objects_of(item: &AddedItem, cap: EgressCap, roster: &Roster, filters: &Filters) -> Vec<Value> {
+/// the order its STIX export gives them, each with whether the filters
+/// (`match[…]`, `match[version]` included) keep it. A page's `skip` counts
+/// positions in this whole list, which depends only on the envelope, its
+/// target, the roster and the cap, so a retraction arriving between two
+/// pages cannot shift it.
+fn objects_of(
+    item: &AddedItem,
+    cap: EgressCap,
+    roster: &Roster,
+    filters: &Filters,
+) -> Vec<(Value, bool)> {
     let exported = |envelope, body, target| -> Vec<Value> {
         let mut bundle = Bundle::capped(cap);
         if bundle.add_envelope(envelope, body, target, roster).is_err() {
@@ -204,17 +216,18 @@ fn objects_of(item: &AddedItem, cap: EgressCap, roster: &Roster, filters: &Filte
     };
     objects
         .into_iter()
-        .filter(|o| {
+        .map(|o| {
             let versioned = !matches!(
                 o.get("type").and_then(Value::as_str),
                 Some("marking-definition" | "identity")
             );
-            !(versioned
+            let newer_elsewhere = versioned
                 && o.get("id")
                     .and_then(Value::as_str)
-                    .is_some_and(|id| superseded.contains(id)))
+                    .is_some_and(|id| superseded.contains(id));
+            let keep = !newer_elsewhere && filters.keeps(&o);
+            (o, keep)
         })
-        .filter(|o| filters.keeps(o))
         .collect()
 }
 
@@ -232,29 +245,36 @@ pub async fn page(
     let mut page = Page::default();
     let mut from = start.from;
     loop {
-        let chunk = handle.added(from, SCAN_CHUNK).await?;
+        let chunk = handle.added(from, SCAN_CHUNK, cap).await?;
         for item in &chunk.items {
-            let mut objects = objects_of(item, cap, roster, filters);
+            let all = objects_of(item, cap, roster, filters);
             let skipped = if item.added == start.from {
-                let skip = start.skip.min(objects.len());
-                objects.drain(..skip);
-                skip
+                start.skip.min(all.len())
             } else {
                 0
             };
+            // (position in the whole list, object) of what this page may serve.
+            let objects: Vec<(usize, Value)> = all
+                .into_iter()
+                .enumerate()
+                .skip(skipped)
+                .filter(|(_, (_, keep))| *keep)
+                .map(|(at, (object, _))| (at, object))
+                .collect();
             if objects.is_empty() {
                 continue;
             }
             if page.objects.len() + objects.len() > limit {
                 if page.objects.is_empty() {
-                    // One envelope with more objects than a page: split it.
-                    objects.truncate(limit);
+                    // One envelope with more objects than a page: split it
+                    // where the first object left out stands.
+                    let resume = objects.get(limit).map_or(skipped, |(at, _)| *at);
                     page.next = Some(Cursor {
                         from: item.added,
-                        skip: skipped + limit,
+                        skip: resume,
                     });
                     page.objects
-                        .extend(objects.into_iter().map(|object| Served {
+                        .extend(objects.into_iter().take(limit).map(|(_, object)| Served {
                             added: item.added,
                             object,
                         }));
@@ -267,7 +287,7 @@ pub async fn page(
                 return Ok(page);
             }
             page.objects
-                .extend(objects.into_iter().map(|object| Served {
+                .extend(objects.into_iter().map(|(_, object)| Served {
                     added: item.added,
                     object,
                 }));

@@ -4,7 +4,7 @@
 //! read in pages from a time on. Also the one-time back-fill of that index
 //! for stores written before it existed.
 
-use breakwater_protocol::{Body, Digest, Envelope};
+use breakwater_protocol::{Body, Digest, EgressCap, Envelope};
 
 use super::{Worker, now_ms, store_err};
 use crate::handle::RequestError;
@@ -42,8 +42,15 @@ pub struct AddedPage {
 
 impl Worker {
     /// Reads at most `max` entries of the `added` index from `from` µs on
-    /// (inclusive) and returns the readable, unexpired envelopes among them.
-    pub(crate) fn added_items(&self, from: u64, max: usize) -> Result<AddedPage, RequestError> {
+    /// (inclusive) and returns the readable, unexpired envelopes among them
+    /// whose label `cap` lets out (checked on the header, before anything is
+    /// opened: a retraction is withheld by its own label or its target's).
+    pub(crate) fn added_items(
+        &self,
+        from: u64,
+        max: usize,
+        cap: EgressCap,
+    ) -> Result<AddedPage, RequestError> {
         let max = max.max(1);
         let now = now_ms();
         let entries = self.store.added_from(from, max).map_err(store_err)?;
@@ -53,18 +60,18 @@ impl Worker {
         };
         let mut items = Vec::with_capacity(entries.len());
         for (added, id) in entries {
-            let Some((envelope, body)) = self.readable(&Digest(id), now)? else {
+            let Some((envelope, body)) = self.readable(&Digest(id), now, Some(cap))? else {
                 continue;
             };
             let target = match envelope.header.kind.target() {
-                Some(target) => self.readable(&target, now)?,
+                Some(target) => self.readable(&target, now, None)?,
                 None => None,
             };
             let retraction = match self
                 .retraction_of(&Digest(id), &envelope.header.author)
                 .map_err(store_err)?
             {
-                Some(by) => self.readable(&by, now)?,
+                Some(by) => self.readable(&by, now, None)?,
                 None => None,
             };
             items.push(AddedItem {
@@ -78,16 +85,23 @@ impl Worker {
         Ok(AddedPage { items, next })
     }
 
-    /// The stored envelope `id` and its body, if this node opens it and it
-    /// has not expired.
-    fn readable(&self, id: &Digest, now: u64) -> Result<Option<(Envelope, Body)>, RequestError> {
+    /// The stored envelope `id` and its body, if this node opens it, it has
+    /// not expired and its label is within `cap` (when given).
+    fn readable(
+        &self,
+        id: &Digest,
+        now: u64,
+        cap: Option<EgressCap>,
+    ) -> Result<Option<(Envelope, Body)>, RequestError> {
         let Some(bytes) = self.store.envelope(&id.0).map_err(store_err)? else {
             return Ok(None);
         };
         let Ok(envelope) = Envelope::decode(&bytes) else {
             return Ok(None);
         };
-        if envelope.header.expires_at <= now {
+        if envelope.header.expires_at <= now
+            || cap.is_some_and(|cap| !cap.allows(envelope.header.tlp))
+        {
             return Ok(None);
         }
         Ok(self.open(&envelope).map(|body| (envelope, body)))
@@ -112,7 +126,9 @@ impl Worker {
         let mut batch = WriteBatch::new();
         let mut last = self.store.last_added()?.unwrap_or(0);
         for (created_at, id) in opened {
-            let at = created_at.saturating_mul(1000).max(last.saturating_add(1));
+            let at = created_at
+                .max((last / 1000).saturating_add(1))
+                .saturating_mul(1000);
             batch.added(at, &id);
             last = at;
         }

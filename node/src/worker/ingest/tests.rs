@@ -323,8 +323,9 @@ fn held_against(outcomes: &[Outcome]) -> Vec<(PeerId, Misbehaviour)> {
 
 /// M2 (security review 2026-11): gossip reports `Reject` (which scores the
 /// relay down) only for failures every node decides alike; an equivocation
-/// or a future timestamp is ignored, the equivocating author (not the relay)
-/// is penalised, and the evidence is still recorded.
+/// is forwarded when it makes the evidence new (and ignored after that), a
+/// future timestamp is ignored, the equivocating author (not the relay) is
+/// penalised, and the evidence is recorded.
 #[test]
 fn m2_only_failures_decided_alike_are_rejected_on_gossip() {
     let f = Fixture::new(3, 1).unwrap();
@@ -369,18 +370,23 @@ fn m2_only_failures_decided_alike_are_rejected_on_gossip() {
     h.worker.ingest(vec![first.encode()], gossip(relay, 1));
     assert_eq!(verdict(&drain(&mut h)), MessageAcceptance::Accept);
 
+    // The twin makes the evidence new here: it is forwarded (Accept), so the
+    // evidence spreads past this hop; the relay is not scored down either way.
     h.worker.ingest(vec![twin.encode()], gossip(relay, 2));
     let outcomes = drain(&mut h);
-    assert_eq!(verdict(&outcomes), MessageAcceptance::Ignore);
+    assert_eq!(verdict(&outcomes), MessageAcceptance::Accept);
     assert_eq!(
         held_against(&outcomes),
         vec![(author_peer, Misbehaviour::Equivocation)],
         "the author, not the relay"
     );
     assert_eq!(h.worker.store.evidence().unwrap().len(), 1);
-    // The same evidence again is not held against the author twice.
+    // The same evidence again is neither forwarded nor held against the
+    // author twice.
     h.worker.ingest(vec![twin.encode()], gossip(relay, 3));
-    assert!(held_against(&drain(&mut h)).is_empty());
+    let outcomes = drain(&mut h);
+    assert_eq!(verdict(&outcomes), MessageAcceptance::Ignore);
+    assert!(held_against(&outcomes).is_empty());
 
     // A future timestamp by this node's clock: ignored; held against the
     // sender only when it is the author itself.
