@@ -21,8 +21,22 @@ use super::netns::{Net, node_ip, sh};
 const CLI_TIMEOUT_S: &str = "20";
 /// How long a (re)started node has to answer on its API.
 const START_DEADLINE: Duration = Duration::from_secs(40);
-/// Size of the tmpfs under the disk-full node's data directory.
+/// Size of the tmpfs under the disk-full node's data directory for a run of
+/// up to five minutes.
 pub const TMPFS_MB: u64 = 48;
+
+/// More tmpfs per minute of run beyond five: the workload's own writes
+/// (about 2 MB a minute at the disk-full node in a 30-minute run) must not
+/// fill the disk outside the disk-full window, or that node cannot even
+/// restart after a kill (the 30-minute run of 2026-11-30 stopped so at 22
+/// minutes, with a 48 MB tmpfs).
+pub const TMPFS_MB_PER_MINUTE: u64 = 8;
+
+/// The tmpfs size for a run of `duration`.
+pub fn tmpfs_mb(duration: std::time::Duration) -> u64 {
+    let minutes = duration.as_secs().div_ceil(60);
+    TMPFS_MB + minutes.saturating_sub(5) * TMPFS_MB_PER_MINUTE
+}
 
 /// Where libfaketime may live.
 const FAKETIME_LIBS: &[&str] = &[
@@ -96,6 +110,7 @@ impl Cluster {
         n: usize,
         skew: Option<(usize, i64)>,
         tmpfs_node: Option<usize>,
+        tmpfs_size_mb: u64,
     ) -> Result<Cluster> {
         let net = Net::create(n)?;
         let faketime = match skew {
@@ -131,7 +146,7 @@ impl Cluster {
                         "-t",
                         "tmpfs",
                         "-o",
-                        &format!("size={TMPFS_MB}m"),
+                        &format!("size={tmpfs_size_mb}m"),
                         "breakwater-chaos",
                         mount.to_str().context("non-UTF-8 path")?,
                     ],
@@ -471,4 +486,16 @@ pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(12)..].join("\n")
+}
+
+#[cfg(test)]
+mod tmpfs_tests {
+    use super::*;
+
+    #[test]
+    fn the_tmpfs_grows_with_the_run_beyond_five_minutes() {
+        assert_eq!(tmpfs_mb(std::time::Duration::from_secs(45)), TMPFS_MB);
+        assert_eq!(tmpfs_mb(std::time::Duration::from_secs(300)), TMPFS_MB);
+        assert_eq!(tmpfs_mb(std::time::Duration::from_secs(30 * 60)), 48 + 25 * 8);
+    }
 }

@@ -144,6 +144,7 @@ fn run_in(options: &ChaosOptions, work: &Path, history: &Arc<History>) -> Result
         n,
         Some((skew_node, skew_s)),
         Some(disk_node),
+        cluster::tmpfs_mb(options.duration),
     )?);
     let orgs: Vec<String> = cluster.slots.iter().map(|s| s.org.clone()).collect();
     for i in 0..n {
