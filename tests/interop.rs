@@ -14,7 +14,7 @@ use breakwater_protocol::Tlp;
 use breakwater_protocol::stix::marking_id;
 use serde_json::Value;
 
-use crate::util::{Org, consortium, start_all, wait_for};
+use crate::util::{Org, consortium, start_all, venv_python, wait_for};
 
 fn publish(org: &Org, args: &[&str]) -> String {
     let mut all = vec!["publish"];
@@ -86,34 +86,6 @@ fn report_names(bundle: &Value) -> BTreeSet<String> {
         .filter(|o| o["type"] == "report")
         .filter_map(|o| o["name"].as_str().map(str::to_string))
         .collect()
-}
-
-/// The venv a script under `scripts/` makes (`$VAR`, else
-/// `target/<name>`), if its Python imports `module`. Off CI a missing venv
-/// skips the check, saying why; with `CI` set it fails.
-fn venv_python(var: &str, name: &str, module: &str) -> Option<PathBuf> {
-    let venv = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join(name)
-    });
-    let python = venv.join("bin").join("python");
-    let works = python.exists()
-        && Command::new(&python)
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if works {
-        return Some(python);
-    }
-    let why = format!(
-        "{} cannot import {module}: run scripts/{}.sh (or set {var})",
-        python.display(),
-        name.trim_end_matches("-venv").to_string() + "-venv"
-    );
-    assert!(std::env::var_os("CI").is_none(), "{why}");
-    eprintln!("skipping the reference-client check: {why}");
-    None
 }
 
 fn run_python(python: &Path, script: &str, args: &[&Path]) {

@@ -49,37 +49,9 @@ fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// The venv of `scripts/prom-venv.sh`, made if missing. Off CI a venv that
-/// cannot be made (no network) skips the parser check, saying why; with
-/// `CI` set it fails.
+/// The venv of `scripts/prom-venv.sh`, made if missing.
 fn prom_python() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = std::env::var_os("PROM_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target").join("prom-venv"));
-    let python = venv.join("bin").join("python");
-    let works = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import prometheus_client.openmetrics.parser"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !works(&python) {
-        let _ = Command::new("sh")
-            .arg(root.join("scripts").join("prom-venv.sh"))
-            .arg(&venv)
-            .status();
-    }
-    if works(&python) {
-        return Some(python);
-    }
-    let why = format!(
-        "{} cannot import prometheus_client: run scripts/prom-venv.sh (or set PROM_VENV)",
-        python.display()
-    );
-    assert!(std::env::var_os("CI").is_none(), "{why}");
-    eprintln!("skipping the OpenMetrics parser check: {why}");
-    None
+    crate::util::venv_python("PROM_VENV", "prom-venv", "prometheus_client.openmetrics.parser")
 }
 
 /// Parses `text` with prometheus_client's OpenMetrics parser (strict: it

@@ -398,3 +398,39 @@ pub fn ensure_apt(package: &str, present: impl Fn() -> bool) -> Result<(), Strin
         "{package} is not installed and could not be (apt-get install {package})"
     ))
 }
+
+/// The Python of the venv a script under `scripts/` makes (`$VAR`, else
+/// `target/<name>`), made by running `scripts/<name>.sh` if it cannot
+/// import `modules` (comma-separated) yet, as the test command promises.
+/// Off CI a venv that cannot be made (no network) skips the check, saying
+/// why; with `CI` set it fails.
+pub fn venv_python(var: &str, name: &str, modules: &str) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target").join(name));
+    let python = venv.join("bin").join("python");
+    let works = |python: &Path| {
+        python.exists()
+            && Command::new(python)
+                .args(["-c", &format!("import {modules}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+    };
+    if !works(&python) {
+        let _ = Command::new("sh")
+            .arg(root.join("scripts").join(format!("{name}.sh")))
+            .arg(&venv)
+            .status();
+    }
+    if works(&python) {
+        return Some(python);
+    }
+    let why = format!(
+        "{} cannot import {modules}: run scripts/{name}.sh (or set {var})",
+        python.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("skipping the reference-client check: {why}");
+    None
+}
