@@ -51,7 +51,11 @@ fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
 
 /// The venv of `scripts/prom-venv.sh`, made if missing.
 fn prom_python() -> Option<PathBuf> {
-    crate::util::venv_python("PROM_VENV", "prom-venv", "prometheus_client.openmetrics.parser")
+    crate::util::venv_python(
+        "PROM_VENV",
+        "prom-venv",
+        "prometheus_client.openmetrics.parser",
+    )
 }
 
 /// Parses `text` with prometheus_client's OpenMetrics parser (strict: it

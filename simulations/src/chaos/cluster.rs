@@ -496,6 +496,9 @@ mod tmpfs_tests {
     fn the_tmpfs_grows_with_the_run_beyond_five_minutes() {
         assert_eq!(tmpfs_mb(std::time::Duration::from_secs(45)), TMPFS_MB);
         assert_eq!(tmpfs_mb(std::time::Duration::from_secs(300)), TMPFS_MB);
-        assert_eq!(tmpfs_mb(std::time::Duration::from_secs(30 * 60)), 48 + 25 * 8);
+        assert_eq!(
+            tmpfs_mb(std::time::Duration::from_secs(30 * 60)),
+            48 + 25 * 8
+        );
     }
 }
