@@ -172,6 +172,9 @@ pub async fn run(n_orgs: usize, duration: Option<Duration>) -> Result<()> {
                 "  breakwater publish --tlp green --severity high --title 'Suspicious badge clones at gate 4' --indicator ipv4:198.51.100.23"
             );
             println!("  breakwater watch");
+            println!(
+                "  breakwater ui        # the web dashboard's address and a one-time login code"
+            );
         }
         println!("roster: {}", roster_path.display());
         match duration {
