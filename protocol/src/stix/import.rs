@@ -374,18 +374,7 @@ fn strictest_marking(
         }
     }
     for &(object, _, id) in objects {
-        let object_refs = object
-            .get("object_marking_refs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten();
-        let granular_refs = object
-            .get("granular_markings")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|g| g.get("marking_ref"));
-        for reference in object_refs.chain(granular_refs).filter_map(Value::as_str) {
+        for reference in marking::marking_refs_in(object) {
             let tlp =
                 marking::tlp_of_known_id(reference).or_else(|| definitions.get(reference).copied());
             strictest = strictest.max(tlp);

@@ -246,6 +246,11 @@ pub fn force_at_least(
 /// Every marking reference an object carries: `object_marking_refs` and the
 /// `marking_ref` of each granular marking.
 pub(crate) fn marking_refs(object: &Value) -> impl Iterator<Item = &str> {
+    object.as_object().into_iter().flat_map(marking_refs_in)
+}
+
+/// [`marking_refs`] of an object already taken as a JSON map.
+pub(crate) fn marking_refs_in(object: &Map<String, Value>) -> impl Iterator<Item = &str> {
     let object_refs = object
         .get("object_marking_refs")
         .and_then(Value::as_array)
