@@ -1,7 +1,8 @@
 //! Security-review hardening (2026-11), end to end: the API's connection
 //! cap and timeouts (M5), the CLI never handing its token to a port squatter
 //! (M6), the threshold default and duplicate admins of `consortium create`
-//! (H2, L8), and a node that starts after an undecodable newest roster (H3).
+//! (H2, L8), a node that starts after an undecodable newest roster (H3), and
+//! a node on a full disk that refuses writes and keeps serving reads (H4).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -330,4 +331,132 @@ fn h2_roster_fork_in_status_and_resolve_fork() {
     crate::util::wait_for("b applies version 3", || {
         (members[1].status()["roster_version"] == 3).then_some(())
     });
+}
+
+/// Mounts a tmpfs of `mb` MiB at `at`; `Err` says why not (not root, no
+/// `mount`), which fails the test under `CI` and skips it elsewhere.
+fn mount_tmpfs(at: &std::path::Path, mb: u64) -> Result<(), String> {
+    std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+    let out = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={mb}m"),
+            "breakwater-test",
+        ])
+        .arg(at)
+        .output()
+        .map_err(|e| format!("mount: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "mount -t tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Unmounts the tmpfs when the test ends, however it ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `dir` to the last byte with a filler file.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 256 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    while file.write_all(&[0u8; 512]).is_ok() {}
+    path
+}
+
+fn publish(org: &Org, title: &str) -> std::process::Output {
+    org.cmd(&[
+        "publish",
+        "--tlp",
+        "green",
+        "--title",
+        title,
+        "--summary",
+        "disk test",
+        "--severity",
+        "low",
+    ])
+}
+
+/// H4: on a full disk a publish fails with one line and writes nothing, and
+/// the node keeps answering `list`, `show` and `status` the whole time
+/// (sled 0.34 would fail reads too once a flush had hit the full disk);
+/// with space freed, writes work again and nothing acknowledged is lost.
+#[test]
+fn h4_a_full_disk_refuses_writes_in_one_line_and_keeps_serving_reads() {
+    let root = tempfile::tempdir().unwrap();
+    let disk = root.path().join("disk");
+    if let Err(why) = mount_tmpfs(&disk, 96) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, so the full-disk test must run, but it cannot: {why}"
+        );
+        eprintln!("skipping the full-disk test: {why}");
+        return;
+    }
+    let _unmount = Unmount(disk.clone());
+    let org = Org::init(&disk, "full");
+    let mut members = crate::util::consortium_of(root.path(), vec![org]);
+    let org = &mut members[0];
+    org.start();
+    let kept = publish(org, "before the disk filled");
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    let id = org.list_all()[0]["id"].as_str().unwrap().to_string();
+
+    let filler = fill(&disk);
+    let error = crate::util::expect_failure(publish(org, "on a full disk"), &["publish"]);
+    assert!(error.contains("disk is full"), "{error}");
+    // Reads keep working, also after sled's background flush interval.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let items = org.list_all();
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert!(org.ok(&["show", &id]).contains("before the disk filled"));
+        assert_eq!(org.status()["envelopes"], 1);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let error = crate::util::expect_failure(publish(org, "still full"), &["publish"]);
+    assert!(error.contains("disk is full"), "{error}");
+
+    // Space freed: writes work again; a kill -9 loses nothing acknowledged.
+    std::fs::remove_file(filler).unwrap();
+    let after = publish(org, "after space was freed");
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    org.kill9();
+    org.start();
+    let titles: Vec<String> = org
+        .list_all()
+        .iter()
+        .map(|item| item["title"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(titles.len(), 2, "{titles:?}");
+    assert!(
+        titles.iter().any(|t| t == "before the disk filled"),
+        "{titles:?}"
+    );
+    assert!(
+        titles.iter().any(|t| t == "after space was freed"),
+        "{titles:?}"
+    );
 }

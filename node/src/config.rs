@@ -117,6 +117,10 @@ pub struct Config {
     /// Days after an organisation's revocation (as first seen by this node)
     /// when its envelopes' ciphertext is deleted, tombstones kept.
     pub revoked_purge_after_days: u64,
+    /// Free space, in MiB, the store leaves on its filesystem: a write that
+    /// finds less refuses with one line and writes nothing, so the store
+    /// keeps serving reads on a full disk (0 turns the check off).
+    pub min_free_disk_mb: u64,
     /// The TAXII 2.1 server (off when absent; `breakwater taxii enable`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub taxii: Option<crate::taxii::TaxiiConfig>,
@@ -160,6 +164,7 @@ impl Default for Config {
             max_lifetime: Duration::from_millis(breakwater_protocol::MAX_LIFETIME_MS),
             expired_grace: Duration::from_secs(7 * 24 * 3600),
             revoked_purge_after_days: 30,
+            min_free_disk_mb: 64,
             taxii: None,
             metrics: MetricsConfig::default(),
             webhooks: Vec::new(),

@@ -147,6 +147,7 @@ pub async fn spawn(
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await
         .map_err(|e| SpawnError::Roster(format!("store task failed: {e}")))??;
+    store.set_reserve(config.min_free_disk_mb.saturating_mul(1024 * 1024));
     let roster = stored_roster(&store)?.ok_or(SpawnError::NoRoster)?;
 
     let metrics = Arc::new(Mutex::new(Registry::default()));

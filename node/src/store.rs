@@ -198,6 +198,19 @@ pub enum StoreError {
         /// The version both rosters claim.
         version: u64,
     },
+    /// The store's filesystem has less free space than the reserve the node
+    /// keeps ([`Store::set_reserve`]); nothing was written.
+    #[error(
+        "the disk is full: {} MiB free, below the {} MiB reserve (min_free_disk_mb)",
+        free / MIB,
+        reserve / MIB
+    )]
+    DiskFull {
+        /// Free bytes on the store's filesystem.
+        free: u64,
+        /// The reserve, in bytes.
+        reserve: u64,
+    },
     /// The own sequence counter cannot be incremented any further.
     #[error("own sequence numbers are exhausted")]
     SeqExhausted,
@@ -290,6 +303,12 @@ pub struct Store {
     /// Fail every [`Store::write`] as a full disk would (for tests of what
     /// the node does then; see [`Store::fail_writes`]).
     fail_writes: Arc<std::sync::atomic::AtomicBool>,
+    /// The store's directory (none for a temporary store), whose filesystem
+    /// [`Store::check_room`] measures.
+    dir: Option<Arc<Path>>,
+    /// Free bytes every write leaves on the store's filesystem (0: no
+    /// reserve); see [`Store::set_reserve`].
+    reserve: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Store {
@@ -318,7 +337,9 @@ impl Store {
     /// still held: the open is retried for up to [`LOCK_WAIT`]. A lock that
     /// another process holds (a running node) still fails, then.
     pub fn open_with_cache_capacity(path: &Path, cache_capacity: u64) -> Result<Store, StoreError> {
-        Store::from_db(open_db(path, cache_capacity)?)
+        let mut store = Store::from_db(open_db(path, cache_capacity)?)?;
+        store.dir = Some(Arc::from(path));
+        Ok(store)
     }
 
     /// Opens a store that lives only as long as its last handle; its files
@@ -342,7 +363,39 @@ impl Store {
             writer: Arc::default(),
             batches: Arc::default(),
             fail_writes: Arc::default(),
+            dir: None,
+            reserve: Arc::default(),
         })
+    }
+
+    /// Makes every later write through any handle of this store refuse,
+    /// with [`StoreError::DiskFull`] and nothing written, while the store's
+    /// filesystem has less than `bytes` free (0 turns the check off).
+    ///
+    /// sled 0.34 turns the first I/O error of a flush into the answer to
+    /// every later operation, reads included, until the process restarts.
+    /// A write refused before it reaches sled leaves sled untouched, so a
+    /// node on a filling disk keeps serving reads.
+    pub fn set_reserve(&self, bytes: u64) {
+        self.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Refuses a write that would eat into the reserve (see
+    /// [`Store::set_reserve`]), or that [`Store::fail_writes`] fails. A
+    /// filesystem that cannot be measured does not stop writes.
+    fn check_room(&self) -> Result<(), StoreError> {
+        self.injected_write_failure()?;
+        let reserve = self.reserve.load(Ordering::Relaxed);
+        if reserve == 0 {
+            return Ok(());
+        }
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        match fs2::available_space(dir) {
+            Ok(free) if free < reserve => Err(StoreError::DiskFull { free, reserve }),
+            _ => Ok(()),
+        }
     }
 
     /// Makes every later [`Store::write`] through any handle of this store
@@ -428,6 +481,7 @@ impl Store {
     /// never handed out twice, even across a crash. A number that is reserved
     /// but never used leaves a gap, which the protocol tolerates.
     pub fn reserve_seq(&self) -> Result<u64, StoreError> {
+        self.check_room()?;
         let key = kv_key(family::META, &[META_OWN_SEQ]);
         let next = {
             let _writer = self.lock_writer();
@@ -467,6 +521,7 @@ impl Store {
 
     /// Removes the metadata value under `key`, if any. Not flushed.
     pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.check_room()?;
         let _writer = self.lock_writer();
         self.kv.remove(meta_key(key))?;
         Ok(())
@@ -929,6 +984,7 @@ impl Store {
     /// different bytes under a stored version give
     /// [`StoreError::RosterConflict`] and are not written.
     pub fn put_roster(&self, version: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.check_room()?;
         let key = version.to_be_bytes();
         let swapped = self
             .rosters
@@ -952,6 +1008,7 @@ impl Store {
         version: u64,
         bytes: &[u8],
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.check_room()?;
         let _writer = self.lock_writer();
         let mut removed = Vec::new();
         let mut batch = sled::Batch::default();
@@ -1034,6 +1091,7 @@ impl Store {
         seq: u64,
         bytes: &[u8],
     ) -> Result<bool, StoreError> {
+        self.check_room()?;
         let _writer = self.lock_writer();
         let key = kv_key(family::EVIDENCE, &[author, &seq.to_be_bytes()]);
         if self.kv.contains_key(&key)? {
@@ -1079,6 +1137,9 @@ fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
         }
     }
 }
+
+/// Bytes in a MiB, for messages.
+const MIB: u64 = 1024 * 1024;
 
 /// `prefix ‖ parts…`.
 fn kv_key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {

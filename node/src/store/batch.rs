@@ -450,7 +450,7 @@ impl Store {
         if has_seq_zero {
             return Err(StoreError::SeqZero);
         }
-        self.injected_write_failure()?;
+        self.check_room()?;
         let mut writer = self.lock_writer();
         let mut overlay = Overlay {
             kv: &self.kv,

@@ -1280,6 +1280,43 @@ fn h4_an_injected_write_failure_writes_nothing() -> anyhow::Result<()> {
 }
 
 #[test]
+fn h4_a_write_that_would_eat_into_the_reserve_writes_nothing() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let store = open(dir.path());
+    insert(&store, &ALICE, 1, 10)?;
+    // No filesystem has this much free: every kind of write refuses.
+    store.set_reserve(u64::MAX);
+    let error = insert(&store, &ALICE, 2, 10).unwrap_err();
+    assert!(matches!(error, StoreError::DiskFull { .. }), "{error}");
+    assert!(
+        error.to_string().starts_with("the disk is full: "),
+        "{error}"
+    );
+    assert!(matches!(
+        store.reserve_seq(),
+        Err(StoreError::DiskFull { .. })
+    ));
+    assert!(matches!(
+        store.put_roster(9, b"r"),
+        Err(StoreError::DiskFull { .. })
+    ));
+    assert!(matches!(
+        store.put_meta("k", b"v"),
+        Err(StoreError::DiskFull { .. })
+    ));
+    assert_eq!(store.frontier_of(&ALICE)?, 1);
+    assert_eq!(store.own_seq()?, 0);
+    assert_eq!(store.roster(9)?, None);
+    // Within the reserve (and with the check off) writes work.
+    store.set_reserve(1);
+    insert(&store, &ALICE, 2, 10)?;
+    store.set_reserve(0);
+    insert(&store, &ALICE, 3, 10)?;
+    assert_eq!(store.frontier_of(&ALICE)?, 3);
+    Ok(())
+}
+
+#[test]
 fn the_added_index_is_strictly_increasing_whole_milliseconds_once_per_id() -> anyhow::Result<()> {
     let dir = TempDir::new()?;
     let ids: Vec<Id> = (1..=5).map(|seq| id_of(&ALICE, seq, 0)).collect();

@@ -198,6 +198,9 @@ impl Cluster {
             config["sync_interval"] = 2000.into();
             config["max_redial_backoff"] = 2000.into();
             config["heartbeat"] = 500.into();
+            // The disk-full node's tmpfs is sized for the run's own writes
+            // plus this reserve (the default, 64 MiB, is for real disks).
+            config["min_free_disk_mb"] = 8.into();
             std::fs::write(&config_path, config.to_string())?;
             let card = root.join(format!("{}.card.json", slot.org));
             std::fs::write(&card, self.offline(i, &["card"])?)?;
