@@ -91,3 +91,48 @@ pub fn reset_peak_rss() {
     // Best effort: "5" resets VmHWM (Linux 4.0+).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
+
+/// User + system CPU seconds of this process's live threads so far, by
+/// thread name with trailing digits and dashes cut (`sled-io-3` counts as
+/// `sled-io`). Threads that have exited are not counted.
+pub fn cpu_seconds_by_thread() -> std::collections::BTreeMap<String, f64> {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close]
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+            .to_string();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        *by_name.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / TICKS_PER_SECOND;
+    }
+    by_name
+}
+
+/// `after - before`, per thread name, largest first.
+pub fn cpu_delta(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> Vec<(String, f64)> {
+    let mut delta: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, &s)| (name.clone(), s - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, s)| *s > 0.0)
+        .collect();
+    delta.sort_by(|a, b| b.1.total_cmp(&a.1));
+    delta
+}

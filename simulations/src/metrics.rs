@@ -118,6 +118,14 @@ pub struct Figures {
     pub startup_s: f64,
     /// CPU seconds of the whole process during the phase.
     pub cpu_seconds: f64,
+    /// Of `cpu_seconds`, those from the script's start to the end of the
+    /// drain (publishing and delivering; no start-up, no warm-up).
+    pub script_cpu_seconds: f64,
+    /// Of `cpu_seconds`, those of the warm-up (the idle mesh).
+    pub warmup_cpu_seconds: f64,
+    /// `script_cpu_seconds` of the threads alive at both ends, by thread
+    /// name, largest first (threads that exited in between are missing).
+    pub script_cpu_by_thread: Vec<(String, f64)>,
     /// Peak resident memory during the phase, MiB.
     pub peak_rss_mb: f64,
     /// `cpu_seconds` divided by the nodes of the run.
@@ -282,7 +290,14 @@ pub fn figures(data: &PhaseData) -> Figures {
         script_ms: round(data.script_ms),
         run_ms: round(data.end_ms),
         startup_s: round(data.startup_s),
-        cpu_seconds: (data.cpu_seconds * 100.0).round() / 100.0,
+        cpu_seconds: hundredths(data.cpu_seconds),
+        script_cpu_seconds: hundredths(data.script_cpu_seconds),
+        warmup_cpu_seconds: hundredths(data.warmup_cpu_seconds),
+        script_cpu_by_thread: data
+            .script_cpu_by_thread
+            .iter()
+            .map(|(name, s)| (name.clone(), hundredths(*s)))
+            .collect(),
         peak_rss_mb: round(data.peak_rss_mb),
         cpu_s_per_node: hundredths(data.cpu_seconds / n),
         peak_rss_mib_per_node: hundredths(data.peak_rss_mb / n),

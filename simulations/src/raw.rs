@@ -278,7 +278,11 @@ async fn drive(
     }
     let idle_from = network.total_sent();
     let warmup = Duration::from_secs_f64(scenario.warmup_s.max(0.5));
+    let warmup_cpu_from = machine::cpu_seconds();
     tokio::time::sleep(warmup).await;
+    let script_cpu_from = machine::cpu_seconds();
+    let warmup_cpu_seconds = script_cpu_from - warmup_cpu_from;
+    let threads_before = machine::cpu_seconds_by_thread();
     let idle_bytes_per_s = (network.total_sent() - idle_from) as f64 / warmup.as_secs_f64();
     let before = statuses(nodes).await;
     let sent_before: Vec<u64> = (0..n).map(|i| network.bytes_sent(i)).collect();
@@ -337,6 +341,9 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let end_ms = script_start.elapsed().as_secs_f64() * 1000.0;
+    let script_cpu_seconds = machine::cpu_seconds() - script_cpu_from;
+    let script_cpu_by_thread =
+        machine::cpu_delta(&threads_before, &machine::cpu_seconds_by_thread());
     let after = statuses(nodes).await;
     let copies = before
         .iter()
@@ -368,6 +375,9 @@ async fn drive(
         envelope_bytes: payload_bytes as f64,
         copies,
         counters: network.counters(),
+        script_cpu_seconds,
+        warmup_cpu_seconds,
+        script_cpu_by_thread,
         ..PhaseData::default()
     })
 }

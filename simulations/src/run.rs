@@ -142,6 +142,15 @@ pub struct PhaseData {
     pub hostile_logs: Vec<HostileLog>,
     /// CPU seconds of the process during the phase.
     pub cpu_seconds: f64,
+    /// Of those, the CPU seconds from the script's start to the end of the
+    /// drain: the work of publishing and delivering, without starting the
+    /// nodes and the warm-up.
+    pub script_cpu_seconds: f64,
+    /// Of those, the CPU seconds of the warm-up (idle mesh).
+    pub warmup_cpu_seconds: f64,
+    /// `script_cpu_seconds` of the threads alive at both ends, by thread
+    /// name (see [`machine::cpu_seconds_by_thread`]), largest first.
+    pub script_cpu_by_thread: Vec<(String, f64)>,
     /// Peak resident memory during the phase, MiB.
     pub peak_rss_mb: f64,
     /// Seconds spent starting nodes.
@@ -1110,11 +1119,24 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Every node ready to publish: its own feed synced with a peer (L7), or
+    // its wait for that over, so that the script measures steady state, not
+    // the start-up wait of the last nodes started.
+    let handles: Vec<NodeHandle> = sim
+        .honest_up()
+        .iter()
+        .filter_map(|&i| sim.handle(i))
+        .collect();
+    futures::future::join_all(handles.iter().map(|h| h.own_feed_synced())).await;
     let startup_s = started.elapsed().as_secs_f64();
     // Warm-up: idle traffic.
     let idle_from = sim.network.total_sent();
     let warmup = Duration::from_secs_f64(scenario.warmup_s.max(0.5));
+    let warmup_cpu_from = machine::cpu_seconds();
     tokio::time::sleep(warmup).await;
+    let script_cpu_from = machine::cpu_seconds();
+    let warmup_cpu_seconds = script_cpu_from - warmup_cpu_from;
+    let threads_before = machine::cpu_seconds_by_thread();
     let idle_bytes_per_s =
         (sim.network.total_sent() - idle_from) as f64 / warmup.as_secs_f64().max(0.001);
     let traffic_before = sim.traffic().await;
@@ -1218,6 +1240,9 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
         sim.on_tick().await;
     }
     let end_ms = sim.script_ms();
+    let script_cpu_seconds = machine::cpu_seconds() - script_cpu_from;
+    let script_cpu_by_thread =
+        machine::cpu_delta(&threads_before, &machine::cpu_seconds_by_thread());
     // Let frontier stragglers settle for one more look.
     let frontiers_equal_at_end = sim.frontiers_equal_by_status().await;
     let envelope_bytes = sim.envelope_bytes().await;
@@ -1285,6 +1310,9 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
         counters: sim.network.counters(),
         hostile_logs,
         cpu_seconds: 0.0,
+        script_cpu_seconds,
+        warmup_cpu_seconds,
+        script_cpu_by_thread,
         peak_rss_mb: 0.0,
         startup_s,
     })

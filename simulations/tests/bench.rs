@@ -78,6 +78,19 @@ fn tiny_bench_writes_every_figure_with_its_baseline() {
         assert_eq!(raw_cpu, at("raw.cpu_s"));
         assert_eq!(at("breakwater.delivered"), at("raw.delivered"));
         assert!(close(at("cpu_ratio"), cpu / raw_cpu));
+        // The publishing window's share: part of the phase, its own ratio.
+        let (script, raw_script) = (at("script_cpu_s"), at("raw_script_cpu_s"));
+        assert!(script > 0.0 && script <= cpu, "{script} of {cpu}");
+        assert!(
+            raw_script > 0.0 && raw_script <= raw_cpu,
+            "{raw_script} of {raw_cpu}"
+        );
+        assert!(close(at("script_cpu_ratio"), script / raw_script));
+        let threads = &latency[m]["breakwater"]["script_cpu_by_thread"];
+        assert!(
+            threads.as_array().is_some_and(|t| !t.is_empty()),
+            "{threads}"
+        );
     }
     // Bench guard: GREEN is sealed once under the roster's epoch key, so
     // the bench bulletin's envelope does not grow with the consortium. The

@@ -83,8 +83,16 @@ pub struct Side {
     pub message_bytes: f64,
     /// Process CPU seconds for the phase.
     pub cpu_s: f64,
+    /// Of those, from the first publish to the end of the drain.
+    pub script_cpu_s: f64,
+    /// Of those, during the warm-up (idle mesh).
+    pub warmup_cpu_s: f64,
     /// Failed publishes.
     pub failed: u64,
+    /// Connections the simulated network established over the phase.
+    pub connections: u64,
+    /// `script_cpu_s` of the threads alive at both ends, by thread name.
+    pub script_cpu_by_thread: Vec<(String, f64)>,
 }
 
 impl Side {
@@ -98,7 +106,11 @@ impl Side {
             duplicates: figures.duplicates_per_envelope,
             message_bytes: figures.envelope_bytes,
             cpu_s: figures.cpu_seconds,
+            script_cpu_s: figures.script_cpu_seconds,
+            warmup_cpu_s: figures.warmup_cpu_seconds,
             failed: figures.failed_publishes,
+            connections: figures.network.connections,
+            script_cpu_by_thread: figures.script_cpu_by_thread.clone(),
         }
     }
 

@@ -192,6 +192,13 @@ pub struct MeshLatency {
     /// CPU per delivered (envelope, recipient) pair, Breakwater / raw
     /// (`cpu_s / raw_cpu_s` when both deliver everything).
     pub cpu_ratio: f64,
+    /// Of `cpu_s`, from the first publish to the end of the drain (no
+    /// start-up, no warm-up).
+    pub script_cpu_s: f64,
+    /// Of `raw_cpu_s`, the same window.
+    pub raw_script_cpu_s: f64,
+    /// `cpu_ratio` over that window only.
+    pub script_cpu_ratio: f64,
     /// Both sides in full.
     pub breakwater: Side,
     /// The raw side.
@@ -382,6 +389,9 @@ pub async fn bench(
             let plan = Plan::new(&scenario, seed)?;
             let (breakwater, raw) = mesh::both(&plan, phase).await?;
             let per_delivery = |side: &Side| side.cpu_s / side.delivered.max(1) as f64;
+            let per_script_delivery =
+                |side: &Side| side.script_cpu_s / side.delivered.max(1) as f64;
+
             mesh_latency.push(MeshLatency {
                 nodes,
                 p50_ms: breakwater.p50_ms,
@@ -394,6 +404,12 @@ pub async fn bench(
                 cpu_s: breakwater.cpu_s,
                 raw_cpu_s: raw.cpu_s,
                 cpu_ratio: ratio(per_delivery(&breakwater), per_delivery(&raw)),
+                script_cpu_s: breakwater.script_cpu_s,
+                raw_script_cpu_s: raw.script_cpu_s,
+                script_cpu_ratio: ratio(
+                    per_script_delivery(&breakwater),
+                    per_script_delivery(&raw),
+                ),
                 breakwater,
                 raw,
             });
@@ -647,11 +663,11 @@ pub fn markdown(r: &BenchReport) -> String {
     }
     if !r.mesh_latency.is_empty() {
         s.push_str("\n## Mesh latency: publish -> stored at every intended recipient\n\n");
-        s.push_str("| nodes | envelopes | envelope B | p50 ms | p99 ms | raw p50 ms | raw p99 ms | ratio p50 | ratio p99 | delivery | raw delivery | duplicates | raw duplicates | CPU s | raw CPU s | CPU ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| nodes | envelopes | envelope B | p50 ms | p99 ms | raw p50 ms | raw p99 ms | ratio p50 | ratio p99 | delivery | raw delivery | duplicates | raw duplicates | CPU s | raw CPU s | CPU ratio | publishing CPU s | raw | ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     }
     for l in &r.mesh_latency {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |\n",
             l.nodes,
             l.breakwater.envelopes,
             l.envelope_bytes,
@@ -668,6 +684,24 @@ pub fn markdown(r: &BenchReport) -> String {
             l.cpu_s,
             l.raw_cpu_s,
             l.cpu_ratio,
+            l.script_cpu_s,
+            l.raw_script_cpu_s,
+            l.script_cpu_ratio,
+        ));
+    }
+    for l in &r.mesh_latency {
+        let threads = |side: &Side| {
+            side.script_cpu_by_thread
+                .iter()
+                .map(|(name, s)| format!("{name} {s:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        s.push_str(&format!(
+            "\n{} nodes, publishing CPU s by thread (live threads): Breakwater {}; raw {}.\n",
+            l.nodes,
+            threads(&l.breakwater),
+            threads(&l.raw)
         ));
     }
     if let Some(t) = &r.mesh_throughput {
