@@ -279,9 +279,27 @@ pub struct Counts {
     pub tombstones: u64,
 }
 
+/// The counts [`Store::tally`] reports without a scan, kept up to date by
+/// every [`Store::write`] once the first call has counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// As [`Counts::envelopes`].
+    pub envelopes: u64,
+    /// As [`Counts::plaintext`].
+    pub plaintext: u64,
+    /// As [`Counts::pending_green`].
+    pub pending_green: u64,
+    /// As [`Counts::tombstones`].
+    pub tombstones: u64,
+    /// As [`Counts::evidence`] (a small family, counted on each call).
+    pub evidence: u64,
+}
+
 /// State only a writer touches, behind the store's writer lock.
 #[derive(Debug, Default)]
 struct Writer {
+    /// The tallied families, once counted (see [`Store::tally`]).
+    tally: Option<Tally>,
     /// Frontiers read or written so far. The lock makes it exact: only
     /// [`Store::write`] changes `n` entries, and it updates this map after
     /// every successful batch.
@@ -451,10 +469,34 @@ impl Store {
         Ok(self.db.size_on_disk()?)
     }
 
+    /// The counts `status` reports, without scanning the store: the first
+    /// call counts them (a scan, under the writer lock), and every write
+    /// keeps them exact from then on. Evidence, a family of a few entries,
+    /// is counted on each call.
+    pub fn tally(&self) -> Tally {
+        let mut writer = self.lock_writer();
+        let evidence = self.count_family(family::EVIDENCE);
+        let tally = *writer.tally.get_or_insert_with(|| {
+            let counts = self.counts();
+            Tally {
+                envelopes: counts.envelopes,
+                plaintext: counts.plaintext,
+                pending_green: counts.pending_green,
+                tombstones: counts.tombstones,
+                evidence: 0,
+            }
+        });
+        Tally { evidence, ..tally }
+    }
+
+    /// Entries of a key family (a scan of that family).
+    fn count_family(&self, prefix: u8) -> u64 {
+        u64::try_from(self.kv.scan_prefix([prefix]).count()).unwrap_or(u64::MAX)
+    }
+
     /// Number of entries of each kind. Costs a scan of the whole store.
     pub fn counts(&self) -> Counts {
-        let count = |prefix: u8| u64::try_from(self.kv.scan_prefix([prefix]).count());
-        let count = |prefix: u8| count(prefix).unwrap_or(u64::MAX);
+        let count = |prefix: u8| self.count_family(prefix);
         Counts {
             envelopes: count(family::ID),
             authors: count(family::FRONTIER),

@@ -511,13 +511,51 @@ impl Store {
                 &frontier.to_be_bytes()[..],
             );
         }
+        let tally = match writer.tally {
+            Some(tally) if !overlay.writes.is_empty() => Some(tallied(&self.kv, &overlay, tally)?),
+            tally => tally,
+        };
         if !overlay.writes.is_empty() {
             self.kv.apply_batch(overlay.into_batch())?;
             self.batches.fetch_add(1, Ordering::Relaxed);
         }
+        writer.tally = tally;
         writer.frontier.extend(frontiers);
         Ok(outcomes)
     }
+}
+
+/// `tally` after `overlay` is applied: each written key of a tallied
+/// family is compared with what is on disk before the write.
+fn tallied(
+    kv: &Tree,
+    overlay: &Overlay<'_>,
+    mut tally: super::Tally,
+) -> Result<super::Tally, StoreError> {
+    fn step(count: &mut u64, before: bool, after: bool) {
+        match (before, after) {
+            (false, true) => *count += 1,
+            (true, false) => *count = count.saturating_sub(1),
+            _ => {}
+        }
+    }
+    for (key, value) in &overlay.writes {
+        let Some(&prefix) = key.first() else { continue };
+        let after = value.is_some();
+        match prefix {
+            family::ID => step(&mut tally.envelopes, kv.contains_key(key)?, after),
+            family::PLAINTEXT => step(&mut tally.plaintext, kv.contains_key(key)?, after),
+            family::PENDING_EPOCH => step(&mut tally.pending_green, kv.contains_key(key)?, after),
+            // A tombstone is an envelope entry holding only the id.
+            family::ENVELOPE => {
+                let before = kv.get(key)?.is_some_and(|v| v.len() == 32);
+                let after = value.as_ref().is_some_and(|v| v.len() == 32);
+                step(&mut tally.tombstones, before, after);
+            }
+            _ => {}
+        }
+    }
+    Ok(tally)
 }
 
 /// The next `added` time (µs, a whole millisecond): now, or one

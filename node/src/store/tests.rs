@@ -1360,3 +1360,88 @@ fn the_added_index_is_strictly_increasing_whole_milliseconds_once_per_id() -> an
     assert_eq!(from_third, added[2..4].to_vec());
     Ok(())
 }
+
+/// What [`Store::tally`] says matches a full count.
+fn assert_tally_matches(store: &Store) {
+    let (tally, counts) = (store.tally(), store.counts());
+    assert_eq!(
+        (
+            tally.envelopes,
+            tally.plaintext,
+            tally.pending_green,
+            tally.tombstones,
+            tally.evidence
+        ),
+        (
+            counts.envelopes,
+            counts.plaintext,
+            counts.pending_green,
+            counts.tombstones,
+            counts.evidence
+        )
+    );
+}
+
+#[test]
+fn the_tally_stays_equal_to_a_full_count_through_every_kind_of_write() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let store = open(dir.path());
+    insert(&store, &ALICE, 1, 100)?;
+    // Counted once here; from now on every write keeps it.
+    assert_tally_matches(&store);
+    for seq in 2..=4 {
+        insert(&store, &ALICE, seq, 100)?;
+    }
+    insert(&store, &ALICE, 2, 100)?; // again: nothing new
+    let (id2, id3, id4) = (
+        id_of(&ALICE, 2, 0),
+        id_of(&ALICE, 3, 0),
+        id_of(&ALICE, 4, 0),
+    );
+    let mut batch = WriteBatch::new();
+    batch.put_plaintext(&id2, b"a".as_slice());
+    batch.put_plaintext(&id3, b"b".as_slice());
+    batch.pending_epoch(7, &id4);
+    store.write(batch)?;
+    let mut batch = WriteBatch::new();
+    batch.put_plaintext(&id2, b"a again".as_slice()); // overwritten, not new
+    batch.clear_pending_epoch(7, &id4);
+    batch.pending_epoch(8, &id4);
+    store.write(batch)?;
+    assert_tally_matches(&store);
+    assert_eq!(store.tally().plaintext, 2);
+    assert_eq!(store.tally().pending_green, 1);
+    // A tombstone replaces the ciphertext and removes the plaintext; a
+    // second tombstone of the same position changes nothing.
+    let mut batch = WriteBatch::new();
+    batch.tombstone(&ALICE, 3, &id3);
+    store.write(batch)?;
+    let mut batch = WriteBatch::new();
+    batch.tombstone(&ALICE, 3, &id3);
+    batch.remove_plaintext(&id2);
+    batch.clear_pending_epoch(8, &id4);
+    store.write(batch)?;
+    store.put_evidence(&ALICE, 2, b"pair")?;
+    assert_tally_matches(&store);
+    let tally = store.tally();
+    assert_eq!(
+        (
+            tally.envelopes,
+            tally.plaintext,
+            tally.tombstones,
+            tally.evidence
+        ),
+        (4, 0, 1, 1)
+    );
+    // A refused write changes nothing, the tally neither.
+    store.fail_writes(true);
+    assert!(insert(&store, &ALICE, 5, 100).is_err());
+    store.fail_writes(false);
+    assert_tally_matches(&store);
+    // Reopened: counted again, the same.
+    drop(store);
+    let store = open(dir.path());
+    assert_tally_matches(&store);
+    assert_eq!(store.tally().envelopes, 4);
+    Ok(())
+}
