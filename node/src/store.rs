@@ -321,6 +321,10 @@ pub struct Store {
     /// Fail every [`Store::write`] as a full disk would (for tests of what
     /// the node does then; see [`Store::fail_writes`]).
     fail_writes: Arc<std::sync::atomic::AtomicBool>,
+    /// Pending retraction entries in the store (counted at open, kept by
+    /// every write): while there are none, [`Store::pending_retractions`]
+    /// answers without a scan, which every new envelope would cost.
+    pending_retraction_entries: Arc<AtomicU64>,
     /// The store's directory (none for a temporary store), whose filesystem
     /// [`Store::check_room`] measures.
     dir: Option<Arc<Path>>,
@@ -374,7 +378,10 @@ impl Store {
         let kv = db.open_tree(KV_TREE)?;
         migrate::run(&db, &kv, usize::MAX)?;
         migrate::pending_retractions(&kv)?;
+        let pending =
+            u64::try_from(kv.scan_prefix([family::PENDING_RETRACTION]).count()).unwrap_or(u64::MAX);
         Ok(Store {
+            pending_retraction_entries: Arc::new(AtomicU64::new(pending)),
             rosters: db.open_tree(ROSTERS_TREE)?,
             kv,
             db,
@@ -989,6 +996,9 @@ impl Store {
     /// Retractions of `target` kept because `target` was not stored when
     /// they arrived ([`WriteBatch::add_pending_retraction`]), in id order.
     pub fn pending_retractions(&self, target: &Id) -> Result<Vec<Id>, StoreError> {
+        if self.pending_retraction_entries.load(Ordering::Relaxed) == 0 {
+            return Ok(Vec::new());
+        }
         let prefix = kv_key(family::PENDING_RETRACTION, &[target]);
         self.kv
             .scan_prefix(&prefix)

@@ -515,14 +515,43 @@ impl Store {
             Some(tally) if !overlay.writes.is_empty() => Some(tallied(&self.kv, &overlay, tally)?),
             tally => tally,
         };
+        let pending = pending_retractions_after(
+            &self.kv,
+            &overlay,
+            self.pending_retraction_entries.load(Ordering::Relaxed),
+        )?;
         if !overlay.writes.is_empty() {
             self.kv.apply_batch(overlay.into_batch())?;
             self.batches.fetch_add(1, Ordering::Relaxed);
         }
         writer.tally = tally;
+        self.pending_retraction_entries
+            .store(pending, Ordering::Relaxed);
         writer.frontier.extend(frontiers);
         Ok(outcomes)
     }
+}
+
+/// The number of pending retraction entries, `count` now, after `overlay`
+/// is applied.
+fn pending_retractions_after(
+    kv: &Tree,
+    overlay: &Overlay<'_>,
+    mut count: u64,
+) -> Result<u64, StoreError> {
+    let first = vec![family::PENDING_RETRACTION];
+    for (key, value) in overlay
+        .writes
+        .range(first..)
+        .take_while(|(key, _)| key.first() == Some(&family::PENDING_RETRACTION))
+    {
+        match (kv.contains_key(key)?, value.is_some()) {
+            (false, true) => count += 1,
+            (true, false) => count = count.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(count)
 }
 
 /// `tally` after `overlay` is applied: each written key of a tallied

@@ -1438,10 +1438,27 @@ fn the_tally_stays_equal_to_a_full_count_through_every_kind_of_write() -> anyhow
     assert!(insert(&store, &ALICE, 5, 100).is_err());
     store.fail_writes(false);
     assert_tally_matches(&store);
+    // Pending retractions: found while any are stored, across a reopen;
+    // none stored, none found without a scan.
+    let (target, by) = (id_of(&BOB, 9, 0), id_of(&ALICE, 9, 0));
+    assert!(store.pending_retractions(&target)?.is_empty());
+    let mut batch = WriteBatch::new();
+    batch.add_pending_retraction(&target, &by);
+    store.write(batch)?;
+    assert_eq!(store.pending_retractions(&target)?, vec![by]);
     // Reopened: counted again, the same.
     drop(store);
     let store = open(dir.path());
     assert_tally_matches(&store);
     assert_eq!(store.tally().envelopes, 4);
+    assert_eq!(store.pending_retractions(&target)?, vec![by]);
+    let mut batch = WriteBatch::new();
+    batch.clear_pending_retractions(&target);
+    store.write(batch)?;
+    assert!(store.pending_retractions(&target)?.is_empty());
+    let mut batch = WriteBatch::new();
+    batch.add_pending_retraction(&target, &by);
+    store.write(batch)?;
+    assert_eq!(store.pending_retractions(&target)?, vec![by]);
     Ok(())
 }
