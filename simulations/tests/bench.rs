@@ -52,7 +52,7 @@ fn tiny_bench_writes_every_figure_with_its_baseline() {
     assert_eq!(latency.len(), 2);
     assert_eq!(num(&json, "mesh_latency.0.nodes"), 8.0);
     assert_eq!(num(&json, "mesh_latency.1.nodes"), 50.0);
-    for m in 0..latency.len() {
+    for (m, entry) in latency.iter().enumerate() {
         let at = |key: &str| num(&json, &format!("mesh_latency.{m}.{key}"));
         for side in ["breakwater", "raw"] {
             assert_eq!(at(&format!("{side}.delivery")), 1.0);
@@ -86,7 +86,7 @@ fn tiny_bench_writes_every_figure_with_its_baseline() {
             "{raw_script} of {raw_cpu}"
         );
         assert!(close(at("script_cpu_ratio"), script / raw_script));
-        let threads = &latency[m]["breakwater"]["script_cpu_by_thread"];
+        let threads = &entry["breakwater"]["script_cpu_by_thread"];
         assert!(
             threads.as_array().is_some_and(|t| !t.is_empty()),
             "{threads}"

@@ -545,13 +545,19 @@ fn pending_retractions_after(
         .range(first..)
         .take_while(|(key, _)| key.first() == Some(&family::PENDING_RETRACTION))
     {
-        match (kv.contains_key(key)?, value.is_some()) {
-            (false, true) => count += 1,
-            (true, false) => count = count.saturating_sub(1),
-            _ => {}
-        }
+        step(&mut count, kv.contains_key(key)?, value.is_some());
     }
     Ok(count)
+}
+
+/// Moves `count` by one entry that was there (`before`) or not, and is
+/// there (`after`) or not.
+fn step(count: &mut u64, before: bool, after: bool) {
+    match (before, after) {
+        (false, true) => *count += 1,
+        (true, false) => *count = count.saturating_sub(1),
+        _ => {}
+    }
 }
 
 /// `tally` after `overlay` is applied: each written key of a tallied
@@ -561,13 +567,6 @@ fn tallied(
     overlay: &Overlay<'_>,
     mut tally: super::Tally,
 ) -> Result<super::Tally, StoreError> {
-    fn step(count: &mut u64, before: bool, after: bool) {
-        match (before, after) {
-            (false, true) => *count += 1,
-            (true, false) => *count = count.saturating_sub(1),
-            _ => {}
-        }
-    }
     for (key, value) in &overlay.writes {
         let Some(&prefix) = key.first() else { continue };
         let after = value.is_some();
