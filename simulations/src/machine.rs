@@ -55,24 +55,31 @@ pub fn machine() -> Machine {
 
 /// User + system CPU seconds of this process so far (all threads).
 pub fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| stat_cpu(&stat).map(|(_, seconds)| seconds))
+        .unwrap_or(0.0)
+}
+
+/// The command name and user + system CPU seconds of a `/proc/…/stat` line.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
     // USER_HZ is 100 on every Linux ABI.
     const TICKS_PER_SECOND: f64 = 100.0;
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    // The command name is in parentheses and may hold spaces.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // The fields after it start at field 3 (state); utime and stime are
+    // fields 14 and 15.
     let ticks = |i: usize| {
         fields
             .get(i)
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
+    Some((
+        stat.get(open + 1..close)?,
+        (ticks(11) + ticks(12)) / TICKS_PER_SECOND,
+    ))
 }
 
 /// Peak resident memory (VmHWM) in MiB.
@@ -96,7 +103,6 @@ pub fn reset_peak_rss() {
 /// thread name with trailing digits and dashes cut (`sled-io-3` counts as
 /// `sled-io`). Threads that have exited are not counted.
 pub fn cpu_seconds_by_thread() -> std::collections::BTreeMap<String, f64> {
-    const TICKS_PER_SECOND: f64 = 100.0;
     let mut by_name = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return by_name;
@@ -105,20 +111,11 @@ pub fn cpu_seconds_by_thread() -> std::collections::BTreeMap<String, f64> {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        let Some((name, seconds)) = stat_cpu(&stat) else {
             continue;
         };
-        let name = stat[open + 1..close]
-            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
-            .to_string();
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        *by_name.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / TICKS_PER_SECOND;
+        let name = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        *by_name.entry(name.to_string()).or_insert(0.0) += seconds;
     }
     by_name
 }
