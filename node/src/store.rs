@@ -17,7 +17,7 @@
 //! | prefix | key | value |
 //! |---|---|---|
 //! | `e` | author(32) ‖ seq(8 BE) | id(32) ‖ envelope bytes |
-//! | `i` | id(32) | author(32) ‖ seq(8 BE) |
+//! | `i` | id(32) | author(32) ‖ seq(8 BE) ‖ expires_at(8 BE) ‖ organisation (UTF-8) — see [`IdEntry`] |
 //! | `n` | author(32) | highest contiguous seq (8 BE) |
 //! | `p` | id(32) | plaintext record (opaque) |
 //! | `x` | `kind:value` ‖ 0xff ‖ id(32) | empty |
@@ -25,8 +25,8 @@
 //! | `t` | target id(32) ‖ retraction id(32) | empty (retraction of a target not stored yet) |
 //! | `g` | epoch(8 BE) ‖ id(32) | empty (stored, not openable until this node has the epoch's key) |
 //! | `q` | author(32) ‖ seq(8 BE) | equivocation evidence (opaque) |
-//! | `o` | id(32) | the author's organisation when the envelope was accepted (UTF-8) |
-//! | `y` | expires_at(8 BE) ‖ id(32) | author(32) ‖ seq(8 BE) (expiry index) |
+//! | `o` | id(32) | legacy (layout 2.0): the organisation, now in the `i` value |
+//! | `y` | expires_at(8 BE) ‖ id(32) | legacy (layout 2.0): the expiry index, now in the `i` value |
 //! | `m` | name | value (own seq, the layout marker, `user/…` for [`Store::put_meta`]) |
 //!
 //! An `e` value starts with the envelope id so that [`Store::id_at`] and the
@@ -39,6 +39,16 @@
 //! append into their author's own leaves, and a sync range is one ordered
 //! scan. A store written with layout v1 (one tree per family) is migrated on
 //! open, resumably (see `store/migrate.rs`).
+//!
+//! **Layout 2.1** keeps an envelope's expiry and its organisation at
+//! acceptance in its `i` value instead of entries of their own (`y` and
+//! `o` of layout 2.0): two sled entries fewer per envelope, the dominant
+//! cost of ingest. Pruning finds expired envelopes by scanning `i`
+//! ([`Store::expiring`]). Opening a layout-2.0 store folds every `y` entry
+//! (and the `o` entry of the same id) into `i`; an `i` entry with no expiry
+//! recorded (written before the expiry index existed) is completed by the
+//! node, which can read the envelope's header ([`WriteBatch::record_expiry`]),
+//! and until then [`Store::org_of`] still reads its `o` entry.
 //!
 //! # Writes
 //!
@@ -69,7 +79,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use sled::Tree;
+use sled::{IVec, Tree};
 
 mod batch;
 mod migrate;
@@ -115,9 +125,11 @@ mod family {
     pub const EVIDENCE: u8 = b'q';
     /// `name` → value.
     pub const META: u8 = b'm';
-    /// `id` → organisation at acceptance.
+    /// Legacy (layout 2.0) `id` → organisation at acceptance; folded into
+    /// the `i` value.
     pub const ORG: u8 = b'o';
-    /// `expires_at ‖ id` → `author ‖ seq`.
+    /// Legacy (layout 2.0) `expires_at ‖ id` → `author ‖ seq`; folded into
+    /// the `i` value.
     pub const EXPIRY: u8 = b'y';
     /// `added µs` → `id`: when this node could first open the envelope
     /// (its local arrival, or the opening of a pending GREEN), strictly
@@ -228,6 +240,70 @@ pub struct NewEnvelope<'a> {
     pub seq: u64,
     /// The complete signed encoding.
     pub bytes: &'a [u8],
+}
+
+/// Expiry recorded in an `i` entry once the envelope's ciphertext is gone
+/// (a tombstone), or for an envelope that never expires: pruning has nothing
+/// left to delete. No header carries it (lifetimes are capped at 365 days).
+pub const EXPIRY_NONE: u64 = u64::MAX;
+
+/// The value of an `i` entry: where envelope `id` sits in its author's feed,
+/// and what pruning and retractions need of it.
+///
+/// `author(32) ‖ seq(8 BE) ‖ expires_at(8 BE) ‖ org (UTF-8, empty if not
+/// known)`; an entry written before layout 2.1 is `author ‖ seq` alone (its
+/// expiry not recorded yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdEntry {
+    /// The envelope's author.
+    pub author: AuthorKey,
+    /// Its position in the author's feed.
+    pub seq: u64,
+    /// When its ciphertext may be deleted ([`EXPIRY_NONE`] once it is gone);
+    /// `None` if not recorded yet.
+    pub expires_at: Option<u64>,
+    /// The author's organisation when the envelope was accepted, if known.
+    pub org: Option<String>,
+}
+
+impl IdEntry {
+    fn encode(&self) -> Vec<u8> {
+        let org = self.org.as_deref().unwrap_or_default().as_bytes();
+        let mut value = Vec::with_capacity(48 + org.len());
+        value.extend_from_slice(&feed_position(&self.author, self.seq));
+        if let Some(expires_at) = self.expires_at {
+            value.extend_from_slice(&expires_at.to_be_bytes());
+            value.extend_from_slice(org);
+        }
+        value
+    }
+
+    fn decode(value: &[u8]) -> Result<IdEntry, StoreError> {
+        let tree = family::name(family::ID);
+        let corrupt = |detail: String| StoreError::Corrupt { tree, detail };
+        if value.len() != 40 && value.len() < 48 {
+            return Err(corrupt(format!(
+                "expected an author, seq, expiry and organisation, found {} bytes",
+                value.len()
+            )));
+        }
+        let (author, seq) = decode_feed_key(tree, &value[..40])?;
+        let (expires_at, org) = match value.get(40..48) {
+            None => (None, None),
+            Some(expiry) => {
+                let org = std::str::from_utf8(&value[48..])
+                    .map_err(|_| corrupt("organisation is not UTF-8".to_owned()))?;
+                let org = (!org.is_empty()).then(|| org.to_owned());
+                (Some(decode_u64_in(tree, expiry)?), org)
+            }
+        };
+        Ok(IdEntry {
+            author,
+            seq,
+            expires_at,
+            org,
+        })
+    }
 }
 
 /// An author signed two different envelopes with the same sequence number.
@@ -378,6 +454,7 @@ impl Store {
         let kv = db.open_tree(KV_TREE)?;
         migrate::run(&db, &kv, usize::MAX)?;
         migrate::pending_retractions(&kv)?;
+        migrate::fold_expiry_and_org(&kv)?;
         let pending =
             u64::try_from(kv.scan_prefix([family::PENDING_RETRACTION]).count()).unwrap_or(u64::MAX);
         Ok(Store {
@@ -645,10 +722,9 @@ impl Store {
 
     /// The stored bytes of envelope `id`, if any.
     pub fn envelope(&self, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(position) = self.kv.get(kv_key(family::ID, &[id]))? else {
+        let Some(IdEntry { author, seq, .. }) = self.id_entry(id)? else {
             return Ok(None);
         };
-        let (author, seq) = decode_feed_key(family::name(family::ID), &position)?;
         let Some(value) = self.kv.get(envelope_key(&author, seq))? else {
             return Err(StoreError::Corrupt {
                 tree: family::name(family::ID),
@@ -762,7 +838,7 @@ impl Store {
         let all = self.kv.scan_prefix([family::ID]).map(move |entry| {
             let (key, position) = entry?;
             let id = decode_id(family::ID, &key[1..])?;
-            let (author, seq) = decode_feed_key(family::name(family::ID), &position)?;
+            let IdEntry { author, seq, .. } = IdEntry::decode(&position)?;
             let value = kv
                 .get(envelope_key(&author, seq))?
                 .ok_or_else(|| StoreError::Corrupt {
@@ -814,49 +890,78 @@ impl Store {
         Ok(out)
     }
 
-    /// The organisation envelope `id` was accepted from, if recorded
-    /// ([`EnvelopeWrites::org`]).
-    pub fn org_of(&self, id: &Id) -> Result<Option<String>, StoreError> {
+    /// The `i` entry of envelope `id`, if stored.
+    pub fn id_entry(&self, id: &Id) -> Result<Option<IdEntry>, StoreError> {
         self.kv
-            .get(kv_key(family::ORG, &[id]))?
-            .map(|org| {
-                String::from_utf8(org.to_vec()).map_err(|_| StoreError::Corrupt {
-                    tree: family::name(family::ORG),
-                    detail: "organisation is not UTF-8".to_owned(),
-                })
-            })
+            .get(kv_key(family::ID, &[id]))?
+            .map(|value| IdEntry::decode(&value))
             .transpose()
     }
 
-    /// Entries of the expiry index ([`EnvelopeWrites::expires`]) with
-    /// `expires_at <= until`, earliest first, at most `max`: expiry, id,
-    /// author and seq.
+    /// The organisation envelope `id` was accepted from, if recorded
+    /// ([`EnvelopeWrites::org`]).
+    pub fn org_of(&self, id: &Id) -> Result<Option<String>, StoreError> {
+        if let Some(IdEntry { org: Some(org), .. }) = self.id_entry(id)? {
+            return Ok(Some(org));
+        }
+        legacy_org(&self.kv.get(kv_key(family::ORG, &[id]))?)
+    }
+
+    /// Envelopes whose recorded expiry is at most `until`, in id order
+    /// after `after` (from the first if `None`), at most `max`: expiry, id,
+    /// author and seq. Tombstones are not among them ([`EXPIRY_NONE`]).
+    /// Scans the `i` family.
     pub fn expiring(
         &self,
         until: u64,
         max: usize,
+        after: Option<&Id>,
     ) -> Result<Vec<(u64, Id, AuthorKey, u64)>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.kv.scan_prefix([family::EXPIRY]) {
+        for entry in self.id_entries_after(after) {
             if out.len() >= max {
                 break;
             }
-            let (key, value) = entry?;
-            if key.len() != 1 + 8 + 32 {
-                return Err(StoreError::Corrupt {
-                    tree: family::name(family::EXPIRY),
-                    detail: format!("expected a 41-byte key, found {} bytes", key.len()),
-                });
+            let (id, entry) = entry?;
+            if let Some(expires_at) = entry.expires_at
+                && expires_at <= until
+                && expires_at != EXPIRY_NONE
+            {
+                out.push((expires_at, id, entry.author, entry.seq));
             }
-            let expires_at = decode_u64(family::EXPIRY, &key[1..9])?;
-            if expires_at > until {
-                break;
-            }
-            let id = decode_id(family::EXPIRY, &key[9..])?;
-            let (author, seq) = decode_feed_key(family::name(family::EXPIRY), &value)?;
-            out.push((expires_at, id, author, seq));
         }
         Ok(out)
+    }
+
+    /// Envelopes whose `i` entry has no expiry recorded (written before
+    /// layout 2.1 by a store that had no expiry index), in id order.
+    pub fn expiry_unrecorded(&self) -> Result<Vec<Id>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.id_entries_after(None) {
+            let (id, entry) = entry?;
+            if entry.expires_at.is_none() {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `i` entries after id `after` (from the first if `None`).
+    fn id_entries_after(
+        &self,
+        after: Option<&Id>,
+    ) -> impl Iterator<Item = Result<(Id, IdEntry), StoreError>> + use<> {
+        let start = match after {
+            Some(id) => std::ops::Bound::Excluded(kv_key(family::ID, &[id])),
+            None => std::ops::Bound::Included(vec![family::ID]),
+        };
+        self.kv
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|entry| !matches!(entry, Ok((key, _)) if key.first() != Some(&family::ID)))
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((decode_id(family::ID, &key[1..])?, IdEntry::decode(&value)?))
+            })
     }
 
     /// Entries of the `added` index ([`family::ADDED`]) from `from` µs on
@@ -1287,6 +1392,19 @@ fn decode_author(prefix: u8, bytes: &[u8]) -> Result<AuthorKey, StoreError> {
         tree: family::name(prefix),
         detail: format!("expected a 32-byte author key, found {} bytes", bytes.len()),
     })
+}
+
+/// The organisation in a legacy `o` value, if any.
+fn legacy_org(value: &Option<IVec>) -> Result<Option<String>, StoreError> {
+    value
+        .as_ref()
+        .map(|org| {
+            String::from_utf8(org.to_vec()).map_err(|_| StoreError::Corrupt {
+                tree: family::name(family::ORG),
+                detail: "organisation is not UTF-8".to_owned(),
+            })
+        })
+        .transpose()
 }
 
 /// Decodes `author ‖ seq (big-endian)`.

@@ -370,11 +370,9 @@ impl Worker {
             }
             Err(e) => warn!("reading equivocation evidence failed: {e}"),
         }
-        // A store with no envelopes needs no expiry backfill.
-        if worker.store.ids_iter().next().is_none()
-            && let Err(e) = worker.index_expiry()
-        {
-            warn!("marking the expiry index failed: {e}");
+        // Before serving anything: pruning reads the expiries recorded.
+        if let Err(e) = worker.index_expiry() {
+            warn!("recording the expiry of stored envelopes failed: {e}");
         }
         if let Err(e) = worker.index_added() {
             warn!("indexing opened envelopes by arrival (TAXII date_added) failed: {e}");

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use sled::{IVec, Tree};
 
 use super::{
-    AuthorKey, EnvelopeOutcome, Equivocation, Id, Inserted, NewEnvelope, Store, StoreError,
-    decode_id, envelope_key, family, feed_position, indicator_key, kv_key, meta_key,
+    AuthorKey, EXPIRY_NONE, EnvelopeOutcome, Equivocation, Id, IdEntry, Inserted, NewEnvelope,
+    Store, StoreError, decode_id, envelope_key, family, indicator_key, kv_key, meta_key,
     split_envelope,
 };
 
@@ -44,76 +44,37 @@ pub struct WriteBatch<'a> {
 /// One write of a [`WriteBatch`].
 #[derive(Debug)]
 enum Item<'a> {
-    /// An envelope, checked for duplicates and equivocation.
-    Envelope(NewEnvelope<'a>),
+    /// An envelope, checked for duplicates and equivocation, with what its
+    /// `i` entry records.
+    Envelope(NewEnvelope<'a>, Recorded),
     /// A write, conditional on envelope number `if_new` being newly stored.
     Op { if_new: Option<usize>, op: Op },
+}
+
+/// What an envelope's `i` entry records besides its feed position
+/// ([`IdEntry`]).
+#[derive(Debug, Default)]
+struct Recorded {
+    expires_at: Option<u64>,
+    org: Option<String>,
 }
 
 /// A write other than an envelope.
 #[derive(Debug)]
 enum Op {
-    PutPlaintext {
-        id: Id,
-        record: Vec<u8>,
-    },
-    RemovePlaintext {
-        id: Id,
-    },
-    Index {
-        key: String,
-        id: Id,
-    },
-    Unindex {
-        key: String,
-        id: Id,
-    },
-    MarkRetracted {
-        target: Id,
-        by: Id,
-    },
-    AddPendingRetraction {
-        target: Id,
-        by: Id,
-    },
-    ClearPendingRetractions {
-        target: Id,
-    },
-    PendingEpoch {
-        epoch: u64,
-        id: Id,
-    },
-    ClearPendingEpoch {
-        epoch: u64,
-        id: Id,
-    },
-    PutMeta {
-        key: String,
-        value: Vec<u8>,
-    },
-    PutOrg {
-        id: Id,
-        org: String,
-    },
-    Expiry {
-        expires_at: u64,
-        id: Id,
-        author: AuthorKey,
-        seq: u64,
-    },
-    RemoveExpiry {
-        expires_at: u64,
-        id: Id,
-    },
-    Tombstone {
-        author: AuthorKey,
-        seq: u64,
-        id: Id,
-    },
-    Added {
-        at: u64,
-        id: Id,
-    },
+    PutPlaintext { id: Id, record: Vec<u8> },
+    RemovePlaintext { id: Id },
+    Index { key: String, id: Id },
+    Unindex { key: String, id: Id },
+    MarkRetracted { target: Id, by: Id },
+    AddPendingRetraction { target: Id, by: Id },
+    ClearPendingRetractions { target: Id },
+    PendingEpoch { epoch: u64, id: Id },
+    ClearPendingEpoch { epoch: u64, id: Id },
+    PutMeta { key: String, value: Vec<u8> },
+    RecordExpiry { id: Id, expires_at: u64 },
+    Tombstone { author: AuthorKey, seq: u64, id: Id },
+    Added { at: u64, id: Id },
 }
 
 /// Writes attached to one envelope of a [`WriteBatch`]: stored only if the
@@ -122,9 +83,8 @@ enum Op {
 pub struct EnvelopeWrites<'b, 'a> {
     batch: &'b mut WriteBatch<'a>,
     index: usize,
+    item: usize,
     id: Id,
-    author: AuthorKey,
-    seq: u64,
 }
 
 impl EnvelopeWrites<'_, '_> {
@@ -148,23 +108,29 @@ impl EnvelopeWrites<'_, '_> {
         self.attach(Op::PutPlaintext { id, record })
     }
 
-    /// Records the organisation the envelope was accepted from
-    /// ([`Store::org_of`]).
-    pub fn org(&mut self, org: &str) -> &mut Self {
-        let (id, org) = (self.id, org.to_owned());
-        self.attach(Op::PutOrg { id, org })
+    fn recorded(&mut self) -> Option<&mut Recorded> {
+        match self.batch.items.get_mut(self.item) {
+            Some(Item::Envelope(_, recorded)) => Some(recorded),
+            _ => None,
+        }
     }
 
-    /// Indexes the envelope by its expiry ([`Store::expiring`]), so its
-    /// ciphertext can be deleted once it expired.
+    /// Records the organisation the envelope was accepted from
+    /// ([`Store::org_of`]), in its `i` entry.
+    pub fn org(&mut self, org: &str) -> &mut Self {
+        if let Some(recorded) = self.recorded() {
+            recorded.org = Some(org.to_owned());
+        }
+        self
+    }
+
+    /// Records the envelope's expiry in its `i` entry ([`Store::expiring`]),
+    /// so its ciphertext can be deleted once it expired.
     pub fn expires(&mut self, expires_at: u64) -> &mut Self {
-        let (id, author, seq) = (self.id, self.author, self.seq);
-        self.attach(Op::Expiry {
-            expires_at,
-            id,
-            author,
-            seq,
-        })
+        if let Some(recorded) = self.recorded() {
+            recorded.expires_at = Some(expires_at);
+        }
+        self
     }
 
     /// Indexes the envelope under indicator `key` (`"kind:value"`).
@@ -248,14 +214,14 @@ impl<'a> WriteBatch<'a> {
     pub fn envelope(&mut self, envelope: NewEnvelope<'a>) -> EnvelopeWrites<'_, 'a> {
         let index = self.envelopes;
         self.envelopes += 1;
-        let (id, author, seq) = (envelope.id, envelope.author, envelope.seq);
-        self.items.push(Item::Envelope(envelope));
+        let (id, item) = (envelope.id, self.items.len());
+        self.items
+            .push(Item::Envelope(envelope, Recorded::default()));
         EnvelopeWrites {
             batch: self,
             index,
+            item,
             id,
-            author,
-            seq,
         }
     }
 
@@ -321,14 +287,15 @@ impl<'a> WriteBatch<'a> {
         self.push(Op::ClearPendingEpoch { epoch, id: *id })
     }
 
-    /// Indexes stored envelope `id` at `(author, seq)` by its expiry (for
-    /// envelopes stored before the expiry index existed).
-    pub fn expiry(&mut self, expires_at: u64, id: &Id, author: &AuthorKey, seq: u64) -> &mut Self {
-        self.push(Op::Expiry {
-            expires_at,
+    /// Records the expiry of stored envelope `id` in its `i` entry (for
+    /// envelopes stored before the store recorded expiries; see
+    /// [`Store::expiry_unrecorded`]), folding in its legacy `o` entry.
+    /// [`EXPIRY_NONE`] for one whose ciphertext is gone. Nothing happens if
+    /// `id` is not stored.
+    pub fn record_expiry(&mut self, id: &Id, expires_at: u64) -> &mut Self {
+        self.push(Op::RecordExpiry {
             id: *id,
-            author: *author,
-            seq,
+            expires_at,
         })
     }
 
@@ -339,19 +306,11 @@ impl<'a> WriteBatch<'a> {
         self.push(Op::Added { at, id: *id })
     }
 
-    /// Removes the expiry index entry of envelope `id`.
-    pub fn remove_expiry(&mut self, expires_at: u64, id: &Id) -> &mut Self {
-        self.push(Op::RemoveExpiry {
-            expires_at,
-            id: *id,
-        })
-    }
-
     /// Replaces the envelope `id` stored at `(author, seq)` by a tombstone:
     /// its ciphertext and plaintext record are deleted, its feed position,
-    /// id index entry, organisation and retraction state stay. Nothing
-    /// happens if `(author, seq)` does not hold `id`. Unindex its indicators
-    /// and remove its expiry entry in the same batch.
+    /// id index entry (with [`EXPIRY_NONE`] as its expiry), organisation and
+    /// retraction state stay. Nothing happens if `(author, seq)` does not
+    /// hold `id`. Unindex its indicators in the same batch.
     pub fn tombstone(&mut self, author: &AuthorKey, seq: u64, id: &Id) -> &mut Self {
         self.push(Op::Tombstone {
             author: *author,
@@ -446,7 +405,7 @@ impl Store {
         let has_seq_zero = batch
             .items
             .iter()
-            .any(|item| matches!(item, Item::Envelope(envelope) if envelope.seq == 0));
+            .any(|item| matches!(item, Item::Envelope(envelope, _) if envelope.seq == 0));
         if has_seq_zero {
             return Err(StoreError::SeqZero);
         }
@@ -460,7 +419,7 @@ impl Store {
         let mut outcomes = Vec::with_capacity(batch.envelopes);
         for item in batch.items {
             match item {
-                Item::Envelope(envelope) => {
+                Item::Envelope(envelope, recorded) => {
                     let current = match frontiers.get(&envelope.author) {
                         Some(&frontier) => frontier,
                         None => match writer.frontier.get(&envelope.author) {
@@ -472,7 +431,8 @@ impl Store {
                             }
                         },
                     };
-                    let (outcome, frontier) = insert_one(&mut overlay, &envelope, current)?;
+                    let (outcome, frontier) =
+                        insert_one(&mut overlay, &envelope, recorded, current)?;
                     if frontier != current {
                         frontiers.insert(envelope.author, frontier);
                     }
@@ -621,6 +581,7 @@ fn next_added(writer: &mut super::Writer, kv: &Tree) -> Result<u64, StoreError> 
 fn insert_one(
     overlay: &mut Overlay<'_>,
     envelope: &NewEnvelope<'_>,
+    recorded: Recorded,
     current: u64,
 ) -> Result<(EnvelopeOutcome, u64), StoreError> {
     let NewEnvelope {
@@ -650,7 +611,15 @@ fn insert_one(
     value.extend_from_slice(&id);
     value.extend_from_slice(bytes);
     overlay.put(key, value);
-    overlay.put(kv_key(family::ID, &[&id]), &feed_position(&author, seq)[..]);
+    let entry = IdEntry {
+        author,
+        seq,
+        // Without an expiry the organisation cannot be recorded either
+        // (see `IdEntry`): the node always gives both.
+        expires_at: recorded.expires_at,
+        org: recorded.org.filter(|_| recorded.expires_at.is_some()),
+    };
+    overlay.put(kv_key(family::ID, &[&id]), entry.encode());
     let mut frontier = current;
     if frontier.checked_add(1) == Some(seq) {
         frontier = seq;
@@ -668,6 +637,24 @@ fn insert_one(
         }),
         frontier,
     ))
+}
+
+/// Rewrites the `i` entry of `id` (if stored) with `expires_at`, folding in
+/// a legacy `o` entry.
+fn record_expiry(overlay: &mut Overlay<'_>, id: &Id, expires_at: u64) -> Result<(), StoreError> {
+    let key = kv_key(family::ID, &[id]);
+    let Some(value) = overlay.get(&key)? else {
+        return Ok(());
+    };
+    let mut entry = IdEntry::decode(&value)?;
+    let org_key = kv_key(family::ORG, &[id]);
+    if entry.org.is_none() {
+        entry.org = super::legacy_org(&overlay.get(&org_key)?)?;
+    }
+    entry.expires_at = Some(expires_at);
+    overlay.put(key, entry.encode());
+    overlay.remove(org_key);
+    Ok(())
 }
 
 /// Adds one non-envelope write to the overlay.
@@ -706,19 +693,7 @@ fn apply_op(overlay: &mut Overlay<'_>, op: Op) -> Result<(), StoreError> {
             overlay.remove(kv_key(family::PENDING_EPOCH, &[&epoch.to_be_bytes(), &id]));
         }
         Op::PutMeta { key, value } => overlay.put(meta_key(&key), value),
-        Op::PutOrg { id, org } => overlay.put(kv_key(family::ORG, &[&id]), org.as_bytes()),
-        Op::Expiry {
-            expires_at,
-            id,
-            author,
-            seq,
-        } => overlay.put(
-            kv_key(family::EXPIRY, &[&expires_at.to_be_bytes(), &id]),
-            &feed_position(&author, seq)[..],
-        ),
-        Op::RemoveExpiry { expires_at, id } => {
-            overlay.remove(kv_key(family::EXPIRY, &[&expires_at.to_be_bytes(), &id]));
-        }
+        Op::RecordExpiry { id, expires_at } => record_expiry(overlay, &id, expires_at)?,
         Op::Tombstone { author, seq, id } => {
             let key = envelope_key(&author, seq);
             if let Some(value) = overlay.get(&key)? {
@@ -726,6 +701,7 @@ fn apply_op(overlay: &mut Overlay<'_>, op: Op) -> Result<(), StoreError> {
                 if stored == id && !bytes.is_empty() {
                     overlay.put(key, &id[..]);
                     overlay.remove(kv_key(family::PLAINTEXT, &[&id]));
+                    record_expiry(overlay, &id, EXPIRY_NONE)?;
                 }
             }
         }

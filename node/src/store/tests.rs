@@ -1219,11 +1219,15 @@ fn h4_a_tombstone_keeps_the_feed_position_and_is_not_served() -> anyhow::Result<
             store.org_of(&id_of(&BOB, 1, 0))?.as_deref(),
             Some("port-authority")
         );
-        assert_eq!(store.expiring(499, 10)?, vec![]);
+        assert_eq!(store.expiring(499, 10, None)?, vec![]);
         assert_eq!(
-            store.expiring(500, 10)?,
+            store.expiring(500, 10, None)?,
             vec![(500, id_of(&BOB, 1, 0), BOB, 1)]
         );
+        // Two sled entries fewer per envelope (layout 2.1): no `o`, no `y`.
+        for family in [family::ORG, family::EXPIRY] {
+            assert_eq!(store.kv.scan_prefix([family]).count(), 0);
+        }
         assert_eq!(store.feed_usage(&ALICE)?, (300, 3));
 
         let mut batch = WriteBatch::new();
@@ -1460,5 +1464,122 @@ fn the_tally_stays_equal_to_a_full_count_through_every_kind_of_write() -> anyhow
     batch.add_pending_retraction(&target, &by);
     store.write(batch)?;
     assert_eq!(store.pending_retractions(&target)?, vec![by]);
+    Ok(())
+}
+
+/// Writes `i`, `o` and `y` entries as layout 2.0 (the release before 2.1)
+/// wrote them for envelope `(author, seq)`, stored with `insert`.
+fn write_layout_2_0(
+    store: &Store,
+    author: &AuthorKey,
+    seq: u64,
+    org: Option<&str>,
+    expires_at: Option<u64>,
+) -> anyhow::Result<Id> {
+    insert(store, author, seq, 50)?;
+    let id = id_of(author, seq, 0);
+    let kv = &store.kv;
+    kv.insert(kv_key(family::ID, &[&id]), &feed_position(author, seq)[..])?;
+    if let Some(org) = org {
+        kv.insert(kv_key(family::ORG, &[&id]), org.as_bytes())?;
+    }
+    if let Some(expires_at) = expires_at {
+        kv.insert(
+            kv_key(family::EXPIRY, &[&expires_at.to_be_bytes(), &id]),
+            &feed_position(author, seq)[..],
+        )?;
+    }
+    Ok(id)
+}
+
+#[test]
+fn scale_a_layout_2_0_store_folds_its_expiry_and_org_entries_into_the_id_index_on_open()
+-> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    // More than one fold batch, so the loop is exercised.
+    let count = BATCH_ITEMS as u64 + 10;
+    let (old, unindexed) = {
+        let store = open(dir.path());
+        for seq in 1..=count {
+            write_layout_2_0(
+                &store,
+                &ALICE,
+                seq,
+                Some("port-authority"),
+                Some(1_000 + seq),
+            )?;
+        }
+        // Stored before the expiry index existed: an organisation, no `y`.
+        let unindexed = write_layout_2_0(&store, &BOB, 1, Some("rail"), None)?;
+        store.flush()?;
+        (store.counts().envelopes, unindexed)
+    };
+    let store = open(dir.path());
+    assert_eq!(store.counts().envelopes, old, "nothing lost");
+    assert_eq!(store.kv.scan_prefix([family::EXPIRY]).count(), 0);
+    // Only the `o` entry of the envelope without an expiry is left.
+    assert_eq!(store.kv.scan_prefix([family::ORG]).count(), 1);
+    let first = id_of(&ALICE, 1, 0);
+    assert_eq!(
+        store.id_entry(&first)?,
+        Some(IdEntry {
+            author: ALICE,
+            seq: 1,
+            expires_at: Some(1_001),
+            org: Some("port-authority".to_owned()),
+        })
+    );
+    assert_eq!(store.org_of(&first)?.as_deref(), Some("port-authority"));
+    assert_eq!(store.org_of(&unindexed)?.as_deref(), Some("rail"));
+    assert_eq!(store.expiry_unrecorded()?, vec![unindexed]);
+    let expiring = store.expiring(1_000 + count, usize::MAX, None)?;
+    assert_eq!(expiring.len() as u64, count);
+    assert_eq!(store.expiring(1_002, usize::MAX, None)?.len(), 2);
+    // Paging by id: the second page starts after the first's last id.
+    let page = store.expiring(u64::MAX - 1, 5, None)?;
+    let rest = store.expiring(u64::MAX - 1, usize::MAX, Some(&page[4].1))?;
+    assert_eq!(page.len() + rest.len(), count as usize);
+    assert!(rest.iter().all(|e| e.1 > page[4].1));
+
+    // The node records the missing expiry; the `o` entry is folded with it.
+    let mut batch = WriteBatch::new();
+    batch.record_expiry(&unindexed, 77);
+    store.write(batch)?;
+    assert_eq!(store.kv.scan_prefix([family::ORG]).count(), 0);
+    assert_eq!(store.expiry_unrecorded()?, Vec::<Id>::new());
+    assert_eq!(store.org_of(&unindexed)?.as_deref(), Some("rail"));
+    assert_eq!(store.expiring(77, 10, None)?, vec![(77, unindexed, BOB, 1)]);
+
+    // A tombstone is not expiring any more, and keeps its organisation.
+    let mut batch = WriteBatch::new();
+    batch.tombstone(&BOB, 1, &unindexed);
+    store.write(batch)?;
+    assert_eq!(store.expiring(77, 10, None)?, vec![]);
+    assert_eq!(
+        store.id_entry(&unindexed)?.map(|e| e.expires_at),
+        Some(Some(EXPIRY_NONE))
+    );
+    assert_eq!(store.org_of(&unindexed)?.as_deref(), Some("rail"));
+    Ok(())
+}
+
+#[test]
+fn scale_a_malformed_id_entry_is_a_corrupt_error_not_a_panic() -> anyhow::Result<()> {
+    let store = Store::temporary()?;
+    insert(&store, &ALICE, 1, 10)?;
+    let id = id_of(&ALICE, 1, 0);
+    for bad in [&[0u8; 39][..], &[0u8; 44][..]] {
+        store.kv.insert(kv_key(family::ID, &[&id]), bad)?;
+        assert!(matches!(
+            store.envelope(&id),
+            Err(StoreError::Corrupt { tree: "kv/i", .. })
+        ));
+        assert!(store.expiring(u64::MAX - 1, 10, None).is_err());
+    }
+    let mut bad_org = feed_position(&ALICE, 1).to_vec();
+    bad_org.extend_from_slice(&5u64.to_be_bytes());
+    bad_org.extend_from_slice(&[0xff, 0xfe]);
+    store.kv.insert(kv_key(family::ID, &[&id]), bad_org)?;
+    assert!(store.org_of(&id).is_err());
     Ok(())
 }

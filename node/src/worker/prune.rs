@@ -7,11 +7,12 @@
 use breakwater_protocol::{Digest, Envelope, NodePublicKey};
 
 use super::{Opened, Worker, now_ms};
-use crate::store::{StoreError, WriteBatch};
+use crate::store::{EXPIRY_NONE, StoreError, WriteBatch};
 
-/// Name of the meta entry that says every stored envelope is in the expiry
-/// index (stores written before it existed are indexed at the first prune).
-const EXPIRY_INDEXED: &str = "expiry-indexed";
+/// Name of the meta entry that says every stored envelope has its expiry
+/// recorded in its `i` entry (stores written before layout 2.1 without an
+/// expiry index get it at start).
+const EXPIRY_RECORDED: &str = "expiry-recorded";
 
 /// Prefix of the meta entries that record when this node first saw an
 /// organisation revoked (unix ms, 8 bytes BE).
@@ -56,22 +57,32 @@ impl Worker {
         Ok(())
     }
 
-    /// Adds every stored envelope to the expiry index once, for stores
-    /// written before the index existed. A fresh store is marked at once.
+    /// Records the expiry of every stored envelope that has none recorded,
+    /// once, for stores written before the store kept expiries (layout 2.1
+    /// folds the rest when it opens); the envelope's header says it, and a
+    /// tombstone has nothing left to delete. A fresh or already complete
+    /// store costs one scan of the `i` family, then only the marker read.
     pub(super) fn index_expiry(&self) -> Result<(), StoreError> {
-        if self.store.meta(EXPIRY_INDEXED)?.is_some() {
+        if self.store.meta(EXPIRY_RECORDED)?.is_some() {
             return Ok(());
         }
-        let mut batch = WriteBatch::new();
-        for entry in self.store.envelopes_iter() {
-            let (id, bytes) = entry?;
-            if let Ok(envelope) = Envelope::decode(&bytes) {
-                let header = &envelope.header;
-                batch.expiry(header.expires_at, &id, &header.author.0, header.seq);
+        for chunk in self.store.expiry_unrecorded()?.chunks(TOMBSTONES_PER_BATCH) {
+            let mut batch = WriteBatch::new();
+            for id in chunk {
+                let expires_at = match self.store.envelope(id)? {
+                    None => EXPIRY_NONE,
+                    Some(bytes) => match Envelope::decode(&bytes) {
+                        Ok(envelope) => envelope.header.expires_at,
+                        // Stored envelopes decoded when they were accepted;
+                        // one that no longer does is left for `doctor`.
+                        Err(_) => continue,
+                    },
+                };
+                batch.record_expiry(id, expires_at);
             }
+            self.store.write(batch)?;
         }
-        batch.put_meta(EXPIRY_INDEXED, vec![1]);
-        self.store.write(batch)?;
+        self.store.put_meta(EXPIRY_RECORDED, &[1])?;
         Ok(())
     }
 
@@ -86,6 +97,8 @@ impl Worker {
         id: &[u8; 32],
     ) -> Result<u64, StoreError> {
         let Some(bytes) = self.store.envelope(id)? else {
+            // Already a tombstone: nothing left to delete.
+            batch.record_expiry(id, EXPIRY_NONE);
             return Ok(0);
         };
         if let Some(opened) = self.opened(&Digest(*id))? {
@@ -101,16 +114,19 @@ impl Worker {
     /// grace period, in writes of [`TOMBSTONES_PER_BATCH`].
     fn delete_expired(&mut self, now: u64) -> Result<(), StoreError> {
         let until = now.saturating_sub(self.policy.expired_grace_ms);
+        let mut after = None;
         loop {
-            let expiring = self.store.expiring(until, TOMBSTONES_PER_BATCH)?;
-            if expiring.is_empty() {
+            let expiring = self
+                .store
+                .expiring(until, TOMBSTONES_PER_BATCH, after.as_ref())?;
+            let Some(&(_, last, _, _)) = expiring.last() else {
                 return Ok(());
-            }
+            };
+            after = Some(last);
             let mut batch = WriteBatch::new();
             let mut freed = Vec::with_capacity(expiring.len());
-            for (expires_at, id, author, seq) in &expiring {
+            for (_, id, author, seq) in &expiring {
                 let bytes = self.stage_tombstone(&mut batch, author, *seq, id)?;
-                batch.remove_expiry(*expires_at, id);
                 freed.push((NodePublicKey(*author), bytes));
             }
             self.store.write(batch)?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use breakwater_node::store::{NewEnvelope, Store};
+use breakwater_node::store::{NewEnvelope, Store, WriteBatch};
 use breakwater_node::{DataDir, Node, NodeHandle, spawn};
 use breakwater_protocol::fixture::{Fixture, bulletin_draft};
 use breakwater_protocol::{Digest, NodeKeys, SyncRequest, SyncResponse, Tlp, seal};
@@ -27,7 +27,9 @@ use crate::run::{prepare_consortium, start_node};
 use crate::scenario::NodeSettings;
 
 /// A sealed backlog entry: id, author key, seq, encoding.
-type Sealed = (Digest, [u8; 32], u64, Vec<u8>);
+/// A sealed envelope for the preload: id, author, seq, encoding, expiry and
+/// the author's organisation.
+type Sealed = (Digest, [u8; 32], u64, Vec<u8>, u64, String);
 
 /// Members whose feeds make up a backlog.
 const AUTHORS: usize = 4;
@@ -145,13 +147,21 @@ impl Pair {
                         let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed ^ a as u64);
                         let mut prev = Digest::ZERO;
                         let mut feed = Vec::with_capacity(per_author);
+                        let org = fixture
+                            .roster()
+                            .org_of(&keys.node_public())
+                            .map(|org| org.to_string())
+                            .unwrap_or_default();
                         for seq in 1..=per_author as u64 {
                             let draft =
                                 bulletin_draft(seq, prev, tlp, &format!("bulletin {a}/{seq}"), now);
                             let envelope = seal(keys, fixture.roster(), draft, &to, &mut rng)
                                 .map_err(|e| anyhow::anyhow!("seal: {e}"))?;
                             prev = envelope.id();
-                            feed.push((prev, keys.node_public().0, seq, envelope.encode()));
+                            let expires_at = envelope.header.expires_at;
+                            let encoded = envelope.encode();
+                            let author = keys.node_public().0;
+                            feed.push((prev, author, seq, encoded, expires_at, org.clone()));
                         }
                         Ok(feed)
                     })
@@ -172,18 +182,23 @@ impl Pair {
             let mut total = 0;
             for feed in &feeds {
                 for chunk in feed.chunks(512) {
-                    let items: Vec<NewEnvelope<'_>> = chunk
-                        .iter()
-                        .map(|(id, author, seq, encoded)| NewEnvelope {
-                            id: id.0,
-                            author: *author,
-                            seq: *seq,
-                            bytes: encoded,
-                        })
-                        .collect();
+                    // As a node stores what it accepts: with the expiry and
+                    // organisation in the id entry.
+                    let mut batch = WriteBatch::new();
+                    for (id, author, seq, encoded, expires_at, org) in chunk {
+                        batch
+                            .envelope(NewEnvelope {
+                                id: id.0,
+                                author: *author,
+                                seq: *seq,
+                                bytes: encoded,
+                            })
+                            .expires(*expires_at)
+                            .org(org);
+                    }
                     bytes += chunk.iter().map(|c| c.3.len()).sum::<usize>();
                     total += chunk.len();
-                    store.insert_envelopes(&items)?;
+                    store.write(batch)?;
                 }
             }
             store.flush()?;

@@ -287,6 +287,52 @@ fn h4_expired_ciphertext_becomes_a_tombstone_and_sync_serves_across_it() {
 }
 
 #[test]
+fn scale_an_envelope_stored_without_its_expiry_gets_it_from_its_header_at_start_and_is_pruned() {
+    let f = Fixture::new(2, 1).unwrap();
+    let now = now_ms();
+    let author = f.keys(1, 0).unwrap();
+    let short = feed(author, f.roster(), 1, Digest::ZERO, 1, now, 300);
+    let long = feed(author, f.roster(), 2, short[0].id(), 1, now, DAY_MS);
+    // Stored as a store written before expiries were recorded holds them.
+    let store = Store::temporary().unwrap();
+    for envelope in short.iter().chain(&long) {
+        let header = &envelope.header;
+        store
+            .insert_envelope(
+                &envelope.id().0,
+                &header.author.0,
+                header.seq,
+                &envelope.encode(),
+            )
+            .unwrap();
+    }
+    assert_eq!(store.expiry_unrecorded().unwrap().len(), 2);
+    let (events, _events_rx) = broadcast::channel(8);
+    let (outcomes, _outcomes_rx) = mpsc::channel(8);
+    let mut worker = Worker::new(
+        store,
+        f.keys(0, 0).unwrap().clone(),
+        f.roster.clone(),
+        30 * DAY_MS,
+        events,
+        outcomes,
+    );
+    assert!(worker.store.expiry_unrecorded().unwrap().is_empty());
+    worker.policy = StoragePolicy {
+        expired_grace_ms: 0,
+        ..StoragePolicy::default()
+    };
+    let started = Instant::now();
+    while worker.store.envelope(&short[0].id().0).unwrap().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never pruned");
+        std::thread::sleep(Duration::from_millis(50));
+        worker.prune().unwrap();
+    }
+    assert!(worker.store.envelope(&long[0].id().0).unwrap().is_some());
+    assert_eq!(worker.status().unwrap().tombstones, 1);
+}
+
+#[test]
 fn h4_a_revoked_organisation_is_purged_after_the_policy_delay() {
     let f = Fixture::new(3, 1).unwrap();
     let mut h = harness(&f, 0, 0);
