@@ -148,6 +148,8 @@ pub async fn spawn(
         .await
         .map_err(|e| SpawnError::Roster(format!("store task failed: {e}")))??;
     store.set_reserve(config.min_free_disk_mb.saturating_mul(1024 * 1024));
+    // The `added` index serves only TAXII's `date_added`.
+    store.set_index_added(config.taxii.is_some());
     let roster = stored_roster(&store)?.ok_or(SpawnError::NoRoster)?;
 
     let metrics = Arc::new(Mutex::new(Registry::default()));

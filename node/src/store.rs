@@ -76,7 +76,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sled::{IVec, Tree};
@@ -407,6 +407,8 @@ pub struct Store {
     /// Free bytes every write leaves on the store's filesystem (0: no
     /// reserve); see [`Store::set_reserve`].
     reserve: Arc<AtomicU64>,
+    /// See [`Store::set_index_added`].
+    index_added: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Store {
@@ -467,6 +469,7 @@ impl Store {
             fail_writes: Arc::default(),
             dir: None,
             reserve: Arc::default(),
+            index_added: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -480,6 +483,19 @@ impl Store {
     /// node on a filling disk keeps serving reads.
     pub fn set_reserve(&self, bytes: u64) {
         self.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether [`Store::write`] keeps the `added` index ([`family::ADDED`]),
+    /// which only the TAXII server reads: on unless turned off here. A node
+    /// without TAXII turns it off and saves one sled entry per envelope.
+    pub fn set_index_added(&self, on: bool) {
+        self.index_added.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether [`Store::write`] keeps the `added` index
+    /// ([`Store::set_index_added`]).
+    pub fn indexes_added(&self) -> bool {
+        self.index_added.load(Ordering::Relaxed)
     }
 
     /// Refuses a write that would eat into the reserve (see

@@ -330,30 +330,49 @@ impl<'a> WriteBatch<'a> {
 /// read sees the batch's own earlier writes, then the tree.
 struct Overlay<'s> {
     kv: &'s Tree,
-    writes: BTreeMap<Vec<u8>, Option<IVec>>,
+    writes: BTreeMap<Vec<u8>, Write>,
+}
+
+/// One key's write in an [`Overlay`].
+struct Write {
+    /// The value, or `None` for a removal.
+    value: Option<IVec>,
+    /// Known to be absent from the tree before the batch, so counting what
+    /// the batch changes ([`tallied`]) needs no read.
+    fresh: bool,
 }
 
 impl Overlay<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
         match self.writes.get(key) {
-            Some(value) => Ok(value.clone()),
+            Some(write) => Ok(write.value.clone()),
             None => Ok(self.kv.get(key)?),
         }
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
         match self.writes.get(key) {
-            Some(value) => Ok(value.is_some()),
+            Some(write) => Ok(write.value.is_some()),
             None => Ok(self.kv.contains_key(key)?),
         }
     }
 
+    /// Whether the batch already writes `key`.
+    fn writes(&self, key: &[u8]) -> bool {
+        self.writes.contains_key(key)
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Option<IVec>, fresh: bool) {
+        let fresh = fresh || self.writes.get(&key).is_some_and(|write| write.fresh);
+        self.writes.insert(key, Write { value, fresh });
+    }
+
     fn put(&mut self, key: Vec<u8>, value: impl Into<IVec>) {
-        self.writes.insert(key, Some(value.into()));
+        self.set(key, Some(value.into()), false);
     }
 
     fn remove(&mut self, key: Vec<u8>) {
-        self.writes.insert(key, None);
+        self.set(key, None, false);
     }
 
     /// Removes every key that starts with `prefix`, on disk or in the batch.
@@ -376,8 +395,8 @@ impl Overlay<'_> {
 
     fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
-        for (key, value) in self.writes {
-            match value {
+        for (key, write) in self.writes {
+            match write.value {
                 Some(value) => batch.insert(key, value),
                 None => batch.remove(key),
             }
@@ -445,22 +464,29 @@ impl Store {
                             matches!(outcomes.get(index), Some(Ok(Inserted { new: true, .. })))
                         }
                     };
-                    if wanted {
-                        match &op {
+                    if !wanted {
+                        continue;
+                    }
+                    match op {
+                        Op::PutPlaintext { id, record } => {
+                            let key = kv_key(family::PLAINTEXT, &[&id]);
+                            // The record of an envelope new in this batch is
+                            // new too: its id was never stored.
+                            let fresh = if_new.is_some() && !overlay.writes(&key);
                             // Indexed when it first becomes readable here:
                             // a plaintext written again adds no entry.
-                            Op::PutPlaintext { id, .. }
-                                if overlay.get(&kv_key(family::PLAINTEXT, &[id]))?.is_none() =>
-                            {
+                            if self.indexes_added() && (fresh || overlay.get(&key)?.is_none()) {
                                 let at = next_added(&mut writer, &self.kv)?;
                                 overlay.put(kv_key(family::ADDED, &[&at.to_be_bytes()]), &id[..]);
                             }
-                            Op::Added { at, .. } => {
+                            overlay.set(key, Some(record.into()), fresh);
+                        }
+                        op => {
+                            if let Op::Added { at, .. } = &op {
                                 writer.last_added = writer.last_added.map(|last| last.max(*at));
                             }
-                            _ => {}
+                            apply_op(&mut overlay, op)?;
                         }
-                        apply_op(&mut overlay, op)?;
                     }
                 }
             }
@@ -500,12 +526,12 @@ fn pending_retractions_after(
     mut count: u64,
 ) -> Result<u64, StoreError> {
     let first = vec![family::PENDING_RETRACTION];
-    for (key, value) in overlay
+    for (key, write) in overlay
         .writes
         .range(first..)
         .take_while(|(key, _)| key.first() == Some(&family::PENDING_RETRACTION))
     {
-        step(&mut count, kv.contains_key(key)?, value.is_some());
+        step(&mut count, kv.contains_key(key)?, write.value.is_some());
     }
     Ok(count)
 }
@@ -527,17 +553,19 @@ fn tallied(
     overlay: &Overlay<'_>,
     mut tally: super::Tally,
 ) -> Result<super::Tally, StoreError> {
-    for (key, value) in &overlay.writes {
+    for (key, write) in &overlay.writes {
         let Some(&prefix) = key.first() else { continue };
-        let after = value.is_some();
+        let after = write.value.is_some();
+        let present =
+            |key: &[u8]| -> Result<bool, StoreError> { Ok(!write.fresh && kv.contains_key(key)?) };
         match prefix {
-            family::ID => step(&mut tally.envelopes, kv.contains_key(key)?, after),
-            family::PLAINTEXT => step(&mut tally.plaintext, kv.contains_key(key)?, after),
-            family::PENDING_EPOCH => step(&mut tally.pending_green, kv.contains_key(key)?, after),
+            family::ID => step(&mut tally.envelopes, present(key)?, after),
+            family::PLAINTEXT => step(&mut tally.plaintext, present(key)?, after),
+            family::PENDING_EPOCH => step(&mut tally.pending_green, present(key)?, after),
             // A tombstone is an envelope entry holding only the id.
             family::ENVELOPE => {
-                let before = kv.get(key)?.is_some_and(|v| v.len() == 32);
-                let after = value.as_ref().is_some_and(|v| v.len() == 32);
+                let before = !write.fresh && kv.get(key)?.is_some_and(|v| v.len() == 32);
+                let after = write.value.as_ref().is_some_and(|v| v.len() == 32);
                 step(&mut tally.tombstones, before, after);
             }
             _ => {}
@@ -591,6 +619,7 @@ fn insert_one(
         bytes,
     } = *envelope;
     let key = envelope_key(&author, seq);
+    let in_batch = overlay.writes(&key);
     if let Some(value) = overlay.get(&key)? {
         let (existing, _) = split_envelope(&value)?;
         let outcome = if existing == id {
@@ -610,7 +639,10 @@ fn insert_one(
     let mut value = Vec::with_capacity(id.len() + bytes.len());
     value.extend_from_slice(&id);
     value.extend_from_slice(bytes);
-    overlay.put(key, value);
+    // Not in the tree (nor in the batch): neither is its id, which is the
+    // hash of an envelope naming this author and seq.
+    let fresh = !in_batch;
+    overlay.set(key, Some(value.into()), fresh);
     let entry = IdEntry {
         author,
         seq,
@@ -619,7 +651,11 @@ fn insert_one(
         expires_at: recorded.expires_at,
         org: recorded.org.filter(|_| recorded.expires_at.is_some()),
     };
-    overlay.put(kv_key(family::ID, &[&id]), entry.encode());
+    overlay.set(
+        kv_key(family::ID, &[&id]),
+        Some(entry.encode().into()),
+        fresh,
+    );
     let mut frontier = current;
     if frontier.checked_add(1) == Some(seq) {
         frontier = seq;

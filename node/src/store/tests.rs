@@ -1464,6 +1464,25 @@ fn the_tally_stays_equal_to_a_full_count_through_every_kind_of_write() -> anyhow
     batch.add_pending_retraction(&target, &by);
     store.write(batch)?;
     assert_eq!(store.pending_retractions(&target)?, vec![by]);
+    // New envelopes with their plaintext attached, which the batch knows are
+    // absent and counts without reading; the same envelope again in the batch
+    // (a duplicate, so its plaintext is dropped); a rival at a taken seq.
+    let mut batch = WriteBatch::new();
+    for (seq, variant) in [(1, 0), (1, 0), (2, 0), (2, 1)] {
+        batch
+            .envelope(NewEnvelope {
+                id: id_of(&BOB, seq, variant),
+                author: BOB,
+                seq,
+                bytes: b"bob",
+            })
+            .plaintext(b"bob's".as_slice())
+            .expires(9)
+            .org("rail");
+    }
+    store.write(batch)?;
+    assert_tally_matches(&store);
+    assert_eq!((store.tally().envelopes, store.tally().plaintext), (6, 2));
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! The `added` index for the TAXII server ([`crate::taxii`]): envelopes in
 //! the order this node could first open them, each with its body (and, for
 //! a retraction, its target's; for a retracted envelope, its retraction's),
-//! read in pages from a time on. Also the one-time back-fill of that index
-//! for stores written before it existed.
+//! read in pages from a time on. Also the back-fill of that index for
+//! envelopes opened while it was not kept (before it existed, or while the
+//! TAXII server was off: only a node that serves TAXII keeps it).
 
 use breakwater_protocol::{Body, Digest, EgressCap, Envelope};
 
@@ -11,7 +12,8 @@ use crate::handle::RequestError;
 use crate::store::{StoreError, WriteBatch};
 
 /// Metadata flag: every opened envelope of this store is in the `added`
-/// index (set once the back-fill ran, or at the first start of a new store).
+/// index (set once the back-fill ran; removed at a start without TAXII,
+/// whose node stops keeping the index).
 const ADDED_INDEXED: &str = "added-indexed";
 
 /// One readable envelope of the `added` index.
@@ -107,16 +109,34 @@ impl Worker {
         Ok(self.open(&envelope).map(|body| (envelope, body)))
     }
 
-    /// Puts every envelope opened before the `added` index existed into it,
-    /// once: at its creation time (µs), in creation order, made unique.
+    /// Puts every opened envelope that is not in the `added` index into it,
+    /// once per start that keeps the index after one that did not: at its
+    /// creation time (µs), in creation order, made unique and later than
+    /// every entry already there, so a TAXII client polling by
+    /// `added_after` finds them. A node that does not keep the index (no
+    /// TAXII server) drops the flag so that a later start with TAXII
+    /// back-fills what arrived meanwhile.
     pub(super) fn index_added(&self) -> Result<(), StoreError> {
+        if !self.store.indexes_added() {
+            if self.store.meta(ADDED_INDEXED)?.is_some() {
+                self.store.remove_meta(ADDED_INDEXED)?;
+            }
+            return Ok(());
+        }
         if self.store.meta(ADDED_INDEXED)?.is_some() {
             return Ok(());
         }
+        let indexed: std::collections::HashSet<[u8; 32]> = self
+            .store
+            .added_from(0, usize::MAX)?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
         let mut opened = Vec::new();
         for entry in self.store.plaintext_iter() {
             let (id, _) = entry?;
-            if let Some(bytes) = self.store.envelope(&id)?
+            if !indexed.contains(&id)
+                && let Some(bytes) = self.store.envelope(&id)?
                 && let Ok(envelope) = Envelope::decode(&bytes)
             {
                 opened.push((envelope.header.created_at, id));

@@ -407,3 +407,61 @@ fn m2_only_failures_decided_alike_are_rejected_on_gossip() {
     h.worker.ingest(vec![forged.encode()], gossip(relay, 6));
     assert_eq!(verdict(&drain(&mut h)), MessageAcceptance::Reject);
 }
+
+/// A worker on `store` (already configured), as a node start makes one.
+fn worker_on(f: &Fixture, store: Store) -> Worker {
+    let (events, _) = broadcast::channel(8);
+    let (outcomes, _) = mpsc::channel(8);
+    Worker::new(
+        store,
+        f.keys(0, 0).unwrap().clone(),
+        f.roster.clone(),
+        30 * DAY_MS,
+        events,
+        outcomes,
+    )
+}
+
+#[test]
+fn the_added_index_is_kept_only_with_taxii_and_back_filled_when_taxii_comes_back() {
+    let f = Fixture::new(3, 1).unwrap();
+    let envelopes = feed(&f, f.roster(), Tlp::Green, 30);
+    let items: Vec<Vec<u8>> = envelopes.iter().map(Envelope::encode).collect();
+    let dir = tempfile::TempDir::new().unwrap();
+    let open = |taxii: bool| {
+        let store = Store::open(dir.path()).unwrap();
+        store.set_index_added(taxii);
+        store
+    };
+    // With TAXII: indexed on arrival.
+    let mut worker = worker_on(&f, open(true));
+    worker.ingest(items[..10].to_vec(), sync());
+    let first = worker.store.added_from(0, usize::MAX).unwrap();
+    assert_eq!(first.len(), 10);
+    drop(worker);
+    // Without TAXII: no `added` entry is written.
+    let mut worker = worker_on(&f, open(false));
+    worker.ingest(items[10..20].to_vec(), sync());
+    assert_eq!(worker.store.counts().plaintext, 20);
+    assert_eq!(worker.store.added_from(0, usize::MAX).unwrap(), first);
+    drop(worker);
+    // TAXII again: the ten that came meanwhile are back-filled after the
+    // first ten, and new arrivals follow them.
+    let mut worker = worker_on(&f, open(true));
+    let back_filled = worker.store.added_from(0, usize::MAX).unwrap();
+    assert_eq!(back_filled.len(), 20);
+    assert_eq!(back_filled[..10], first[..]);
+    let newer: Vec<Digest> = envelopes[10..20].iter().map(Envelope::id).collect();
+    let mut got: Vec<Digest> = back_filled[10..]
+        .iter()
+        .map(|(_, id)| Digest(*id))
+        .collect();
+    got.sort();
+    let mut want = newer.clone();
+    want.sort();
+    assert_eq!(got, want);
+    worker.ingest(items[20..].to_vec(), sync());
+    let all = worker.store.added_from(0, usize::MAX).unwrap();
+    assert_eq!(all.len(), 30);
+    assert!(all.windows(2).all(|pair| pair[0].0 < pair[1].0));
+}
