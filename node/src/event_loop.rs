@@ -100,8 +100,11 @@ impl EventLoop {
         let mut dial_tick = tokio::time::interval(Duration::from_millis(500));
         // Expired plaintext is pruned every minute, or more often when sync is
         // scaled down (tests, simulations).
+        // The first prune waits one period: a start has enough to do, and a
+        // status request must not queue behind a scan of every record.
+        let prune_every = Duration::from_secs(60).min(self.sync_interval * 4);
         let mut prune_tick =
-            tokio::time::interval(Duration::from_secs(60).min(self.sync_interval * 4));
+            tokio::time::interval_at(tokio::time::Instant::now() + prune_every, prune_every);
         self.apply_roster();
         for addr in self.bootstrap.clone() {
             let _ = self.swarm.dial(addr);

@@ -165,6 +165,11 @@ const INDICATOR_SEPARATOR: u8 = 0xff;
 /// Name of the own sequence counter in the `m` family.
 const META_OWN_SEQ: &[u8] = b"own_seq";
 
+/// Name of the tally saved at a clean close ([`Store::save_tally`]) in the
+/// `m` family: envelopes, plaintext, pending GREEN and tombstones, 8 bytes
+/// BE each.
+const META_TALLY: &[u8] = b"tally";
+
 /// Prefix of the names that [`Store::put_meta`] writes, so that callers' keys
 /// never collide with the store's own bookkeeping.
 const META_USER_PREFIX: &[u8] = b"user/";
@@ -382,6 +387,9 @@ struct Writer {
     frontier: HashMap<AuthorKey, u64>,
     /// The newest `added` time given out (µs), once read from the store.
     last_added: Option<u64>,
+    /// Whether `m‖tally` holds the tally ([`Store::save_tally`]): the next
+    /// write removes it in its batch.
+    tally_saved: bool,
 }
 
 /// Handle to the node's sled database. Cloning is cheap and every clone
@@ -457,6 +465,7 @@ impl Store {
         migrate::run(&db, &kv, usize::MAX)?;
         migrate::pending_retractions(&kv)?;
         migrate::fold_expiry_and_org(&kv)?;
+        let tally = saved_tally(&kv)?;
         let pending =
             u64::try_from(kv.scan_prefix([family::PENDING_RETRACTION]).count()).unwrap_or(u64::MAX);
         Ok(Store {
@@ -464,7 +473,11 @@ impl Store {
             rosters: db.open_tree(ROSTERS_TREE)?,
             kv,
             db,
-            writer: Arc::default(),
+            writer: Arc::new(Mutex::new(Writer {
+                tally,
+                tally_saved: tally.is_some(),
+                ..Writer::default()
+            })),
             batches: Arc::default(),
             fail_writes: Arc::default(),
             dir: None,
@@ -587,6 +600,30 @@ impl Store {
             }
         });
         Tally { evidence, ..tally }
+    }
+
+    /// Saves the tally, if counted, so that the next open knows it without
+    /// a scan (a node's cold start answers `status` at once), and flushes.
+    /// For a clean close: the next write through any handle removes it again
+    /// in its own batch, so a store that crashed after writing more never
+    /// finds a stale one (sled recovers a prefix of its writes).
+    pub fn save_tally(&self) -> Result<(), StoreError> {
+        let mut writer = self.lock_writer();
+        if let Some(tally) = writer.tally {
+            let mut value = Vec::with_capacity(32);
+            for count in [
+                tally.envelopes,
+                tally.plaintext,
+                tally.pending_green,
+                tally.tombstones,
+            ] {
+                value.extend_from_slice(&count.to_be_bytes());
+            }
+            self.kv.insert(kv_key(family::META, &[META_TALLY]), value)?;
+            writer.tally_saved = true;
+        }
+        drop(writer);
+        self.flush()
     }
 
     /// Entries of a key family (a scan of that family).
@@ -1408,6 +1445,37 @@ fn decode_author(prefix: u8, bytes: &[u8]) -> Result<AuthorKey, StoreError> {
         tree: family::name(prefix),
         detail: format!("expected a 32-byte author key, found {} bytes", bytes.len()),
     })
+}
+
+/// The tally a clean close saved ([`Store::save_tally`]), if any. A value
+/// of the wrong shape is ignored: the tally is counted again.
+fn saved_tally(kv: &Tree) -> Result<Option<Tally>, StoreError> {
+    let Some(value) = kv.get(kv_key(family::META, &[META_TALLY]))? else {
+        return Ok(None);
+    };
+    let mut counts = value
+        .chunks_exact(8)
+        .filter_map(|chunk| chunk.try_into().ok().map(u64::from_be_bytes));
+    Ok(
+        match (
+            value.len(),
+            counts.next(),
+            counts.next(),
+            counts.next(),
+            counts.next(),
+        ) {
+            (32, Some(envelopes), Some(plaintext), Some(pending_green), Some(tombstones)) => {
+                Some(Tally {
+                    envelopes,
+                    plaintext,
+                    pending_green,
+                    tombstones,
+                    evidence: 0,
+                })
+            }
+            _ => None,
+        },
+    )
 }
 
 /// The organisation in a legacy `o` value, if any.

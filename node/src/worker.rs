@@ -445,7 +445,8 @@ impl Worker {
             }
             self.on_job(job);
         }
-        if let Err(e) = self.store.flush() {
+        // A clean stop: the next start answers `status` without a scan.
+        if let Err(e) = self.store.save_tally() {
             warn!("flush on shutdown failed: {e}");
         }
     }

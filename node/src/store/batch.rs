@@ -497,6 +497,9 @@ impl Store {
                 &frontier.to_be_bytes()[..],
             );
         }
+        if writer.tally_saved && !overlay.writes.is_empty() {
+            overlay.remove(kv_key(family::META, &[super::META_TALLY]));
+        }
         let tally = match writer.tally {
             Some(tally) if !overlay.writes.is_empty() => Some(tallied(&self.kv, &overlay, tally)?),
             tally => tally,
@@ -509,6 +512,7 @@ impl Store {
         if !overlay.writes.is_empty() {
             self.kv.apply_batch(overlay.into_batch())?;
             self.batches.fetch_add(1, Ordering::Relaxed);
+            writer.tally_saved = false;
         }
         writer.tally = tally;
         self.pending_retraction_entries

@@ -1602,3 +1602,48 @@ fn scale_a_malformed_id_entry_is_a_corrupt_error_not_a_panic() -> anyhow::Result
     assert!(store.org_of(&id).is_err());
     Ok(())
 }
+
+#[test]
+fn a_tally_saved_at_a_clean_close_is_read_at_open_and_dropped_by_the_next_write()
+-> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let saved_key = kv_key(family::META, &[META_TALLY]);
+    {
+        let store = open(dir.path());
+        for seq in 1..=5 {
+            insert(&store, &ALICE, seq, 40)?;
+        }
+        // Not counted yet: nothing to save.
+        store.save_tally()?;
+        assert!(!store.kv.contains_key(&saved_key)?);
+        assert_eq!(store.tally().envelopes, 5);
+        store.save_tally()?;
+        assert!(store.kv.contains_key(&saved_key)?);
+    }
+    {
+        // Known at open, before anything counted it.
+        let store = open(dir.path());
+        assert_eq!(store.lock_writer().tally.map(|t| t.envelopes), Some(5));
+        assert_tally_matches(&store);
+        // A write that changes nothing keeps it; the next real one drops it
+        // in its own batch, then the store crashes (no clean close).
+        store.write(WriteBatch::new())?;
+        assert!(store.kv.contains_key(&saved_key)?);
+        insert(&store, &ALICE, 6, 40)?;
+        assert!(!store.kv.contains_key(&saved_key)?);
+        store.flush()?;
+    }
+    // No stale tally after the crash: counted again, and right.
+    let store = open(dir.path());
+    assert_eq!(store.lock_writer().tally, None);
+    assert_eq!(store.tally().envelopes, 6);
+    assert_tally_matches(&store);
+    // A saved value of the wrong shape is ignored, not trusted.
+    store.kv.insert(&saved_key, &[1, 2, 3][..])?;
+    store.flush()?;
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.lock_writer().tally, None);
+    assert_tally_matches(&store);
+    Ok(())
+}
