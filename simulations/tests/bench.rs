@@ -152,6 +152,7 @@ fn tiny_bench_writes_every_figure_with_its_baseline() {
     assert!(stored > envelope, "{stored} {envelope}");
     assert!(close(num(&json, "storage.ratio"), stored / envelope));
     assert!(num(&json, "storage.cold_start_ms") > 0.0);
+    assert!(num(&json, "storage.cold_start_again_ms") > 0.0);
     assert!(num(&json, "storage.rss_mb") > 0.0);
     assert_eq!(num(&json, "storage.empty.envelopes"), 0.0);
 
