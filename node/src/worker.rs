@@ -211,6 +211,9 @@ pub(crate) struct Worker {
     /// The consortium id, the same in every roster version (for a genesis
     /// roster it is a hash of the whole roster, so it is computed once).
     consortium: Digest,
+    /// The hash of `roster` (of its whole encoding: hundreds of µs for a
+    /// large consortium), which every sync hello carries; kept with it.
+    roster_hash: Digest,
     /// The GREEN keys of every stored roster version this node is in,
     /// re-derived from the stored rosters at start-up (nothing secret is
     /// stored). Shared with the ingest pipeline's checking threads.
@@ -319,6 +322,7 @@ impl Worker {
     ) -> Worker {
         let mut worker = Worker {
             consortium: roster.roster.consortium_id(),
+            roster_hash: roster.roster.hash(),
             store,
             policy: StoragePolicy::default(),
             quotas: quota::Quotas::default(),

@@ -204,7 +204,7 @@ impl Worker {
             org_id: self.org_of(&me).map(|o| o.to_string()).unwrap_or_default(),
             node_key: me,
             peer_id: self.keys.peer_id().to_string(),
-            consortium: self.roster.roster.consortium_id(),
+            consortium: self.consortium,
             roster_version: self.roster.roster.version,
             listen: Vec::new(),
             peers: Vec::new(),

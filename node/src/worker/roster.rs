@@ -56,7 +56,7 @@ impl Worker {
                 }
                 MessageAcceptance::Ignore
             }
-            Ok(roster) if roster.roster.prev != self.roster.roster.hash() => {
+            Ok(roster) if roster.roster.prev != self.roster_hash => {
                 // The successor of another version `current`: a fork, which
                 // sync finds and records.
                 self.start_sync(source);
@@ -130,6 +130,7 @@ impl Worker {
         let version = next.roster.version;
         info!(version, "roster applied");
         self.roster = next.clone();
+        self.roster_hash = next.roster.hash();
         self.on_new_epoch(&next.roster);
         self.send(Outcome::RosterApplied(Box::new(next.clone())));
         self.send(Outcome::PublishRoster(next.encode()));
@@ -140,7 +141,7 @@ impl Worker {
     /// The hash of our roster of `version`, if we hold it.
     pub(super) fn our_roster_hash(&self, version: u64) -> Option<breakwater_protocol::Digest> {
         if version == self.roster.roster.version {
-            return Some(self.roster.roster.hash());
+            return Some(self.roster_hash);
         }
         let bytes = self.store.roster(version).ok().flatten()?;
         SignedRoster::decode(&bytes).ok().map(|r| r.roster.hash())

@@ -259,7 +259,7 @@ impl Worker {
         let request = SyncRequest::Hello {
             digest: self.sync_frontier().digest(),
             roster_version: self.roster.roster.version,
-            roster_hash: self.roster.roster.hash(),
+            roster_hash: self.roster_hash,
         };
         self.rounds.insert(
             peer,
@@ -406,7 +406,7 @@ impl Worker {
             } => {
                 let frontier = self.sync_frontier();
                 let ours = self.roster.roster.version;
-                let hash = self.roster.roster.hash();
+                let hash = self.roster_hash;
                 if digest == frontier.digest() && roster_version == ours && roster_hash == hash {
                     SyncResponse::InSync
                 } else {
@@ -750,7 +750,7 @@ impl Worker {
             let parted = self.fork.is_none()
                 && roster.roster.consortium_id() == self.consortium
                 && roster.roster.version == current.version + 1
-                && roster.roster.prev != current.hash()
+                && roster.roster.prev != self.roster_hash
                 && current.version >= 2;
             if parted {
                 let after = current.version - 1;
