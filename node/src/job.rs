@@ -272,6 +272,15 @@ impl JobQueues {
     }
 }
 
+impl JobQueues {
+    /// The next job of the gossip queue, if one waits (for taking gossip
+    /// together; the other queues keep their turn at the next
+    /// [`JobQueues::next_blocking`]).
+    pub fn try_gossip(&mut self) -> Option<Job> {
+        self.gossip.try_recv().ok()
+    }
+}
+
 #[cfg(test)]
 impl JobQueues {
     /// The next job [`JobQueues::next_blocking`] would take, if one waits.

@@ -311,6 +311,9 @@ fn open_as(
     })
 }
 
+/// Most gossip messages ingested together (see [`Worker::run`]).
+const GOSSIP_BATCH: usize = 64;
+
 impl Worker {
     pub fn new(
         store: Store,
@@ -443,11 +446,41 @@ impl Worker {
         // A crash between storing a roster and opening what waited for its
         // key leaves pending entries behind: open them now.
         self.open_pending_green();
-        while let Some(job) = jobs.next_blocking() {
-            if matches!(job, Job::Stop) {
-                break;
+        let mut next = None;
+        while let Some(job) = next.take().or_else(|| jobs.next_blocking()) {
+            match job {
+                Job::Stop => break,
+                Job::Ingest {
+                    items,
+                    origin: Origin::Gossip { message_id, source },
+                } => {
+                    // Gossip that queued up while this thread was busy is
+                    // taken together: one verification batch, one write.
+                    let mut messages: Vec<_> = items
+                        .into_iter()
+                        .map(|item| (item, message_id.clone(), source))
+                        .collect();
+                    while messages.len() < GOSSIP_BATCH {
+                        match jobs.try_gossip() {
+                            Some(Job::Ingest {
+                                items,
+                                origin: Origin::Gossip { message_id, source },
+                            }) => messages.extend(
+                                items
+                                    .into_iter()
+                                    .map(|item| (item, message_id.clone(), source)),
+                            ),
+                            Some(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    self.ingest_gossip(messages);
+                }
+                job => self.on_job(job),
             }
-            self.on_job(job);
         }
         // A clean stop: the next start answers `status` without a scan.
         if let Err(e) = self.store.save_tally() {

@@ -10,8 +10,30 @@ use serde::{Deserialize, Serialize};
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
-/// Any fixed scalar: see [`SealingPublicKey::is_valid`].
-const LOW_ORDER_PROBE: [u8; 32] = [0x5a; 32];
+/// The canonical encodings of the low-order points of Curve25519 and its
+/// twist: see [`SealingPublicKey::is_valid`].
+const LOW_ORDER: [[u8; 32]; 5] = [
+    [0; 32],
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
 
 use crate::bytes::{KeyId, NodePublicKey, SealingPublicKey, Signature};
 use crate::wire;
@@ -200,8 +222,11 @@ impl SealingPublicKey {
             return false;
         }
         // Clamped scalars are multiples of the cofactor 8, so exactly the
-        // low-order points (of the curve and of its twist) map to zero.
-        x25519_dalek::x25519(LOW_ORDER_PROBE, *u) != [0u8; 32]
+        // points of order dividing 8 on the curve, or 4 on its twist, map to
+        // zero: u = 0, 1, p − 1 and the two u of the points of order 8 (the
+        // list libsodium blocks). A comparison, not a scalar multiplication:
+        // a node checks every key of a roster when it starts.
+        !LOW_ORDER.contains(u)
     }
 
     /// The short id recipients are listed under in a header.

@@ -190,6 +190,42 @@ fn l3_low_order_and_zero_sealing_keys_are_refused() {
     );
 }
 
+/// `is_valid` compares with the five canonical low-order encodings instead
+/// of multiplying: it agrees with the multiplication it replaced (a key is
+/// refused exactly when a clamped scalar maps it to zero) on every listed
+/// encoding, every key below 256 and 2,000 random canonical keys.
+#[test]
+fn scale_the_low_order_check_agrees_with_the_scalar_multiplication() {
+    use rand::{RngExt, SeedableRng};
+    let ladder_zero = |u: [u8; 32]| x25519_dalek::x25519([0x5a; 32], u) == [0u8; 32];
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(3);
+    let mut keys: Vec<[u8; 32]> = Vec::new();
+    for hex in [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    ] {
+        keys.push(hex::decode(hex).unwrap().try_into().unwrap());
+    }
+    for small in 0u8..=255 {
+        let mut u = [0u8; 32];
+        u[0] = small;
+        keys.push(u);
+    }
+    for _ in 0..2_000 {
+        let mut u = [0u8; 32];
+        rng.fill(&mut u);
+        u[31] &= 0x7f;
+        keys.push(u);
+    }
+    for u in keys {
+        let key = SealingPublicKey(u);
+        assert_eq!(key.is_valid(), !ladder_zero(u), "{}", hex::encode(u));
+    }
+}
+
 #[test]
 fn l3_duplicate_sealing_keys_are_refused() {
     let a = fixture_org(0, 1);

@@ -14,7 +14,8 @@ use breakwater_protocol::{
     AuthorState, Body, Digest, Envelope, EpochKeys, IgnoreReason, NodeKeys, NodePublicKey, OrgId,
     Prechecked, Rejection, Verdict, precheck_batch_in, validate_prechecked,
 };
-use libp2p::gossipsub::MessageAcceptance;
+use libp2p::PeerId;
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use tracing::{debug, warn};
 
 use super::index::Staged;
@@ -125,13 +126,42 @@ fn precheck_chunk(
 /// A batch being ingested.
 struct Ingest<'a> {
     now: u64,
-    origin: &'a Origin,
+    origins: Origins<'a>,
     overlay: BatchView<'a>,
     acceptances: Vec<MessageAcceptance>,
-    gap: bool,
+    /// Items that showed a gap in their feed (or a roster ahead of ours):
+    /// a sync round with whoever sent them fetches what is missing.
+    gaps: Vec<usize>,
     /// Items ignored as duplicates or expired: stale replays, if they came
     /// by gossip.
-    ignored: usize,
+    ignored: Vec<usize>,
+}
+
+/// Where the items of a batch came from: one origin for all (a sync answer,
+/// one gossip message), or one each (gossip messages taken together).
+#[derive(Clone, Copy)]
+enum Origins<'a> {
+    One(&'a Origin),
+    Each {
+        each: &'a [Origin],
+        /// For an index past `each` (never asked for).
+        fallback: &'a Origin,
+    },
+}
+
+impl<'a> Origins<'a> {
+    /// The origin of item `index`.
+    fn of(&self, index: usize) -> &'a Origin {
+        match *self {
+            Origins::One(origin) => origin,
+            Origins::Each { each, fallback } => each.get(index).unwrap_or(fallback),
+        }
+    }
+
+    /// The origin of every item, by index.
+    fn indexed(&self, len: usize) -> impl Iterator<Item = (usize, &'a Origin)> + '_ {
+        (0..len).map(|index| (index, self.of(index)))
+    }
 }
 
 /// The store as seen by a batch being validated: what is stored plus what
@@ -199,11 +229,34 @@ impl Worker {
     /// chunks already checked, in order, so the sequential store work
     /// overlaps the crypto of the chunks after it.
     pub(super) fn ingest(&mut self, items: Vec<Vec<u8>>, origin: Origin) {
+        self.ingest_from(items, Origins::One(&origin));
+    }
+
+    /// Ingests gossip messages that waited in the queue together, as one
+    /// batch: one batch signature verification and one store write for all
+    /// of them (a busy node catches up instead of falling further behind),
+    /// each with its own verdict for its own message and relay.
+    pub(super) fn ingest_gossip(&mut self, messages: Vec<(Vec<u8>, MessageId, PeerId)>) {
+        let (items, origins): (Vec<Vec<u8>>, Vec<Origin>) = messages
+            .into_iter()
+            .map(|(item, message_id, source)| (item, Origin::Gossip { message_id, source }))
+            .unzip();
+        let Some(fallback) = origins.first() else {
+            return;
+        };
+        let each = Origins::Each {
+            each: &origins,
+            fallback,
+        };
+        self.ingest_from(items, each);
+    }
+
+    fn ingest_from(&mut self, items: Vec<Vec<u8>>, origins: Origins<'_>) {
         let now = now_ms();
         let store = self.store.clone();
         let mut batch = Ingest {
             now,
-            origin: &origin,
+            origins,
             overlay: BatchView {
                 store: &store,
                 items: &items,
@@ -213,12 +266,13 @@ impl Worker {
                 frontiers: HashMap::new(),
             },
             acceptances: vec![MessageAcceptance::Ignore; items.len()],
-            gap: false,
-            ignored: 0,
+            gaps: Vec::new(),
+            ignored: Vec::new(),
         };
-        if let Origin::Sync { .. } = origin {
+        if let Origins::One(Origin::Sync { .. }) = origins {
             self.traffic.sync_received += items.len() as u64;
         }
+        let label = source_label(origins.of(0));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if items.len() < MIN_PARALLEL || threads < 2 {
             let (roster, keys) = (&self.roster.roster, &self.keys);
@@ -237,20 +291,26 @@ impl Worker {
             // the next hop need not wait on this node's disk. Should the write
             // then fail, a valid envelope went on that this node lacks; sync
             // brings it back.
-            self.report_gossip(&origin, &batch.acceptances);
-            self.write_part(&items, accepted, source_label(&origin));
+            self.report_gossip(origins, &batch.acceptances);
+            self.write_part(&items, accepted, label);
         } else {
             self.pipeline(&items, threads, &mut batch);
-            self.report_gossip(&origin, &batch.acceptances);
+            self.report_gossip(origins, &batch.acceptances);
         }
-        if let Origin::Gossip { source, .. } = &origin {
-            // A replay of an envelope stored long ago (past gossipsub's
-            // seen-cache) or an expired one: a few are normal, a flood
-            // counts against the sender (L1).
-            for _ in 0..batch.ignored {
+        // A replay of an envelope stored long ago (past gossipsub's
+        // seen-cache) or an expired one: a few are normal, a flood counts
+        // against the sender (L1).
+        for &index in &batch.ignored {
+            if let Origin::Gossip { source, .. } = origins.of(index) {
                 self.misbehaved(*source, Misbehaviour::Ignored);
             }
-            if batch.gap {
+        }
+        let mut synced = Vec::new();
+        for &index in &batch.gaps {
+            if let Origin::Gossip { source, .. } = origins.of(index)
+                && !synced.contains(source)
+            {
+                synced.push(*source);
                 self.start_sync(*source);
             }
         }
@@ -284,12 +344,13 @@ impl Worker {
                 // Ignored as a duplicate, as validation would.
                 Checked::Stored => {
                     self.metrics.ignored("duplicate");
-                    batch.ignored += 1;
+                    batch.ignored.push(index);
                     continue;
                 }
                 Checked::Rejected(rejection) => {
                     self.metrics.rejected(&rejection);
-                    batch.acceptances[index] = self.on_rejection(rejection, batch.origin, None);
+                    let origin = batch.origins.of(index);
+                    batch.acceptances[index] = self.on_rejection(rejection, origin, None);
                     continue;
                 }
             };
@@ -325,7 +386,9 @@ impl Worker {
                         .seal
                         .epoch()
                         .is_some_and(|epoch| epoch > self.roster.roster.version);
-                    batch.gap |= a.gap.is_some() || roster_ahead;
+                    if a.gap.is_some() || roster_ahead {
+                        batch.gaps.push(index);
+                    }
                     batch.overlay.add(index, a.id, author, seq);
                     batch.overlay.by_org.insert(a.id, a.author_org.clone());
                     let org = a.author_org;
@@ -342,11 +405,11 @@ impl Worker {
                         batch.overlay.add(index, id, author, seq);
                         accepted.push((index, id, author, seq, None));
                     }
-                    batch.ignored += 1;
+                    batch.ignored.push(index);
                 }
                 Verdict::Ignore(IgnoreReason::Duplicate) => {
                     self.metrics.ignored("duplicate");
-                    batch.ignored += 1;
+                    batch.ignored.push(index);
                 }
                 Verdict::Reject(rejection) => {
                     self.metrics.rejected(&rejection);
@@ -359,13 +422,12 @@ impl Worker {
                         Rejection::NextMismatch { .. } => seq.checked_add(1),
                         _ => None,
                     };
+                    let origin = batch.origins.of(index);
                     if let Some(neighbour) = neighbour {
-                        let from = batch.origin.peer();
-                        self.probe(from, author, neighbour);
-                        batch.gap = true;
+                        self.probe(origin.peer(), author, neighbour);
+                        batch.gaps.push(index);
                     }
-                    batch.acceptances[index] =
-                        self.on_rejection(rejection, batch.origin, Some(author));
+                    batch.acceptances[index] = self.on_rejection(rejection, origin, Some(author));
                 }
             }
         }
@@ -458,7 +520,7 @@ impl Worker {
                 ready.insert(c, checked);
                 while let Some(checked) = ready.remove(&want) {
                     let accepted = self.validate_part(items, want * chunk, checked, batch);
-                    self.write_part(items, accepted, source_label(batch.origin));
+                    self.write_part(items, accepted, source_label(batch.origins.of(0)));
                     want += 1;
                 }
             }
@@ -481,7 +543,7 @@ impl Worker {
                     )
                 });
                 let accepted = self.validate_part(items, want * chunk, checked, batch);
-                self.write_part(items, accepted, source_label(batch.origin));
+                self.write_part(items, accepted, source_label(batch.origins.of(0)));
                 want += 1;
             }
         });
@@ -489,9 +551,11 @@ impl Worker {
 
     /// Reports gossip verdicts (forward, drop, or drop and score down); sync
     /// batches have none.
-    fn report_gossip(&self, origin: &Origin, acceptances: &[MessageAcceptance]) {
-        if let Origin::Gossip { message_id, source } = origin {
-            for acceptance in acceptances {
+    fn report_gossip(&self, origins: Origins<'_>, acceptances: &[MessageAcceptance]) {
+        for (index, origin) in origins.indexed(acceptances.len()) {
+            if let (Origin::Gossip { message_id, source }, Some(acceptance)) =
+                (origin, acceptances.get(index))
+            {
                 self.send(Outcome::Verdict {
                     message_id: message_id.clone(),
                     source: *source,

@@ -465,3 +465,73 @@ fn the_added_index_is_kept_only_with_taxii_and_back_filled_when_taxii_comes_back
     assert_eq!(all.len(), 30);
     assert!(all.windows(2).all(|pair| pair[0].0 < pair[1].0));
 }
+
+#[test]
+fn gossip_taken_together_is_one_store_write_with_a_verdict_per_message_and_relay() {
+    let f = Fixture::new(3, 1).unwrap();
+    let mut h = harness(&f, 0);
+    let envelopes = feed(&f, f.roster(), Tlp::Green, 6);
+    let (honest, liar) = (PeerId::random(), PeerId::random());
+    let forged = Envelope::sign(
+        envelopes[3].header.clone(),
+        envelopes[3].payload.clone(),
+        f.keys(2, 0).unwrap(),
+    );
+    // Seqs 1-3 by the honest relay, a forgery of seq 4 by the liar, a
+    // repeat of seq 1 by the liar, then seq 5 (after a gap: 4 is missing).
+    let sent = [
+        (envelopes[0].encode(), honest),
+        (envelopes[1].encode(), honest),
+        (envelopes[2].encode(), honest),
+        (forged.encode(), liar),
+        (envelopes[0].encode(), liar),
+        (envelopes[4].encode(), honest),
+    ];
+    let messages: Vec<(Vec<u8>, MessageId, PeerId)> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, (item, peer))| (item.clone(), MessageId::new(&[i as u8]), *peer))
+        .collect();
+    let store = h.worker.store.clone();
+    let before = store.batches_applied();
+    h.worker.ingest_gossip(messages);
+    assert_eq!(store.batches_applied() - before, 1, "one write for all");
+    assert_eq!(store.counts().envelopes, 4);
+    assert!(!store.contains(&forged.id().0).unwrap());
+
+    let outcomes = drain(&mut h);
+    let verdicts: Vec<(Vec<u8>, PeerId, MessageAcceptance)> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Verdict {
+                message_id,
+                source,
+                acceptance,
+            } => Some((message_id.0.clone(), *source, *acceptance)),
+            _ => None,
+        })
+        .collect();
+    use MessageAcceptance::{Accept, Ignore, Reject};
+    assert_eq!(
+        verdicts,
+        vec![
+            (vec![0], honest, Accept),
+            (vec![1], honest, Accept),
+            (vec![2], honest, Accept),
+            (vec![3], liar, Reject),
+            (vec![4], liar, Ignore),
+            (vec![5], honest, Accept),
+        ]
+    );
+    // The repeat counts against the liar alone; the gap asks the honest
+    // relay (who sent seq 5) for the rest.
+    let held = held_against(&outcomes);
+    assert!(held.contains(&(liar, Misbehaviour::Ignored)), "{held:?}");
+    assert!(held.iter().all(|(peer, _)| *peer == liar), "{held:?}");
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::SyncRequest { peer, .. } if *peer == honest)),
+        "{outcomes:?}"
+    );
+}
