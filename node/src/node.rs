@@ -67,22 +67,21 @@ pub struct Node {
     pub events: broadcast::Receiver<NodeEvent>,
     task: JoinHandle<()>,
     worker_done: oneshot::Receiver<()>,
+    /// Where the store lives, for the checkpoint of a clean stop.
+    store_path: std::path::PathBuf,
 }
 
 impl Node {
     /// Waits until the node has stopped (after its shutdown future fired) and
-    /// its store is closed.
+    /// its store is closed, then checkpoints the store
+    /// ([`Store::checkpoint`]) so that the next start need not replay its
+    /// log.
     pub async fn wait(self) {
-        let Node {
-            handle,
-            events,
-            task,
-            worker_done,
-        } = self;
-        drop(events);
-        drop(handle);
-        let _ = task.await;
-        let _ = worker_done.await;
+        let path = self.finish().await;
+        let checkpoint = tokio::task::spawn_blocking(move || Store::checkpoint(&path)).await;
+        if let Ok(Err(e)) = checkpoint {
+            tracing::debug!("store checkpoint after the stop skipped: {e}");
+        }
     }
 
     /// Stops the node abruptly: the event loop is aborted mid-flight and
@@ -90,7 +89,23 @@ impl Node {
     /// the store is closed, so the same directory can be reopened.
     pub async fn crash(self) {
         self.task.abort();
-        self.wait().await;
+        self.finish().await;
+    }
+
+    /// Waits for the event loop and the worker; returns the store's path.
+    async fn finish(self) -> std::path::PathBuf {
+        let Node {
+            handle,
+            events,
+            task,
+            worker_done,
+            store_path,
+        } = self;
+        drop(events);
+        drop(handle);
+        let _ = task.await;
+        let _ = worker_done.await;
+        store_path
     }
 }
 
@@ -266,6 +281,7 @@ pub async fn spawn(
         events: event_rx,
         task,
         worker_done: done_rx,
+        store_path: data_dir.store_path(),
     })
 }
 

@@ -450,6 +450,19 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store at `path` once more and closes it, after a clean
+    /// stop. sled 0.34 writes its recovery snapshot only when it opens a
+    /// store, so the next open would replay every log write since the last
+    /// one (about 150 ms for 100,000 envelopes here); this moves that work
+    /// to the stop, and the next start reads the snapshot. Waits up to
+    /// [`LOCK_WAIT`] for the lock the closed store releases; fails without
+    /// harm if another process holds it.
+    pub fn checkpoint(path: &Path) -> Result<(), StoreError> {
+        let db = open_db(path, 16 * 1024 * 1024)?;
+        db.flush()?;
+        Ok(())
+    }
+
     /// Opens a store that lives only as long as its last handle; its files
     /// are deleted when it is dropped. For tests and throwaway nodes.
     pub fn temporary() -> Result<Store, StoreError> {

@@ -1647,3 +1647,28 @@ fn a_tally_saved_at_a_clean_close_is_read_at_open_and_dropped_by_the_next_write(
     assert_tally_matches(&store);
     Ok(())
 }
+
+#[test]
+fn a_checkpoint_after_a_clean_close_keeps_every_write_and_the_saved_tally() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    {
+        let store = open(dir.path());
+        for seq in 1..=300 {
+            insert(&store, &ALICE, seq, 60)?;
+        }
+        assert_eq!(store.tally().envelopes, 300);
+        store.save_tally()?;
+    }
+    Store::checkpoint(dir.path())?;
+    // Twice is harmless.
+    Store::checkpoint(dir.path())?;
+    let store = open(dir.path());
+    assert_eq!(store.lock_writer().tally.map(|t| t.envelopes), Some(300));
+    assert_tally_matches(&store);
+    assert_eq!(store.frontier_of(&ALICE)?, 300);
+    assert_eq!(
+        store.range(&ALICE, 1, 300, usize::MAX, usize::MAX)?.0.len(),
+        300
+    );
+    Ok(())
+}
