@@ -25,10 +25,15 @@ struct Harness {
 
 /// A worker for node 0 of org `org`, on a temporary store.
 fn harness(f: &Fixture, org: usize) -> Harness {
+    harness_on(f, org, Store::temporary().unwrap())
+}
+
+/// A worker for node 0 of org `org` on `store`, as a node start makes one.
+fn harness_on(f: &Fixture, org: usize, store: Store) -> Harness {
     let (events, events_rx) = broadcast::channel(8192);
     let (outcomes, outcomes_rx) = mpsc::channel(8192);
     let worker = Worker::new(
-        Store::temporary().unwrap(),
+        store,
         f.keys(org, 0).unwrap().clone(),
         f.roster.clone(),
         30 * DAY_MS,
@@ -408,20 +413,6 @@ fn m2_only_failures_decided_alike_are_rejected_on_gossip() {
     assert_eq!(verdict(&drain(&mut h)), MessageAcceptance::Reject);
 }
 
-/// A worker on `store` (already configured), as a node start makes one.
-fn worker_on(f: &Fixture, store: Store) -> Worker {
-    let (events, _) = broadcast::channel(8);
-    let (outcomes, _) = mpsc::channel(8);
-    Worker::new(
-        store,
-        f.keys(0, 0).unwrap().clone(),
-        f.roster.clone(),
-        30 * DAY_MS,
-        events,
-        outcomes,
-    )
-}
-
 #[test]
 fn the_added_index_is_kept_only_with_taxii_and_back_filled_when_taxii_comes_back() {
     let f = Fixture::new(3, 1).unwrap();
@@ -434,20 +425,20 @@ fn the_added_index_is_kept_only_with_taxii_and_back_filled_when_taxii_comes_back
         store
     };
     // With TAXII: indexed on arrival.
-    let mut worker = worker_on(&f, open(true));
+    let mut worker = harness_on(&f, 0, open(true)).worker;
     worker.ingest(items[..10].to_vec(), sync());
     let first = worker.store.added_from(0, usize::MAX).unwrap();
     assert_eq!(first.len(), 10);
     drop(worker);
     // Without TAXII: no `added` entry is written.
-    let mut worker = worker_on(&f, open(false));
+    let mut worker = harness_on(&f, 0, open(false)).worker;
     worker.ingest(items[10..20].to_vec(), sync());
     assert_eq!(worker.store.counts().plaintext, 20);
     assert_eq!(worker.store.added_from(0, usize::MAX).unwrap(), first);
     drop(worker);
     // TAXII again: the ten that came meanwhile are back-filled after the
     // first ten, and new arrivals follow them.
-    let mut worker = worker_on(&f, open(true));
+    let mut worker = harness_on(&f, 0, open(true)).worker;
     let back_filled = worker.store.added_from(0, usize::MAX).unwrap();
     assert_eq!(back_filled.len(), 20);
     assert_eq!(back_filled[..10], first[..]);

@@ -33,10 +33,16 @@ struct Harness {
 
 /// A worker for node `node` of org `org`, on a temporary store.
 fn harness(f: &Fixture, org: usize, node: usize) -> Harness {
+    harness_on(f, org, node, Store::temporary().unwrap())
+}
+
+/// A worker for node `node` of org `org` on `store`, as a node start makes
+/// one.
+fn harness_on(f: &Fixture, org: usize, node: usize, store: Store) -> Harness {
     let (events, events_rx) = broadcast::channel(8192);
     let (outcomes, outcomes_rx) = mpsc::channel(8192);
     let worker = Worker::new(
-        Store::temporary().unwrap(),
+        store,
         f.keys(org, node).unwrap().clone(),
         f.roster.clone(),
         30 * DAY_MS,
@@ -307,16 +313,8 @@ fn scale_an_envelope_stored_without_its_expiry_gets_it_from_its_header_at_start_
             .unwrap();
     }
     assert_eq!(store.expiry_unrecorded().unwrap().len(), 2);
-    let (events, _events_rx) = broadcast::channel(8);
-    let (outcomes, _outcomes_rx) = mpsc::channel(8);
-    let mut worker = Worker::new(
-        store,
-        f.keys(0, 0).unwrap().clone(),
-        f.roster.clone(),
-        30 * DAY_MS,
-        events,
-        outcomes,
-    );
+    let mut h = harness_on(&f, 0, 0, store);
+    let worker = &mut h.worker;
     assert!(worker.store.expiry_unrecorded().unwrap().is_empty());
     worker.policy = StoragePolicy {
         expired_grace_ms: 0,
