@@ -240,6 +240,13 @@ pub(crate) struct JobQueues {
 }
 
 impl JobQueues {
+    /// The next job of the gossip queue, if one waits (for taking gossip
+    /// together; the other queues keep their turn at the next
+    /// [`JobQueues::next_blocking`]).
+    pub fn try_gossip(&mut self) -> Option<Job> {
+        self.gossip.try_recv().ok()
+    }
+
     /// The next job, blocking until there is one: a control job if any is
     /// waiting, else gossip and serving by turns. `None` once every sender
     /// of every queue is gone and the queues are empty.
@@ -269,15 +276,6 @@ impl JobQueues {
                 else => None,
             }
         })
-    }
-}
-
-impl JobQueues {
-    /// The next job of the gossip queue, if one waits (for taking gossip
-    /// together; the other queues keep their turn at the next
-    /// [`JobQueues::next_blocking`]).
-    pub fn try_gossip(&mut self) -> Option<Job> {
-        self.gossip.try_recv().ok()
     }
 }
 

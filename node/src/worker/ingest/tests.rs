@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::super::{Opened, Worker, now_ms};
 use super::*;
 use crate::handle::NodeEvent;
-use crate::job::Outcome;
+use crate::job::{Job, Outcome};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
@@ -524,5 +524,90 @@ fn gossip_taken_together_is_one_store_write_with_a_verdict_per_message_and_relay
             .iter()
             .any(|o| matches!(o, Outcome::SyncRequest { peer, .. } if *peer == honest)),
         "{outcomes:?}"
+    );
+}
+
+#[test]
+fn the_worker_takes_gossip_that_queued_up_together_and_leaves_other_jobs_their_turn() {
+    let f = Fixture::new(3, 1).unwrap();
+    let h = harness(&f, 0);
+    let store = h.worker.store.clone();
+    let envelopes = feed(&f, f.roster(), Tlp::Green, 5);
+    let (senders, queues) = crate::job::job_queues();
+    let relay = PeerId::random();
+    // Three gossip messages, a roster by gossip (not an envelope: it ends
+    // the group and keeps its turn), two more messages, then stop.
+    for (i, envelope) in envelopes[..3].iter().enumerate() {
+        senders
+            .try_send(Job::Ingest {
+                items: vec![envelope.encode()],
+                origin: Origin::Gossip {
+                    message_id: MessageId::new(&[i as u8]),
+                    source: relay,
+                },
+            })
+            .unwrap();
+    }
+    senders
+        .try_send(Job::GossipRoster {
+            bytes: vec![1, 2, 3],
+            message_id: MessageId::new(b"roster"),
+            source: relay,
+        })
+        .unwrap();
+    for (i, envelope) in envelopes[3..].iter().enumerate() {
+        senders
+            .try_send(Job::Ingest {
+                items: vec![envelope.encode()],
+                origin: Origin::Gossip {
+                    message_id: MessageId::new(&[3 + i as u8]),
+                    source: relay,
+                },
+            })
+            .unwrap();
+    }
+    let before = store.batches_applied();
+    let Harness {
+        worker,
+        mut outcomes,
+        ..
+    } = h;
+    // With every sender gone, the worker stops once the queues are empty.
+    drop(senders);
+    worker.run(queues);
+    assert_eq!(store.counts().envelopes, 5);
+    // Two groups (three, then two), one write each.
+    assert_eq!(store.batches_applied() - before, 2);
+    let mut verdicts = Vec::new();
+    while let Ok(outcome) = outcomes.try_recv() {
+        if let Outcome::Verdict {
+            message_id,
+            acceptance,
+            ..
+        } = outcome
+        {
+            verdicts.push((message_id.0, acceptance));
+        }
+    }
+    // Every message has its verdict, the undecodable roster its Reject,
+    // in the order they came.
+    let ids: Vec<Vec<u8>> = verdicts.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            vec![0],
+            vec![1],
+            vec![2],
+            b"roster".to_vec(),
+            vec![3],
+            vec![4]
+        ]
+    );
+    assert!(
+        verdicts
+            .iter()
+            .filter(|(id, _)| id.len() == 1)
+            .all(|(_, a)| *a == MessageAcceptance::Accept),
+        "{verdicts:?}"
     );
 }
