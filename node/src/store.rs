@@ -477,11 +477,10 @@ impl Store {
         let kv = db.open_tree(KV_TREE)?;
         migrate::run(&db, &kv, usize::MAX)?;
         migrate::pending_retractions(&kv)?;
-        migrate::fold_expiry_and_org(&kv)?;
         let tally = saved_tally(&kv)?;
         let pending =
             u64::try_from(kv.scan_prefix([family::PENDING_RETRACTION]).count()).unwrap_or(u64::MAX);
-        Ok(Store {
+        let store = Store {
             pending_retraction_entries: Arc::new(AtomicU64::new(pending)),
             rosters: db.open_tree(ROSTERS_TREE)?,
             kv,
@@ -496,7 +495,9 @@ impl Store {
             dir: None,
             reserve: Arc::default(),
             index_added: Arc::new(AtomicBool::new(true)),
-        })
+        };
+        migrate::fold_expiry_and_org(&store)?;
+        Ok(store)
     }
 
     /// Makes every later write through any handle of this store refuse,
@@ -1466,29 +1467,21 @@ fn saved_tally(kv: &Tree) -> Result<Option<Tally>, StoreError> {
     let Some(value) = kv.get(kv_key(family::META, &[META_TALLY]))? else {
         return Ok(None);
     };
-    let mut counts = value
-        .chunks_exact(8)
-        .filter_map(|chunk| chunk.try_into().ok().map(u64::from_be_bytes));
-    Ok(
-        match (
-            value.len(),
-            counts.next(),
-            counts.next(),
-            counts.next(),
-            counts.next(),
-        ) {
-            (32, Some(envelopes), Some(plaintext), Some(pending_green), Some(tombstones)) => {
-                Some(Tally {
-                    envelopes,
-                    plaintext,
-                    pending_green,
-                    tombstones,
-                    evidence: 0,
-                })
-            }
-            _ => None,
-        },
-    )
+    let Ok(raw) = <[u8; 32]>::try_from(value.as_ref()) else {
+        return Ok(None);
+    };
+    let count = |i: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&raw[i * 8..(i + 1) * 8]);
+        u64::from_be_bytes(bytes)
+    };
+    Ok(Some(Tally {
+        envelopes: count(0),
+        plaintext: count(1),
+        pending_green: count(2),
+        tombstones: count(3),
+        evidence: 0,
+    }))
 }
 
 /// The organisation in a legacy `o` value, if any.

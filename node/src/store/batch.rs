@@ -289,7 +289,8 @@ impl<'a> WriteBatch<'a> {
 
     /// Records the expiry of stored envelope `id` in its `i` entry (for
     /// envelopes stored before the store recorded expiries; see
-    /// [`Store::expiry_unrecorded`]), folding in its legacy `o` entry.
+    /// [`Store::expiry_unrecorded`]), folding in its legacy `o` and `y`
+    /// entries.
     /// [`EXPIRY_NONE`] for one whose ciphertext is gone. Nothing happens if
     /// `id` is not stored.
     pub fn record_expiry(&mut self, id: &Id, expires_at: u64) -> &mut Self {
@@ -680,8 +681,10 @@ fn insert_one(
 }
 
 /// Rewrites the `i` entry of `id` (if stored) with `expires_at`, folding in
-/// a legacy `o` entry.
+/// its legacy `o` entry; removes its legacy `y` entry of that expiry in any
+/// case (layout 2.0, `store/migrate.rs`).
 fn record_expiry(overlay: &mut Overlay<'_>, id: &Id, expires_at: u64) -> Result<(), StoreError> {
+    overlay.remove(kv_key(family::EXPIRY, &[&expires_at.to_be_bytes(), id]));
     let key = kv_key(family::ID, &[id]);
     let Some(value) = overlay.get(&key)? else {
         return Ok(());

@@ -19,7 +19,7 @@ use std::ops::Bound;
 
 use sled::{Db, IVec, Tree};
 
-use super::{BATCH_ITEMS, INDICATOR_SEPARATOR, IdEntry, StoreError, family, kv_key};
+use super::{BATCH_ITEMS, INDICATOR_SEPARATOR, Store, StoreError, WriteBatch, family, kv_key};
 
 /// The layout-v1 trees, in the order they are copied (`envelopes` is read
 /// through `feeds`, which gives each envelope its feed position).
@@ -335,43 +335,29 @@ fn hex_id(name: &str) -> Option<[u8; 32]> {
 }
 
 /// Folds the layout-2.0 expiry index (`y`) and organisation (`o`) entries
-/// into the `i` values of layout 2.1, [`BATCH_ITEMS`] envelopes per
-/// `apply_batch`. Each batch rewrites the `i` entries and removes the `y`
-/// and `o` entries it folded, so a fold cut short by a crash resumes where
-/// it stopped. An `o` entry whose `i` entry gets no expiry here (the
-/// envelope was stored before the expiry index existed) stays until the
-/// node records that expiry (`WriteBatch::record_expiry`). Returns the
-/// number of envelopes folded.
-pub(super) fn fold_expiry_and_org(kv: &Tree) -> Result<usize, StoreError> {
+/// into the `i` values of layout 2.1, [`BATCH_ITEMS`] envelopes per write:
+/// each `y` entry becomes a [`WriteBatch::record_expiry`], which rewrites
+/// the `i` entry and removes the `y` and `o` entries it folded, so a fold cut
+/// short by a crash resumes where it stopped. An `o` entry whose `i` entry
+/// gets no expiry here (the envelope was stored before the expiry index
+/// existed) stays until the node records that expiry. Returns the number of
+/// envelopes folded.
+pub(super) fn fold_expiry_and_org(store: &Store) -> Result<usize, StoreError> {
     let mut folded = 0;
     loop {
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::new();
         let mut in_batch = 0;
-        for entry in kv.scan_prefix([family::EXPIRY]).take(BATCH_ITEMS) {
+        for entry in store.kv.scan_prefix([family::EXPIRY]).take(BATCH_ITEMS) {
             let (key, _) = entry?;
-            batch.remove(key.clone());
+            let expires_at = super::decode_u64(family::EXPIRY, key.get(1..9).unwrap_or(&[]))?;
+            let id = super::decode_id(family::EXPIRY, key.get(9..).unwrap_or(&[]))?;
+            batch.record_expiry(&id, expires_at);
             in_batch += 1;
-            let (Some(expiry), Some(id)) = (key.get(1..9), key.get(9..)) else {
-                continue;
-            };
-            let expires_at = super::decode_u64(family::EXPIRY, expiry)?;
-            let id = super::decode_id(family::EXPIRY, id)?;
-            let Some(value) = kv.get(kv_key(family::ID, &[&id]))? else {
-                continue;
-            };
-            let mut entry = IdEntry::decode(&value)?;
-            let org_key = kv_key(family::ORG, &[&id]);
-            if entry.org.is_none() {
-                entry.org = super::legacy_org(&kv.get(&org_key)?)?;
-            }
-            entry.expires_at = Some(expires_at);
-            batch.insert(kv_key(family::ID, &[&id]), entry.encode());
-            batch.remove(org_key);
         }
         if in_batch == 0 {
             break;
         }
-        kv.apply_batch(batch)?;
+        store.write(batch)?;
         folded += in_batch;
     }
     if folded > 0 {
