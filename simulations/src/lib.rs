@@ -16,6 +16,7 @@ pub mod raw;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod spread;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,8 @@ pub struct Options {
     pub work_dir: PathBuf,
     /// Print the script as it runs.
     pub verbose: bool,
+    /// OS processes the nodes are spread over ([`spread`]); 1: this one.
+    pub processes: usize,
 }
 
 impl Options {
@@ -54,6 +57,7 @@ impl Options {
                 std::env::temp_dir()
             },
             verbose: false,
+            processes: 1,
         }
     }
 }
@@ -77,9 +81,18 @@ pub async fn simulate(scenario: &Scenario, options: &Options) -> anyhow::Result<
     }
     scenario.check()?;
     let plan = Plan::new(&scenario, options.seed)?;
+    if options.processes > 1
+        && let Some(what) = spread::unsupported(&plan)
+    {
+        anyhow::bail!(
+            "--processes: a run spread over processes cannot have {what}; {} can only run in one",
+            scenario.name
+        );
+    }
     let phase = PhaseOptions {
         work_dir: options.work_dir.clone(),
         verbose: options.verbose,
+        processes: options.processes,
     };
     let (baseline, baseline_note) = if !options.baseline {
         (

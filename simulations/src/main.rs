@@ -52,6 +52,10 @@ enum Command {
         /// Prints the script as it runs.
         #[arg(long, short)]
         verbose: bool,
+        /// Spreads the nodes over this many OS processes (scenarios of GREEN
+        /// publishing on a healthy network only).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        processes: u16,
     },
     /// Measures Breakwater against raw gossipsub and the crypto limit; writes
     /// bench.json and bench.md.
@@ -80,6 +84,10 @@ enum Command {
         /// Prints progress.
         #[arg(long, short)]
         verbose: bool,
+        /// Spreads the Breakwater nodes of the mesh parts over this many OS
+        /// processes (raw gossipsub stays in one).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        processes: u16,
     },
     /// Runs every decoder (envelope, roster, card, sync, API bodies) on
     /// mutated valid encodings; exits non-zero if one panics or accepts a
@@ -138,6 +146,17 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Used by `--processes`: runs one part of a spread run as the spec and
+    /// the orders on stdin say, reporting on stdout.
+    #[command(hide = true)]
+    Part {
+        /// The spread spec the parent wrote.
+        #[arg(long)]
+        spec: PathBuf,
+        /// Which part this is.
+        #[arg(long)]
+        part: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -183,12 +202,14 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<()> {
             no_baseline,
             work_dir,
             verbose,
+            processes,
         } => {
             let scenario = Scenario::load(&scenario)?;
             let mut options = Options::new(seed);
             options.nodes = nodes;
             options.baseline = !no_baseline;
             options.verbose = verbose;
+            options.processes = usize::from(processes);
             if let Some(dir) = work_dir {
                 options.work_dir = dir;
             }
@@ -206,6 +227,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<()> {
             seed,
             work_dir,
             verbose,
+            processes,
         } => {
             let mut settings = if tiny {
                 BenchSettings::tiny()
@@ -230,6 +252,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<()> {
             let phase = PhaseOptions {
                 work_dir: options.work_dir,
                 verbose,
+                processes: usize::from(processes),
             };
             let report = runtime.block_on(bench::bench(&settings, seed, &phase))?;
             let md = bench::write(&report, &out)?;
@@ -272,6 +295,9 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<()> {
         }
         Command::ColdStart { data_dir } => {
             runtime.block_on(bench::node::cold_start_child(&data_dir, process_start))?;
+        }
+        Command::Part { spec, part } => {
+            runtime.block_on(breakwater_simulations::spread::part(&spec, part))?;
         }
     }
     Ok(())

@@ -92,6 +92,19 @@ struct State {
     conns: Vec<Weak<Conn>>,
     rng: ChaCha8Rng,
     counters: NetworkCounters,
+    /// Where the nodes of the other processes of a spread run are.
+    remote: Option<Remote>,
+}
+
+/// The other processes of a run spread over several (see [`Network::spread`]).
+#[derive(Debug, Clone)]
+struct Remote {
+    /// The process of each node.
+    owner: Vec<usize>,
+    /// This process.
+    me: usize,
+    /// Loopback TCP port of each process (empty until [`Network::set_ports`]).
+    ports: Vec<u16>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,6 +149,7 @@ impl Network {
                     conns: Vec::new(),
                     rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0001),
                     counters: NetworkCounters::default(),
+                    remote: None,
                 }),
                 tx: (0..n_nodes).map(|_| AtomicU64::new(0)).collect(),
                 rx: (0..n_nodes).map(|_| AtomicU64::new(0)).collect(),
@@ -294,19 +308,9 @@ impl Network {
             state.counters.refused_dials += 1;
             return Err(refused("nobody listens there"));
         };
-        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn {
-            dialer: from,
-            listener: to,
-            pipes: [Mutex::new(Pipe::new()), Mutex::new(Pipe::new())],
-        });
-        state.conns.retain(|c| c.strong_count() > 0);
-        state.conns.push(Arc::downgrade(&conn));
         state.counters.connections += 1;
+        let (dialer_end, listener_end) = self.new_conn(&mut state, from, to, None);
         drop(state);
-        let seed = self.inner.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let dialer_end = Link::new(self.clone(), conn.clone(), 0, seed);
-        let listener_end = Link::new(self.clone(), conn, 1, seed ^ 1);
         listener
             .send(Incoming {
                 link: listener_end,
@@ -314,6 +318,145 @@ impl Network {
             })
             .map_err(|_| refused("listener closed"))?;
         Ok(dialer_end)
+    }
+
+    /// A connection between `from` (dialing) and `to`: the dialer's end and
+    /// the listener's. `quiet` names the pipe (0: dialer → listener) that
+    /// feeds another process over TCP: it adds no delay, which the other
+    /// process's pipe applies.
+    fn new_conn(
+        &self,
+        state: &mut State,
+        from: usize,
+        to: usize,
+        quiet: Option<usize>,
+    ) -> (Link, Link) {
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let pipe = |i: usize| {
+            let mut pipe = Pipe::new();
+            pipe.quiet = quiet == Some(i);
+            Mutex::new(pipe)
+        };
+        let conn = Arc::new(Conn {
+            dialer: from,
+            listener: to,
+            pipes: [pipe(0), pipe(1)],
+        });
+        state.conns.retain(|c| c.strong_count() > 0);
+        state.conns.push(Arc::downgrade(&conn));
+        let seed = self.inner.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (
+            Link::new(self.clone(), conn.clone(), 0, seed),
+            Link::new(self.clone(), conn, 1, seed ^ 1),
+        )
+    }
+
+    /// Makes this network the part `me` of a run spread over processes:
+    /// `owner[node]` is the process that runs each node. Dials to nodes of
+    /// other processes go over loopback TCP once [`Network::set_ports`] has
+    /// said where each process listens, and [`Network::serve`] takes theirs.
+    pub fn spread(&self, owner: Vec<usize>, me: usize) {
+        lock(&self.inner.state).remote = Some(Remote {
+            owner,
+            me,
+            ports: Vec::new(),
+        });
+    }
+
+    /// The loopback TCP port of each process of a spread run.
+    pub fn set_ports(&self, ports: Vec<u16>) {
+        if let Some(remote) = lock(&self.inner.state).remote.as_mut() {
+            remote.ports = ports;
+        }
+    }
+
+    /// The TCP port of the process that runs `node`, when that is not this one.
+    fn remote_port(&self, node: usize) -> Option<u16> {
+        let state = lock(&self.inner.state);
+        let remote = state.remote.as_ref()?;
+        let owner = *remote.owner.get(node)?;
+        if owner == remote.me {
+            return None;
+        }
+        Some(remote.ports.get(owner).copied().unwrap_or(0))
+    }
+
+    /// Dials `to` in another process (listening on `tcp_port`): a loopback
+    /// TCP connection that names both nodes, answered with one byte (1:
+    /// accepted). The link delay is applied once, by the receiving process.
+    async fn connect_remote(&self, from: usize, to: usize, tcp_port: u16) -> io::Result<Link> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        if tcp_port == 0 {
+            return Err(refused("the other process has not said where it listens"));
+        }
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port)).await?;
+        stream.set_nodelay(true)?;
+        let mut hello = [0u8; 8];
+        hello[..4].copy_from_slice(&(to as u32).to_be_bytes());
+        hello[4..].copy_from_slice(&(from as u32).to_be_bytes());
+        stream.write_all(&hello).await?;
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).await?;
+        let mut state = lock(&self.inner.state);
+        if answer[0] != 1 || !Network::may_connect(&state, from, to) {
+            state.counters.refused_dials += 1;
+            return Err(refused("dial refused by the other process"));
+        }
+        state.counters.connections += 1;
+        let (dialer_end, proxy) = self.new_conn(&mut state, from, to, Some(0));
+        drop(state);
+        pump(proxy, stream);
+        Ok(dialer_end)
+    }
+
+    /// Takes the dials of other processes' nodes on `listener` until the
+    /// network is dropped.
+    pub fn serve(&self, listener: tokio::net::TcpListener) {
+        let network = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let Some(inner) = network.upgrade() else {
+                    break;
+                };
+                let network = Network { inner };
+                tokio::spawn(async move {
+                    let _ = network.accept_remote(stream).await;
+                });
+            }
+        });
+    }
+
+    async fn accept_remote(&self, mut stream: tokio::net::TcpStream) -> io::Result<()> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        stream.set_nodelay(true)?;
+        let mut hello = [0u8; 8];
+        stream.read_exact(&mut hello).await?;
+        let to = u32::from_be_bytes([hello[0], hello[1], hello[2], hello[3]]) as usize;
+        let from = u32::from_be_bytes([hello[4], hello[5], hello[6], hello[7]]) as usize;
+        let accepted = {
+            let mut state = lock(&self.inner.state);
+            let listener = state.listeners.get(&port_of(to)).cloned();
+            match listener {
+                Some(listener) if Network::may_connect(&state, from, to) => {
+                    let (proxy, listener_end) = self.new_conn(&mut state, from, to, Some(1));
+                    Some((listener, proxy, listener_end))
+                }
+                _ => None,
+            }
+        };
+        let Some((listener, proxy, listener_end)) = accepted else {
+            stream.write_all(&[0]).await?;
+            return Ok(());
+        };
+        stream.write_all(&[1]).await?;
+        listener
+            .send(Incoming {
+                link: listener_end,
+                from_port: port_of(from),
+            })
+            .map_err(|_| refused("listener closed"))?;
+        pump(proxy, stream);
+        Ok(())
     }
 
     fn register(&self, port: u64, sender: mpsc::UnboundedSender<Incoming>) -> bool {
@@ -351,6 +494,33 @@ impl State {
 
 fn refused(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionRefused, what.to_string())
+}
+
+/// Copies bytes both ways between `link` (the local end standing for a node
+/// of another process) and `stream`, closing each side when the other ends.
+fn pump(link: Link, stream: tokio::net::TcpStream) {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut tcp_read, mut tcp_write) = stream.into_split();
+    let (mut link_read, mut link_write) = link.split();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_CHUNK];
+        while let Ok(n @ 1..) = link_read.read(&mut buf).await {
+            if tcp_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = tcp_write.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_CHUNK];
+        while let Ok(n @ 1..) = tcp_read.read(&mut buf).await {
+            if link_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = link_write.close().await;
+    });
 }
 
 /// One connection: a pipe each way. `pipes[0]` carries dialer → listener.
@@ -410,6 +580,8 @@ struct Pipe {
     /// Delivery time of the last chunk (deliveries keep their order).
     last_at: Instant,
     stall_until: Instant,
+    /// Feeds another process, whose pipe adds the link's delay: none here.
+    quiet: bool,
 }
 
 impl Pipe {
@@ -426,6 +598,7 @@ impl Pipe {
             tx_free_at: now,
             last_at: now,
             stall_until: now,
+            quiet: false,
         }
     }
 }
@@ -579,12 +752,16 @@ impl AsyncWrite for Link {
         let now = Instant::now();
         let serialise = shape
             .bandwidth_mbit
-            .filter(|mbit| *mbit > 0.0)
+            .filter(|mbit| *mbit > 0.0 && !pipe.quiet)
             .map_or(Duration::ZERO, |mbit| {
                 Duration::from_secs_f64(n as f64 * 8.0 / (mbit * 1e6))
             });
         pipe.tx_free_at = pipe.tx_free_at.max(now) + serialise;
-        let delay = Duration::from_secs_f64((shape.latency_ms + jitter).max(0.0) / 1000.0);
+        let delay = if pipe.quiet {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((shape.latency_ms + jitter).max(0.0) / 1000.0)
+        };
         let at = (pipe.tx_free_at + delay).max(pipe.last_at);
         pipe.last_at = at;
         pipe.queue.push_back(Chunk {
@@ -740,11 +917,15 @@ impl Transport for SimTransport {
             .map_err(TransportError::Other)?;
         let network = self.network.clone();
         let from = self.node;
+        let remote = node_of(port).and_then(|to| Some((to, network.remote_port(to)?)));
         Ok(Box::pin(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            network.connect(from, port)
+            match remote {
+                Some((to, tcp_port)) => network.connect_remote(from, to, tcp_port).await,
+                None => network.connect(from, port),
+            }
         }))
     }
 
@@ -860,6 +1041,90 @@ mod tests {
         a.write_all(b"ok").await.unwrap();
         b.read_exact(&mut buf[..2]).await.unwrap();
         assert_eq!(&buf[..2], b"ok");
+    }
+
+    /// Two parts of a spread run, each with its own `Network` and loopback
+    /// port: a dial across them carries bytes both ways with the link delay
+    /// applied once, and the topology still refuses unlinked pairs.
+    #[tokio::test]
+    async fn a_link_between_processes_carries_bytes_with_the_delay_applied_once() {
+        let links: Links = [(0, 1)].into_iter().collect();
+        let parts: Vec<Network> = (0..2)
+            .map(|me| {
+                let network = Network::new(3, 1, Some(links.clone()));
+                network.set_shape(Shape {
+                    latency_ms: 100.0,
+                    ..Shape::default()
+                });
+                network.spread(vec![0, 1, 1], me);
+                network
+            })
+            .collect();
+        let mut ports = Vec::new();
+        for network in &parts {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .unwrap();
+            ports.push(listener.local_addr().unwrap().port());
+            network.serve(listener);
+        }
+        for network in &parts {
+            network.set_ports(ports.clone());
+        }
+        let mut listener = SimTransport::new(parts[1].clone(), 1);
+        listener
+            .listen_on(ListenerId::next(), addr_of(1).parse().unwrap())
+            .unwrap();
+        let opts = DialOpts {
+            role: libp2p::core::Endpoint::Dialer,
+            port_use: libp2p::core::transport::PortUse::New,
+        };
+        let mut dialer = SimTransport::new(parts[0].clone(), 0);
+        let dial = dialer.dial(addr_of(1).parse().unwrap(), opts).unwrap();
+        let accept = async {
+            loop {
+                match futures::future::poll_fn(|cx| Pin::new(&mut listener).poll(cx)).await {
+                    TransportEvent::Incoming { upgrade, .. } => break upgrade.await.unwrap(),
+                    _ => continue,
+                }
+            }
+        };
+        let (ours, theirs) = futures::join!(dial, accept);
+        let (mut ours, mut theirs) = (ours.unwrap(), theirs);
+        assert_eq!(parts[0].counters().connections, 1);
+
+        async fn one_way(from: &mut Link, to: &mut Link) {
+            let start = Instant::now();
+            from.write_all(b"across").await.unwrap();
+            let mut got = [0u8; 6];
+            to.read_exact(&mut got).await.unwrap();
+            let took = start.elapsed();
+            assert_eq!(&got, b"across");
+            assert!(took >= Duration::from_millis(95), "{took:?}");
+            assert!(
+                took < Duration::from_millis(190),
+                "delay applied twice: {took:?}"
+            );
+        }
+        one_way(&mut ours, &mut theirs).await;
+        one_way(&mut theirs, &mut ours).await;
+        // Closing one end ends the other's stream.
+        ours.close().await.unwrap();
+        let mut rest = Vec::new();
+        theirs.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+
+        // Node 2 (in part 1) is not linked to node 0: refused at the dial.
+        let mut stranger = SimTransport::new(parts[0].clone(), 0);
+        assert!(stranger.dial(addr_of(2).parse().unwrap(), opts).is_err());
+        // Linked, but nobody listens there: the other part refuses.
+        let network = Network::new(3, 1, None);
+        network.spread(vec![0, 1, 1], 0);
+        network.set_ports(ports);
+        let mut dialer = SimTransport::new(network.clone(), 0);
+        let dial = dialer.dial(addr_of(2).parse().unwrap(), opts).unwrap();
+        assert!(dial.await.is_err());
+        assert_eq!(network.counters().refused_dials, 1);
     }
 
     #[tokio::test]

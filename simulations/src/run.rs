@@ -33,7 +33,7 @@ use crate::scenario::{Action, NodeSettings, Plan};
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 /// More time to connect per node: a large mesh dials for minutes on two
 /// cores (1,000 nodes took about 3 minutes to start here).
-const CONNECT_PER_NODE: Duration = Duration::from_millis(150);
+pub const CONNECT_PER_NODE: Duration = Duration::from_millis(150);
 /// Monitoring period of the driver.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -408,19 +408,7 @@ impl Sim<'_> {
             .iter()
             .filter_map(|&o| self.fixture.orgs.get(o).map(|org| org.org_id.clone()))
             .collect();
-        let mut bulletin = Bulletin::new(
-            &format!("simulated bulletin {k} from node {node}"),
-            Severity::High,
-        );
-        if let Ok(indicator) = Indicator::parse(&format!("ipv4:198.51.100.{}", k % 250 + 1)) {
-            bulletin.indicators.push(indicator);
-        }
-        let request = PublishRequest {
-            tlp,
-            to: to_orgs,
-            bulletin,
-            ttl_ms: None,
-        };
+        let request = bulletin_request(k, node, tlp, to_orgs);
         let t_ms = self.recorder.now_ms();
         let publications = self.publications.clone();
         let failed = self.failed.clone();
@@ -844,6 +832,23 @@ impl Sim<'_> {
     }
 }
 
+/// The `k`-th bulletin of a run, published by node `node`.
+pub(crate) fn bulletin_request(k: u64, node: usize, tlp: Tlp, to: Vec<OrgId>) -> PublishRequest {
+    let mut bulletin = Bulletin::new(
+        &format!("simulated bulletin {k} from node {node}"),
+        Severity::High,
+    );
+    if let Ok(indicator) = Indicator::parse(&format!("ipv4:198.51.100.{}", k % 250 + 1)) {
+        bulletin.indicators.push(indicator);
+    }
+    PublishRequest {
+        tlp,
+        to,
+        bulletin,
+        ttl_ms: None,
+    }
+}
+
 fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -865,10 +870,16 @@ pub struct PhaseOptions {
     pub work_dir: PathBuf,
     /// Print the script as it runs.
     pub verbose: bool,
+    /// OS processes the nodes are spread over (1: all in this one; more:
+    /// [`crate::spread`]).
+    pub processes: usize,
 }
 
 /// Runs one phase of `plan` and returns what was measured.
 pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<PhaseData> {
+    if options.processes > 1 {
+        return crate::spread::run_phase_spread(plan, options).await;
+    }
     let n = plan.n();
     let scenario = &plan.scenario;
     machine::reset_peak_rss();

@@ -185,6 +185,67 @@ fn tiny_bench_writes_every_figure_with_its_baseline() {
     assert_eq!(goal("cold start"), num(&json, "storage.cold_start_ms"));
 }
 
+/// `--processes 2`: the Breakwater nodes of the mesh run in two child
+/// processes of the real binary (`part`), linked over loopback TCP, and the
+/// parent still measures every delivery against raw gossipsub in one.
+#[test]
+fn the_mesh_spread_over_two_processes_delivers_everything_and_says_so() {
+    let out = tempfile::tempdir().unwrap();
+    let output = bench_bin()
+        .args([
+            "bench",
+            "--tiny",
+            "--only",
+            "latency",
+            "--latency-nodes",
+            "8",
+            "--processes",
+            "2",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
+    assert_eq!(num(&json, "processes"), 2.0);
+    let envelopes = num(&json, "mesh_latency.0.breakwater.envelopes");
+    assert!(envelopes > 0.0);
+    assert_eq!(num(&json, "mesh_latency.0.breakwater.delivery"), 1.0);
+    assert_eq!(
+        num(&json, "mesh_latency.0.breakwater.delivered"),
+        envelopes * 7.0
+    );
+    // Every latency is a real one: at least the 20 ± 5 ms link.
+    assert!(num(&json, "mesh_latency.0.p50_ms") >= 15.0);
+    // The parts' CPU and connections came back to the parent.
+    assert!(num(&json, "mesh_latency.0.cpu_s") > 0.0);
+    assert!(num(&json, "mesh_latency.0.breakwater.connections") >= 8.0);
+    assert!(num(&json, "mesh_latency.0.envelope_bytes") > 0.0);
+    let md = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
+    assert!(md.contains("ran in 2 OS processes"), "{md}");
+}
+
+#[test]
+fn a_scenario_with_faults_refuses_to_spread_with_one_line() {
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/port-split.toml");
+    let out = tempfile::tempdir().unwrap();
+    let output = bench_bin()
+        .args(["run", scenario, "--processes", "2", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error: --processes:") && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(!out.path().join("report.json").exists());
+}
+
 #[test]
 fn bench_rejects_bad_flags_with_one_line() {
     for args in [
@@ -193,6 +254,8 @@ fn bench_rejects_bad_flags_with_one_line() {
         vec!["bench", "--out", "/tmp/x", "--seed", "many"],
         vec!["bench", "--out", "/tmp/x", "--only", "everything"],
         vec!["bench", "--out", "/tmp/x", "--latency-nodes", "1"],
+        vec!["bench", "--out", "/tmp/x", "--processes", "0"],
+        vec!["bench", "--out", "/tmp/x", "--processes", "two"],
     ] {
         let output = bench_bin().args(&args).output().unwrap();
         assert!(!output.status.success(), "{args:?} succeeded");

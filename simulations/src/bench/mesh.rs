@@ -189,6 +189,7 @@ pub async fn raw_sustained_rate(
     let phase = PhaseOptions {
         work_dir: std::env::temp_dir(),
         verbose: false,
+        processes: 1,
     };
     run_search(System::Raw(payload), search, mesh, seed, &phase, verbose).await
 }

@@ -314,6 +314,9 @@ pub struct BenchReport {
     pub machine: Machine,
     /// Seed of every plan.
     pub seed: u64,
+    /// OS processes the Breakwater nodes of the mesh parts ran in
+    /// (`--processes`; raw gossipsub always runs in one).
+    pub processes: usize,
     /// Sizes and settings.
     pub settings: BenchSettings,
     /// Mesh latency per size.
@@ -365,6 +368,7 @@ pub async fn bench(
     let phase = &PhaseOptions {
         work_dir: phase.work_dir.clone(),
         verbose: false,
+        processes: phase.processes,
     };
     let root = tempfile::Builder::new()
         .prefix("breakwater-bench-")
@@ -453,6 +457,7 @@ pub async fn bench(
     let mut report = BenchReport {
         machine: machine::machine(),
         seed,
+        processes: phase.processes.max(1),
         settings: settings.clone(),
         duplicates_per_envelope: worst(|m| m.breakwater.duplicates),
         duplicates_raw_per_envelope: worst(|m| m.raw.duplicates),
@@ -660,6 +665,12 @@ pub fn markdown(r: &BenchReport) -> String {
         "# Breakwater bench ({} mode)\n\n{} ({} cores, {} MiB), kernel {}; seed {}; {:.0} s wall.\n\n",
         r.settings.mode, m.model, m.cores, m.memory_mb, m.kernel, r.seed, r.wall_s
     ));
+    if r.processes > 1 {
+        s.push_str(&format!(
+            "The Breakwater nodes of the mesh parts ran in {} OS processes (`--processes`); raw gossipsub ran in one.\n\n",
+            r.processes
+        ));
+    }
     s.push_str("## Goals\n\n| figure | measured | goal | met |\n|---|---|---|---|\n");
     for g in &r.goals {
         let met = if g.met { "yes" } else { "**no**" };
