@@ -94,7 +94,7 @@ fn a_sync_batch_is_one_store_write_per_chunk_and_a_forged_item_is_named() {
     let store = h.worker.store.clone();
     let before = store.batches_applied();
     h.worker.ingest(items, sync());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = super::cores();
     let expected = if threads < 2 {
         1
     } else {
