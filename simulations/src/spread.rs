@@ -296,6 +296,7 @@ pub async fn run_phase_spread(plan: &Plan, options: &PhaseOptions) -> anyhow::Re
 
 /// One part process.
 struct Part {
+    index: usize,
     child: Child,
     stdin: ChildStdin,
 }
@@ -335,15 +336,22 @@ impl Part {
                 }
             }
         });
-        Ok(Part { child, stdin })
+        Ok(Part {
+            index: part,
+            child,
+            stdin,
+        })
     }
 
     async fn order(&mut self, order: &Order) -> anyhow::Result<()> {
         let mut line = serde_json::to_vec(order)?;
         line.push(b'\n');
-        self.stdin.write_all(&line).await?;
-        self.stdin.flush().await?;
-        Ok(())
+        let sent = async {
+            self.stdin.write_all(&line).await?;
+            self.stdin.flush().await
+        };
+        sent.await
+            .with_context(|| format!("part {} is gone (its error is above)", self.index))
     }
 }
 
