@@ -31,11 +31,13 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 0.01 * b.abs().max(1e-9) + 1e-3
 }
 
-#[test]
-fn tiny_bench_writes_every_figure_with_its_baseline() {
+/// Runs `bench ARGS --out DIR` and returns its `bench.json` and `bench.md`.
+fn run_bench(args: &[&str]) -> (Value, String) {
     let out = tempfile::tempdir().unwrap();
     let output = bench_bin()
-        .args(["bench", "--tiny", "--seed", "7", "--out"])
+        .arg("bench")
+        .args(args)
+        .arg("--out")
         .arg(out.path())
         .output()
         .unwrap();
@@ -44,6 +46,12 @@ fn tiny_bench_writes_every_figure_with_its_baseline() {
     let json: Value =
         serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
     let md = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
+    (json, md)
+}
+
+#[test]
+fn tiny_bench_writes_every_figure_with_its_baseline() {
+    let (json, md) = run_bench(&["--tiny", "--seed", "7"]);
     assert!(md.contains("## Goals"), "{md}");
 
     // Mesh latency at two sizes: both sides delivered everything, the
@@ -190,26 +198,15 @@ fn tiny_bench_writes_every_figure_with_its_baseline() {
 /// parent still measures every delivery against raw gossipsub in one.
 #[test]
 fn the_mesh_spread_over_two_processes_delivers_everything_and_says_so() {
-    let out = tempfile::tempdir().unwrap();
-    let output = bench_bin()
-        .args([
-            "bench",
-            "--tiny",
-            "--only",
-            "latency",
-            "--latency-nodes",
-            "8",
-            "--processes",
-            "2",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
+    let (json, md) = run_bench(&[
+        "--tiny",
+        "--only",
+        "latency",
+        "--latency-nodes",
+        "8",
+        "--processes",
+        "2",
+    ]);
     assert_eq!(num(&json, "processes"), 2.0);
     let envelopes = num(&json, "mesh_latency.0.breakwater.envelopes");
     assert!(envelopes > 0.0);
@@ -224,7 +221,6 @@ fn the_mesh_spread_over_two_processes_delivers_everything_and_says_so() {
     assert!(num(&json, "mesh_latency.0.cpu_s") > 0.0);
     assert!(num(&json, "mesh_latency.0.breakwater.connections") >= 8.0);
     assert!(num(&json, "mesh_latency.0.envelope_bytes") > 0.0);
-    let md = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
     assert!(md.contains("ran in 2 OS processes"), "{md}");
 }
 
