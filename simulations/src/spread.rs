@@ -47,6 +47,11 @@ use crate::scenario::{Action, Plan};
 /// whose executable is the test harness, point it at `breakwater-simulations`.
 pub const PART_EXE_ENV: &str = "BREAKWATER_SIM_EXE";
 
+/// How long the parts may take to start their nodes, at least.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// More per node of the whole run.
+const START_PER_NODE: Duration = Duration::from_millis(500);
+
 /// What every part needs to know, written by the parent as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
@@ -116,7 +121,10 @@ pub enum Order {
 pub enum Report {
     /// The part's loopback TCP port.
     Listening(u16),
-    /// Every node of the part runs and reaches its neighbours.
+    /// Every node of the part runs.
+    Started,
+    /// Every node of the part reaches its neighbours (or the part's wait
+    /// for that is over).
     Ready,
     /// A publish was acknowledged.
     Published {
@@ -266,8 +274,9 @@ pub async fn run_phase_spread(plan: &Plan, options: &PhaseOptions) -> anyhow::Re
         owner: (0..n).map(|i| owner_of(i, processes)).collect(),
         publish,
         orgs: configs.iter().map(|c| c.org_id.clone()).collect(),
-        connect_deadline_ms: (CONNECT_DEADLINE + CONNECT_PER_NODE * (n / processes) as u32)
-            .as_millis() as u64,
+        // The parts share the machine's cores, so each waits as long as one
+        // process running every node would.
+        connect_deadline_ms: (CONNECT_DEADLINE + CONNECT_PER_NODE * n as u32).as_millis() as u64,
     };
     let spec_path = root.path().join("spread.json");
     std::fs::write(&spec_path, serde_json::to_vec(&spec)?)
@@ -405,7 +414,7 @@ impl Heard {
                     t_ms: ms(t_us),
                 });
             }
-            Report::Listening(_) | Report::Ready | Report::Done(_) => {}
+            Report::Listening(_) | Report::Started | Report::Ready | Report::Done(_) => {}
         }
     }
 
@@ -466,8 +475,16 @@ async fn drive(
     for part in parts.iter_mut() {
         part.order(&Order::Ports(ports.clone())).await?;
     }
+    // Starting a node checks the whole roster, so starting them all takes
+    // time in proportion to the square of the nodes on the shared cores
+    // (1,000 took about 3 minutes in one process here).
+    let start = START_DEADLINE + START_PER_NODE * spec.n as u32;
+    from_every_part(inbox, count, start, "started their nodes", |r| {
+        matches!(r, Report::Started).then_some(())
+    })
+    .await?;
     let connect = Duration::from_millis(spec.connect_deadline_ms) + Duration::from_secs(30);
-    from_every_part(inbox, count, connect, "started their nodes", |r| {
+    from_every_part(inbox, count, connect, "reached their neighbours", |r| {
         matches!(r, Report::Ready).then_some(())
     })
     .await?;
@@ -699,6 +716,7 @@ pub async fn part(spec_path: &Path, part: usize) -> anyhow::Result<()> {
         .iter()
         .map(|(i, node, _)| (*i, node.handle.clone()))
         .collect();
+    let _ = out.send(Report::Started);
     wait_for_neighbours(&spec, &handles).await;
     futures::future::join_all(handles.iter().map(|(_, h)| h.own_feed_synced())).await;
     let _ = out.send(Report::Ready);
