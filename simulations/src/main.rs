@@ -52,8 +52,8 @@ enum Command {
         /// Prints the script as it runs.
         #[arg(long, short)]
         verbose: bool,
-        /// Spreads the nodes over this many OS processes (scenarios of GREEN
-        /// publishing on a healthy network only).
+        /// Spreads the nodes over this many OS processes (scenarios that
+        /// publish on a healthy network only).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         processes: u16,
     },

@@ -132,6 +132,8 @@ pub struct Figures {
     pub cpu_s_per_node: f64,
     /// `peak_rss_mb` (the whole process) divided by the nodes of the run.
     pub peak_rss_mib_per_node: f64,
+    /// OS processes that ran the nodes and reported (1 unless `--processes`).
+    pub processes: usize,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -301,6 +303,7 @@ pub fn figures(data: &PhaseData) -> Figures {
         peak_rss_mb: round(data.peak_rss_mb),
         cpu_s_per_node: hundredths(data.cpu_seconds / n),
         peak_rss_mib_per_node: hundredths(data.peak_rss_mb / n),
+        processes: data.processes,
     }
 }
 

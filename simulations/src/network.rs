@@ -386,19 +386,29 @@ impl Network {
     /// accepted). The link delay is applied once, by the receiving process.
     async fn connect_remote(&self, from: usize, to: usize, tcp_port: u16) -> io::Result<Link> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        if tcp_port == 0 {
-            return Err(refused("the other process has not said where it listens"));
-        }
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port)).await?;
-        stream.set_nodelay(true)?;
-        let mut hello = [0u8; 8];
-        hello[..4].copy_from_slice(&(to as u32).to_be_bytes());
-        hello[4..].copy_from_slice(&(from as u32).to_be_bytes());
-        stream.write_all(&hello).await?;
-        let mut answer = [0u8; 1];
-        stream.read_exact(&mut answer).await?;
+        let dialled = async {
+            if tcp_port == 0 {
+                return Err(refused("the other process has not said where it listens"));
+            }
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port)).await?;
+            stream.set_nodelay(true)?;
+            let mut hello = [0u8; 8];
+            hello[..4].copy_from_slice(&(to as u32).to_be_bytes());
+            hello[4..].copy_from_slice(&(from as u32).to_be_bytes());
+            stream.write_all(&hello).await?;
+            let mut answer = [0u8; 1];
+            stream.read_exact(&mut answer).await?;
+            Ok((stream, answer[0]))
+        };
+        let (stream, answer) = match dialled.await {
+            Ok(dialled) => dialled,
+            Err(e) => {
+                lock(&self.inner.state).counters.refused_dials += 1;
+                return Err(e);
+            }
+        };
         let mut state = lock(&self.inner.state);
-        if answer[0] != 1 || !Network::may_connect(&state, from, to) {
+        if answer != 1 || !Network::may_connect(&state, from, to) {
             state.counters.refused_dials += 1;
             return Err(refused("dial refused by the other process"));
         }
@@ -414,14 +424,25 @@ impl Network {
     pub fn serve(&self, listener: tokio::net::TcpListener) {
         let network = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            loop {
+                let accepted = listener.accept().await;
                 let Some(inner) = network.upgrade() else {
                     break;
                 };
-                let network = Network { inner };
-                tokio::spawn(async move {
-                    let _ = network.accept_remote(stream).await;
-                });
+                match accepted {
+                    Ok((stream, _)) => {
+                        let network = Network { inner };
+                        tokio::spawn(async move {
+                            let _ = network.accept_remote(stream).await;
+                        });
+                    }
+                    // Out of descriptors, or a dial that gave up: that one
+                    // dial fails (its node redials), the next is taken.
+                    Err(e) => {
+                        tracing::debug!("loopback accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
             }
         });
     }
@@ -1048,15 +1069,15 @@ mod tests {
     /// applied once, and the topology still refuses unlinked pairs.
     #[tokio::test]
     async fn a_link_between_processes_carries_bytes_with_the_delay_applied_once() {
-        let links: Links = [(0, 1)].into_iter().collect();
+        let links: Links = [(0, 1), (0, 2)].into_iter().collect();
         let parts: Vec<Network> = (0..2)
             .map(|me| {
-                let network = Network::new(3, 1, Some(links.clone()));
+                let network = Network::new(4, 1, Some(links.clone()));
                 network.set_shape(Shape {
                     latency_ms: 100.0,
                     ..Shape::default()
                 });
-                network.spread(vec![0, 1, 1], me);
+                network.spread(vec![0, 1, 1, 1], me);
                 network
             })
             .collect();
@@ -1114,17 +1135,29 @@ mod tests {
         theirs.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
 
-        // Node 2 (in part 1) is not linked to node 0: refused at the dial.
+        // Node 3 (in part 1) is not linked to node 0: refused at the dial.
         let mut stranger = SimTransport::new(parts[0].clone(), 0);
-        assert!(stranger.dial(addr_of(2).parse().unwrap(), opts).is_err());
-        // Linked, but nobody listens there: the other part refuses.
-        let network = Network::new(3, 1, None);
-        network.spread(vec![0, 1, 1], 0);
-        network.set_ports(ports);
-        let mut dialer = SimTransport::new(network.clone(), 0);
-        let dial = dialer.dial(addr_of(2).parse().unwrap(), opts).unwrap();
+        assert!(stranger.dial(addr_of(3).parse().unwrap(), opts).is_err());
+        assert_eq!(parts[0].counters().refused_dials, 1);
+        // Node 2 is linked but nobody listens for it in part 1: part 1
+        // answers no, and the dial fails and counts as refused.
+        let dial = stranger.dial(addr_of(2).parse().unwrap(), opts).unwrap();
         assert!(dial.await.is_err());
-        assert_eq!(network.counters().refused_dials, 1);
+        assert_eq!(parts[0].counters().refused_dials, 2);
+        assert_eq!(parts[0].counters().connections, 1);
+        // A part that is not there (its port closed): refused too.
+        let gone = Network::new(4, 1, Some(links.clone()));
+        gone.spread(vec![0, 1, 1, 1], 0);
+        let closed = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        gone.set_ports(vec![ports[0], closed_port]);
+        let mut dialer = SimTransport::new(gone.clone(), 0);
+        let dial = dialer.dial(addr_of(1).parse().unwrap(), opts).unwrap();
+        assert!(dial.await.is_err());
+        assert_eq!(gone.counters().refused_dials, 1);
     }
 
     #[tokio::test]

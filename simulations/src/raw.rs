@@ -378,6 +378,7 @@ async fn drive(
         script_cpu_seconds,
         warmup_cpu_seconds,
         script_cpu_by_thread,
+        processes: 1,
         ..PhaseData::default()
     })
 }

@@ -155,6 +155,8 @@ pub struct PhaseData {
     pub peak_rss_mb: f64,
     /// Seconds spent starting nodes.
     pub startup_s: f64,
+    /// OS processes that ran the nodes and reported their figures.
+    pub processes: usize,
 }
 
 /// Envelope copies received from peers, summed over nodes.
@@ -1326,5 +1328,6 @@ async fn drive(sim: &mut Sim<'_>, options: &PhaseOptions) -> anyhow::Result<Phas
         script_cpu_by_thread,
         peak_rss_mb: 0.0,
         startup_s,
+        processes: 1,
     })
 }

@@ -159,6 +159,9 @@ pub enum Report {
     },
     /// What the part measured, sent just before it exits.
     Done(PartFigures),
+    /// The part's output ended (the parent's own note; never on the wire).
+    #[serde(skip)]
+    Gone,
 }
 
 /// One part's own measurements.
@@ -338,12 +341,13 @@ impl Part {
                 match serde_json::from_str::<Report>(&line) {
                     Ok(report) => {
                         if reports.send((part, report)).is_err() {
-                            break;
+                            return;
                         }
                     }
                     Err(e) => eprintln!("part {part}: unreadable report ({e}): {line}"),
                 }
             }
+            let _ = reports.send((part, Report::Gone));
         });
         Ok(Part {
             index: part,
@@ -371,6 +375,9 @@ struct Heard {
     failed: u64,
     stores: Vec<StoredRecord>,
     readable: HashSet<(Digest, usize)>,
+    /// Every (author, seq) stored anywhere, and how many each node stored.
+    stored: HashSet<(NodePublicKey, u64)>,
+    stored_by: HashMap<usize, usize>,
     done: BTreeMap<usize, PartFigures>,
 }
 
@@ -405,6 +412,8 @@ impl Heard {
                 if readable {
                     self.readable.insert((id, node));
                 }
+                self.stored.insert((author, seq));
+                *self.stored_by.entry(node).or_default() += 1;
                 self.stores.push(StoredRecord {
                     node,
                     id,
@@ -414,7 +423,11 @@ impl Heard {
                     t_ms: ms(t_us),
                 });
             }
-            Report::Listening(_) | Report::Started | Report::Ready | Report::Done(_) => {}
+            Report::Listening(_)
+            | Report::Started
+            | Report::Ready
+            | Report::Done(_)
+            | Report::Gone => {}
         }
     }
 
@@ -424,6 +437,14 @@ impl Heard {
                 .iter()
                 .all(|&r| self.readable.contains(&(p.id, r)))
         })
+    }
+
+    /// Whether every honest node stored every envelope stored anywhere (a
+    /// node stores an AMBER envelope it cannot open too), by the events.
+    fn frontiers_equal(&self, honest: &[usize]) -> bool {
+        honest
+            .iter()
+            .all(|i| self.stored_by.get(i).copied().unwrap_or(0) == self.stored.len())
     }
 }
 
@@ -441,14 +462,65 @@ async fn from_every_part<T>(
         let Ok(next) = tokio::time::timeout_at(until, inbox.recv()).await else {
             anyhow::bail!("{} of {parts} parts {what} within {deadline:?}", got.len());
         };
-        let Some((part, report)) = next else {
-            anyhow::bail!("a part exited before it {what}");
-        };
-        if let Some(value) = pick(&report) {
-            got.insert(part, value);
+        match next {
+            Some((part, Report::Gone)) => {
+                anyhow::bail!("part {part} exited before it {what} (its error is above)")
+            }
+            Some((part, report)) => {
+                if let Some(value) = pick(&report) {
+                    got.insert(part, value);
+                }
+            }
+            None => anyhow::bail!("every part exited before it {what}"),
         }
     }
     Ok(got.into_values().collect())
+}
+
+/// Waits for every part to start its nodes (within `start`), then for every
+/// part to reach its neighbours (within `connect` of the last start); a
+/// part may be ready before another has started.
+async fn start_up(
+    inbox: &mut mpsc::UnboundedReceiver<(usize, Report)>,
+    parts: usize,
+    start: Duration,
+    connect: Duration,
+) -> anyhow::Result<()> {
+    let mut started = BTreeSet::new();
+    let mut ready = BTreeSet::new();
+    let mut until = Instant::now() + start;
+    while ready.len() < parts {
+        let what = if started.len() < parts {
+            "started its nodes"
+        } else {
+            "reached its neighbours"
+        };
+        let Ok(next) = tokio::time::timeout_at(until, inbox.recv()).await else {
+            let waiting = if started.len() < parts {
+                started.len()
+            } else {
+                ready.len()
+            };
+            anyhow::bail!("{waiting} of {parts} parts {what} in time");
+        };
+        match next {
+            Some((part, Report::Started)) => {
+                started.insert(part);
+                if started.len() == parts {
+                    until = Instant::now() + connect;
+                }
+            }
+            Some((part, Report::Ready)) => {
+                ready.insert(part);
+            }
+            Some((part, Report::Gone)) => {
+                anyhow::bail!("part {part} exited before it {what} (its error is above)")
+            }
+            Some(_) => {}
+            None => anyhow::bail!("every part exited before it {what}"),
+        }
+    }
+    Ok(())
 }
 
 async fn drive(
@@ -479,15 +551,8 @@ async fn drive(
     // time in proportion to the square of the nodes on the shared cores
     // (1,000 took about 3 minutes in one process here).
     let start = START_DEADLINE + START_PER_NODE * spec.n as u32;
-    from_every_part(inbox, count, start, "started their nodes", |r| {
-        matches!(r, Report::Started).then_some(())
-    })
-    .await?;
     let connect = Duration::from_millis(spec.connect_deadline_ms) + Duration::from_secs(30);
-    from_every_part(inbox, count, connect, "reached their neighbours", |r| {
-        matches!(r, Report::Ready).then_some(())
-    })
-    .await?;
+    start_up(inbox, count, start, connect).await?;
     let startup_s = started.elapsed().as_secs_f64();
     let warmup = Duration::from_secs_f64(scenario.warmup_s.max(0.5));
     let origin_us = now_us();
@@ -505,13 +570,22 @@ async fn drive(
     loop {
         tokio::select! {
             next = inbox.recv() => match next {
+                Some((part, Report::Gone)) => {
+                    anyhow::bail!("part {part} exited during the run (its error is above)")
+                }
                 Some((_, report)) => heard.take(report, origin_us, spec, &honest),
                 None => anyhow::bail!("every part exited before the drain ended"),
             },
             _ = tick.tick() => {
                 let now = Instant::now();
                 let acknowledged = heard.publications.len() as u64 + heard.failed;
-                if now >= script_end && acknowledged >= expected && heard.delivered_all() {
+                // As in one process: everything delivered, and every node
+                // holding what any node holds.
+                if now >= script_end
+                    && acknowledged >= expected
+                    && heard.delivered_all()
+                    && heard.frontiers_equal(&honest)
+                {
                     break;
                 }
                 if now >= drain_deadline {
@@ -538,6 +612,9 @@ async fn drive(
         match report {
             Report::Done(figures) => {
                 heard.done.insert(part, figures);
+            }
+            Report::Gone => {
+                anyhow::bail!("part {part} exited before it reported (its error is above)")
             }
             other => heard.take(other, origin_us, spec, &honest),
         }
@@ -615,25 +692,12 @@ fn phase_data(
     } else {
         sizes.iter().sum::<f64>() / sizes.len() as f64
     };
-    data.frontiers_equal_at_end = frontiers_equal(&heard.stores, &data.honest);
+    data.frontiers_equal_at_end = heard.frontiers_equal(&data.honest);
+    data.processes = heard.done.len();
     data.publications = heard.publications;
     data.failed_publishes = heard.failed;
     data.stores = heard.stores;
     data
-}
-
-/// Whether every honest node stored the same envelopes, by their events.
-fn frontiers_equal(stores: &[StoredRecord], honest: &[usize]) -> bool {
-    let mut held: HashMap<usize, BTreeSet<(NodePublicKey, u64)>> = HashMap::new();
-    for s in stores {
-        held.entry(s.node).or_default().insert((s.author, s.seq));
-    }
-    let empty = BTreeSet::new();
-    let sets: Vec<&BTreeSet<(NodePublicKey, u64)>> = honest
-        .iter()
-        .map(|i| held.get(i).unwrap_or(&empty))
-        .collect();
-    sets.windows(2).all(|w| w[0] == w[1])
 }
 
 /// Part `part` of a spread run (the hidden `part` command): runs its nodes
@@ -703,13 +767,19 @@ pub async fn part(spec_path: &Path, part: usize) -> anyhow::Result<()> {
 
     let lagged = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut nodes = Vec::new();
+    let mut forwards = Vec::new();
     for &i in &mine {
         let dir = DataDir::new(spec.dirs.get(i).context("no directory for a node")?);
         let config = dir.config()?;
         let (mut node, stop) = start_node(&dir, &config, &network, i).await?;
         let fresh = node.handle.subscribe();
         let events = std::mem::replace(&mut node.events, fresh);
-        tokio::spawn(forward(i, events, out.clone(), lagged.clone()));
+        forwards.push(tokio::spawn(forward(
+            i,
+            events,
+            out.clone(),
+            lagged.clone(),
+        )));
         nodes.push((i, node, stop));
     }
     let handles: Vec<(usize, NodeHandle)> = nodes
@@ -717,7 +787,13 @@ pub async fn part(spec_path: &Path, part: usize) -> anyhow::Result<()> {
         .map(|(i, node, _)| (*i, node.handle.clone()))
         .collect();
     let _ = out.send(Report::Started);
-    wait_for_neighbours(&spec, &handles).await;
+    let lonely = wait_for_neighbours(&spec, &handles).await;
+    if lonely > 0 {
+        anyhow::bail!(
+            "part {part}: {lonely} nodes still have no peer after {} ms",
+            spec.connect_deadline_ms
+        );
+    }
     futures::future::join_all(handles.iter().map(|(_, h)| h.own_feed_synced())).await;
     let _ = out.send(Report::Ready);
 
@@ -857,6 +933,12 @@ pub async fn part(spec_path: &Path, part: usize) -> anyhow::Result<()> {
         node.wait().await;
     }))
     .await;
+    // The handles keep the nodes' event channels open: drop them and the
+    // forwarders, so the writer ends once the last report is out.
+    drop((handles, by_node));
+    for forward in forwards {
+        forward.abort();
+    }
     let _ = out.send(Report::Done(PartFigures {
         cpu_s: machine::cpu_seconds(),
         peak_rss_mb: machine::peak_rss_mb(),
@@ -899,17 +981,23 @@ async fn forward(
     }
 }
 
-/// Waits until each node reaches every topology neighbour (or the deadline).
-async fn wait_for_neighbours(spec: &Spec, handles: &[(usize, NodeHandle)]) {
+/// Waits until each node reaches every topology neighbour, or the
+/// deadline; returns how many nodes have no peer at all then.
+async fn wait_for_neighbours(spec: &Spec, handles: &[(usize, NodeHandle)]) -> usize {
     let deadline = Instant::now() + Duration::from_millis(spec.connect_deadline_ms);
     loop {
         let peers = futures::future::join_all(handles.iter().map(|(_, h)| h.peers())).await;
-        let short = handles.iter().zip(&peers).any(|((i, _), peers)| {
-            let want = spec.neighbours.get(*i).map_or(0, Vec::len);
-            peers.as_ref().map_or(0, Vec::len) < want
-        });
+        let counts: Vec<(usize, usize)> = handles
+            .iter()
+            .zip(&peers)
+            .map(|((i, _), peers)| {
+                let want = spec.neighbours.get(*i).map_or(0, Vec::len);
+                (peers.as_ref().map_or(0, Vec::len), want)
+            })
+            .collect();
+        let short = counts.iter().any(|(have, want)| have < want);
         if !short || Instant::now() > deadline {
-            return;
+            return counts.iter().filter(|(have, _)| *have == 0).count();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

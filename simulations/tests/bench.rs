@@ -53,6 +53,8 @@ fn run_bench(args: &[&str]) -> (Value, String) {
 fn tiny_bench_writes_every_figure_with_its_baseline() {
     let (json, md) = run_bench(&["--tiny", "--seed", "7"]);
     assert!(md.contains("## Goals"), "{md}");
+    assert_eq!(num(&json, "processes"), 1.0);
+    assert_eq!(num(&json, "mesh_latency.0.breakwater.processes"), 1.0);
 
     // Mesh latency at two sizes: both sides delivered everything, the
     // ratios are theirs, and nothing beat the 20 ± 5 ms links.
@@ -208,6 +210,10 @@ fn the_mesh_spread_over_two_processes_delivers_everything_and_says_so() {
         "2",
     ]);
     assert_eq!(num(&json, "processes"), 2.0);
+    // Counted from the parts that reported, not echoed from the flag; raw
+    // gossipsub ran in one.
+    assert_eq!(num(&json, "mesh_latency.0.breakwater.processes"), 2.0);
+    assert_eq!(num(&json, "mesh_latency.0.raw.processes"), 1.0);
     let envelopes = num(&json, "mesh_latency.0.breakwater.envelopes");
     assert!(envelopes > 0.0);
     assert_eq!(num(&json, "mesh_latency.0.breakwater.delivery"), 1.0);
@@ -222,6 +228,39 @@ fn the_mesh_spread_over_two_processes_delivers_everything_and_says_so() {
     assert!(num(&json, "mesh_latency.0.breakwater.connections") >= 8.0);
     assert!(num(&json, "mesh_latency.0.envelope_bytes") > 0.0);
     assert!(md.contains("ran in 2 OS processes"), "{md}");
+}
+
+/// A part that dies is named at once, not after the start-up deadline.
+#[test]
+fn a_part_that_exits_fails_the_run_at_once_with_one_line() {
+    let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let output = bench_bin()
+        .args([
+            "bench",
+            "--tiny",
+            "--only",
+            "latency",
+            "--latency-nodes",
+            "4",
+            "--processes",
+            "2",
+            "--out",
+        ])
+        .arg(out.path())
+        .env("BREAKWATER_SIM_EXE", "/bin/false")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error:")
+            && stderr.contains("exited before it listened")
+            && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(50));
+    assert!(!out.path().join("bench.json").exists());
 }
 
 #[test]

@@ -93,6 +93,8 @@ pub struct Side {
     pub connections: u64,
     /// `script_cpu_s` of the threads alive at both ends, by thread name.
     pub script_cpu_by_thread: Vec<(String, f64)>,
+    /// OS processes that ran the nodes and reported (1 unless `--processes`).
+    pub processes: usize,
 }
 
 impl Side {
@@ -111,6 +113,7 @@ impl Side {
             failed: figures.failed_publishes,
             connections: figures.network.connections,
             script_cpu_by_thread: figures.script_cpu_by_thread.clone(),
+            processes: figures.processes,
         }
     }
 
