@@ -877,6 +877,16 @@ pub struct PhaseOptions {
     pub processes: usize,
 }
 
+impl PhaseOptions {
+    /// A fresh temp directory under `work_dir` for one phase's stores.
+    pub fn temp_dir(&self, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&self.work_dir)
+            .with_context(|| format!("cannot create a temp dir in {}", self.work_dir.display()))
+    }
+}
+
 /// Runs one phase of `plan` and returns what was measured.
 pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<PhaseData> {
     if options.processes > 1 {
@@ -887,10 +897,7 @@ pub async fn run_phase(plan: &Plan, options: &PhaseOptions) -> anyhow::Result<Ph
     machine::reset_peak_rss();
     let cpu_before = machine::cpu_seconds();
     let setup_started = Instant::now();
-    let root = tempfile::Builder::new()
-        .prefix("breakwater-sim-")
-        .tempdir_in(&options.work_dir)
-        .with_context(|| format!("cannot create a temp dir in {}", options.work_dir.display()))?;
+    let root = options.temp_dir("breakwater-sim-")?;
     let mut not_run = plan.hostile.clone();
     not_run.extend(plan.equivocator);
     let (fixture, dirs, configs) =

@@ -235,10 +235,7 @@ pub async fn run_phase_spread(plan: &Plan, options: &PhaseOptions) -> anyhow::Re
     let scenario = &plan.scenario;
     let cpu_before = machine::cpu_seconds();
     let started = Instant::now();
-    let root = tempfile::Builder::new()
-        .prefix("breakwater-spread-")
-        .tempdir_in(&options.work_dir)
-        .with_context(|| format!("cannot create a temp dir in {}", options.work_dir.display()))?;
+    let root = options.temp_dir("breakwater-spread-")?;
     let (_fixture, dirs, configs) = prepare_consortium(
         root.path(),
         &scenario.node,

@@ -370,10 +370,7 @@ pub async fn bench(
         verbose: false,
         processes: phase.processes,
     };
-    let root = tempfile::Builder::new()
-        .prefix("breakwater-bench-")
-        .tempdir_in(&phase.work_dir)
-        .with_context(|| format!("cannot create a temp dir in {}", phase.work_dir.display()))?;
+    let root = phase.temp_dir("breakwater-bench-")?;
     let wants = |section: Section| settings.sections.contains(&section);
 
     say("raw ed25519 verify");
