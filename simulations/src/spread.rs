@@ -293,9 +293,23 @@ pub async fn run_phase_spread(plan: &Plan, options: &PhaseOptions) -> anyhow::Re
     }
     drop(reports);
     let result = drive(plan, options, &spec, &mut parts, &mut inbox, started).await;
-    for part in &mut parts {
-        let _ = part.child.start_kill();
-        let _ = part.child.wait().await;
+    // After their reports the parts exit by themselves; after an error, or
+    // if one hangs, they are killed.
+    let grace = if result.is_ok() {
+        Duration::from_secs(10)
+    } else {
+        Duration::ZERO
+    };
+    for Part {
+        mut child, stdin, ..
+    } in parts
+    {
+        // The end of its stdin lets a part's runtime shut down.
+        drop(stdin);
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
     }
     let mut data = result?;
     data.cpu_seconds += machine::cpu_seconds() - cpu_before;
