@@ -391,21 +391,12 @@ impl Sim<'_> {
         };
         self.published += 1;
         let k = self.published;
-        let (tlp, recipients): (Tlp, Vec<usize>) = if to.is_empty() {
-            (
-                Tlp::Green,
-                self.plan
-                    .honest()
-                    .into_iter()
-                    .filter(|&r| r != node)
-                    .collect(),
-            )
+        let tlp = if to.is_empty() {
+            Tlp::Green
         } else {
-            (
-                Tlp::Amber,
-                to.iter().copied().filter(|&r| r != node).collect(),
-            )
+            Tlp::Amber
         };
+        let recipients = recipients(&self.plan.honest(), node, to);
         let to_orgs: Vec<OrgId> = to
             .iter()
             .filter_map(|&o| self.fixture.orgs.get(o).map(|org| org.org_id.clone()))
@@ -832,6 +823,13 @@ impl Sim<'_> {
             sizes.iter().sum::<f64>() / sizes.len() as f64
         }
     }
+}
+
+/// The nodes meant to open a publication of `node` to AMBER recipients `to`
+/// (empty: GREEN, every honest node), the author excluded.
+pub(crate) fn recipients(honest: &[usize], node: usize, to: &[usize]) -> Vec<usize> {
+    let all = if to.is_empty() { honest } else { to };
+    all.iter().copied().filter(|&r| r != node).collect()
 }
 
 /// The `k`-th bulletin of a run, published by node `node`.

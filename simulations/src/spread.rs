@@ -39,7 +39,7 @@ use crate::machine;
 use crate::network::{Network, Shape};
 use crate::run::{
     CONNECT_DEADLINE, CONNECT_PER_NODE, CopyCounts, PhaseData, PhaseOptions, Publication,
-    StoredRecord, bulletin_request, prepare_consortium, start_node,
+    StoredRecord, bulletin_request, prepare_consortium, recipients, start_node,
 };
 use crate::scenario::{Action, Plan};
 
@@ -90,14 +90,6 @@ pub struct Publish {
     pub k: u64,
     /// AMBER recipient nodes besides the author's organisation (empty: GREEN).
     pub to: Vec<usize>,
-}
-
-impl Publish {
-    /// The nodes meant to open it.
-    fn recipients(&self, honest: &[usize]) -> Vec<usize> {
-        let all: &[usize] = if self.to.is_empty() { honest } else { &self.to };
-        all.iter().copied().filter(|&r| r != self.node).collect()
-    }
 }
 
 /// Parent → part.
@@ -408,7 +400,7 @@ impl Heard {
                 recipients: spec
                     .publish
                     .get(index)
-                    .map(|p| p.recipients(honest))
+                    .map(|p| recipients(honest, p.node, &p.to))
                     .unwrap_or_default(),
             }),
             Report::Failed { .. } => self.failed += 1,
